@@ -1,0 +1,185 @@
+"""The ``condgen`` command: one entry point, one subcommand per job.
+
+User mistakes surface as :class:`CondgenError` and are printed as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from condgen.errors import CondgenError
+
+EXIT_USER_ERROR = 2
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="condgen",
+        description="Multi-label conditional image generation on i-CLEVR-format datasets.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="make or check a dataset folder").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND"
+    )
+    synth = data.add_parser(
+        "synth",
+        help="render a synthetic CLEVR-like dataset in the i-CLEVR format",
+        description="Render CLEVR-like scenes of 1-3 objects (3 shapes x 8 colours) into DIR, with train.json, "
+        "test.json, new_test.json and objects.json. Scenes come in triples (NNNNNN_0/1/2) that add one object "
+        "at a time, as in i-CLEVR. Deterministic for a given seed.",
+    )
+    synth.add_argument("--out", type=Path, required=True, help="new folder to create (must not exist or be empty)")
+    synth.add_argument("--n", type=positive_int, required=True, help="number of training images")
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    synth.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    check = data.add_parser(
+        "check",
+        help="validate a dataset folder and count its classes",
+        description="Validate objects.json, train.json, the optional label files and every image; print counts "
+        "per class and per number of objects.",
+    )
+    check.add_argument("dir", type=Path, help="the dataset folder")
+
+    evaluator = commands.add_parser("evaluator", help="train the ResNet18 evaluator").add_subparsers(
+        dest="evaluator_command", required=True, metavar="COMMAND"
+    )
+    train = evaluator.add_parser(
+        "train",
+        help="train a ResNet18 multi-label evaluator on a dataset folder",
+        description="Train the course's evaluator architecture on DIR, holding out whole scenes for validation. "
+        "Writes RUN/evaluator.safetensors and RUN/evaluator.json (config, per-epoch held-out accuracy, time).",
+    )
+    train.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
+    train.add_argument("--out", type=Path, required=True, help="run folder to write (must not hold an evaluator)")
+    train.add_argument("--epochs", type=positive_int, default=15, help="training epochs (default 15)")
+    train.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default 128)")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="share of scenes held out (default 0.1)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--half", action="store_true", help="store the weights in float16")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score images with the evaluator (the course's top-k accuracy)",
+        description="Score generated images against the label lists they were asked to show. PATH is a folder "
+        "of 0.png, 1.png, ... (one per label list, in order) or a .pt/.npy tensor (N, 3, H, W): uint8 in [0, 255] "
+        "or float in [-1, 1]. Alternatively --data scores a dataset folder's own images against its train.json.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of N.png files, or a .pt/.npy tensor batch")
+    source.add_argument("--data", type=Path, help="a dataset folder: score its images against train.json")
+    evaluate.add_argument("--labels", type=Path, help="label file (a JSON list of object-name lists)")
+    evaluate.add_argument(
+        "--evaluator",
+        type=Path,
+        help="evaluator weights: .safetensors or the course's .pth (default: the shipped i-CLEVR evaluator)",
+    )
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="dataset folder: also report the Fréchet distance to its "
+        "images in the evaluator's 512-d feature space (not Inception FID)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main job on embedded data: synthesise, train an evaluator, evaluate",
+        description="Render a synthetic dataset, train an evaluator on it, score it on freshly rendered "
+        "held-out scenes, and write sample grids. Everything goes under OUT.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    demo.add_argument("--n", type=positive_int, default=3000, help="training images to render (default 3000)")
+    demo.add_argument("--epochs", type=positive_int, default=6, help="evaluator epochs (default 6)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except CondgenError as exc:
+        print(f"condgen: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("condgen: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "data" and args.data_command == "synth":
+        from condgen.data.synth import synthesize_dataset
+
+        summary = synthesize_dataset(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
+        print(f"wrote {summary['images']} images to {args.out} ({summary['images_per_second']:.0f} images/s)")
+    elif args.command == "data" and args.data_command == "check":
+        from condgen.data.check import check_dataset, format_report
+
+        print(format_report(check_dataset(args.dir)))
+    elif args.command == "evaluator":
+        return _train_evaluator(args)
+    elif args.command == "evaluate":
+        result = _evaluate(args)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects)")
+            if "frechet_distance" in result:
+                print(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
+    elif args.command == "demo":
+        from condgen.demo import run_demo
+
+        run_demo(args.out, n=args.n, epochs=args.epochs)
+    return 0
+
+
+def _train_evaluator(args: argparse.Namespace) -> int:
+    from condgen.data.iclevr import load_dataset
+    from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
+
+    if (args.out / "evaluator.safetensors").exists():
+        raise CondgenError(f"{args.out}: already holds an evaluator; choose another --out")
+    if not 0 < args.val_fraction < 1:
+        raise CondgenError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
+    config = EvaluatorTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed
+    )
+    report = train_evaluator(load_dataset(args.data), args.out, config, half=args.half)
+    print(
+        f"held-out accuracy {report['val_accuracy']:.4f} after {report['train_seconds'] / 60:.1f} min; "
+        f"wrote {args.out / 'evaluator.safetensors'}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    from condgen.evaluate.scoring import evaluate_images
+
+    if args.images is not None and args.labels is None:
+        raise CondgenError("--images needs --labels (the label file the images were generated for)")
+    return evaluate_images(
+        images=args.images, labels=args.labels, data=args.data, evaluator=args.evaluator, reference=args.reference
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

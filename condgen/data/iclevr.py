@@ -1,0 +1,170 @@
+"""The i-CLEVR folder format: ``objects.json``, ``train.json``, optional ``test.json`` / ``new_test.json``, ``images/``.
+
+``train.json`` maps an image file name (inside ``images/``) to its list of object names; the label files are lists
+of such lists. Images are decoded once into a cache so that later loads are a single ``np.load``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from condgen.data.imageio import decode_image, to_signed
+from condgen.data.jsonio import read_json
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+from condgen.progress import progress_bar
+
+LABEL_FILES = ("test.json", "new_test.json")
+IMAGE_SIZE = 64
+
+
+@dataclass
+class LabeledImages:
+    """A whole dataset in memory: uint8 images (N, 3, S, S), float multi-hot labels (N, C), file names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    files: list[str]
+    codec: LabelCodec
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+class ICLEVRDataset(torch.utils.data.Dataset):
+    """Yields ``(image, label)``: a float image in [-1, 1] of shape (3, 64, 64) and its 24-d multi-hot vector."""
+
+    def __init__(self, root: str | Path, size: int = IMAGE_SIZE, cache: bool = True, progress: bool = False):
+        self.data = load_dataset(root, size=size, cache=cache, progress=progress)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_signed(self.data.images[index]), self.data.labels[index]
+
+
+def load_codec(root: str | Path) -> LabelCodec:
+    return LabelCodec.from_file(Path(root) / "objects.json")
+
+
+def load_label_file(path: str | Path, codec: LabelCodec) -> torch.Tensor:
+    """A ``test.json``-style file (a list of label lists) -> an (N, C) multi-hot matrix."""
+    lists = read_json(path)
+    if not isinstance(lists, list):
+        raise CondgenError(f"{path}: expected a JSON list of label lists, got {type(lists).__name__}")
+    if not lists:
+        raise CondgenError(f"{path}: the file holds no label lists")
+    return codec.encode_many(lists, str(path))
+
+
+def read_train_index(root: str | Path, codec: LabelCodec) -> tuple[list[str], torch.Tensor]:
+    """Reads and validates ``train.json``: file names (sorted) and their multi-hot labels."""
+    path = Path(root) / "train.json"
+    index = read_json(path)
+    if not isinstance(index, dict):
+        raise CondgenError(f"{path}: expected a JSON object {{file name: [object names]}}, got {type(index).__name__}")
+    if not index:
+        raise CondgenError(f"{path}: no entries")
+    files = sorted(index)
+    for name in files:
+        check_file_name(name, f'{path}: entry "{name}"')
+    labels = torch.stack([codec.encode(index[name], f'{path}: entry "{name}"') for name in files])
+    return files, labels
+
+
+def check_file_name(name: str, where: str) -> None:
+    """Rejects names that would leave ``images/``: absolute paths, ``..`` parts, backslashes, empty names."""
+    pure = PurePosixPath(name)
+    if not name or "\\" in name or pure.is_absolute() or ".." in pure.parts or name.startswith("~"):
+        raise CondgenError(f"{where}: file name must stay inside the images folder")
+
+
+def load_dataset(root: str | Path, size: int = IMAGE_SIZE, cache: bool = True, progress: bool = True) -> LabeledImages:
+    """Loads a dataset folder into memory, validating every JSON entry and every image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CondgenError(f"{root}: dataset folder not found")
+    codec = load_codec(root)
+    files, labels = read_train_index(root, codec)
+    images = load_images(root / "images", files, size=size, cache=cache, progress=progress)
+    return LabeledImages(images=images, labels=labels, files=files, codec=codec)
+
+
+def load_images(
+    folder: Path, files: list[str], size: int = IMAGE_SIZE, cache: bool = True, progress: bool = True
+) -> torch.Tensor:
+    """Decodes ``files`` under ``folder`` into a uint8 tensor (N, 3, size, size), through the decode cache."""
+    paths = [folder / name for name in files]
+    cache_file = _cache_path(folder, files, paths, size) if cache else None
+    if cache_file is not None and cache_file.exists():
+        try:
+            return torch.from_numpy(np.load(cache_file))
+        except (OSError, ValueError):
+            cache_file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt below
+    array = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
+    with progress_bar(total=len(paths), desc="decoding images", unit="img", enabled=progress) as bar:
+        for start, block in zip(range(0, len(paths), 256), _decode_chunks(chunks, size)):
+            array[start : start + len(block)] = block
+            bar.update(len(block))
+    if cache_file is not None:
+        _save_cache(cache_file, array)
+    return torch.from_numpy(array)
+
+
+def _decode_chunk(args: tuple[list[Path], int]) -> np.ndarray:
+    paths, size = args
+    return np.stack([decode_image(path, size) for path in paths])
+
+
+def _decode_chunks(chunks: list[list[Path]], size: int) -> Iterator[np.ndarray]:
+    jobs = [(chunk, size) for chunk in chunks]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(chunks) <= 1 or workers == 1:
+        yield from map(_decode_chunk, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_decode_chunk, jobs)
+
+
+def cache_dir() -> Path:
+    """Where decoded datasets are kept: ``$CONDGEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/condgen``, else ``~/.cache``."""
+    if os.environ.get("CONDGEN_CACHE_DIR"):
+        return Path(os.environ["CONDGEN_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "condgen"
+
+
+def _cache_path(folder: Path, files: list[str], paths: list[Path], size: int) -> Path:
+    """A cache key over the folder, the size and every file's name, byte size and modification time.
+
+    Replacing, adding or touching any image gives a new key, so a stale cache is never read.
+    """
+    digest = hashlib.sha256(f"{folder.resolve()}|{size}".encode())
+    for name, path in zip(files, paths):
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            raise CondgenError(f'{path}: image not found (listed in train.json as "{name}")') from None
+        digest.update(f"|{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return cache_dir() / f"images-{digest.hexdigest()[:32]}.npy"
+
+
+def _save_cache(path: Path, array: np.ndarray) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # the cache only saves time; a read-only home must not stop a load

@@ -1,0 +1,105 @@
+"""The object vocabulary and the multi-hot codec: lists of object names <-> 0/1 vectors."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from condgen.data.jsonio import read_json
+from condgen.errors import CondgenError
+
+SHAPES = ("cube", "sphere", "cylinder")
+COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
+# i-CLEVR's objects.json order: shape-major (cubes 0-7, spheres 8-15, cylinders 16-23).
+ICLEVR_OBJECTS: tuple[str, ...] = tuple(f"{color} {shape}" for shape in SHAPES for color in COLORS)
+
+
+class LabelCodec:
+    """Maps object names to indices and lists of names to multi-hot float vectors.
+
+    The zero vector means "no condition"; a vector with k ones asks for k objects.
+    """
+
+    def __init__(self, names: Sequence[str]):
+        if len(set(names)) != len(names):
+            raise CondgenError("object vocabulary: names must be unique")
+        self.names: tuple[str, ...] = tuple(names)
+        self.index: dict[str, int] = {name: i for i, name in enumerate(self.names)}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabelCodec) and self.names == other.names
+
+    @classmethod
+    def iclevr(cls) -> LabelCodec:
+        return cls(ICLEVR_OBJECTS)
+
+    @classmethod
+    def from_mapping(cls, mapping: object, where: str) -> LabelCodec:
+        """Builds the codec from an ``objects.json`` mapping {name: index}, indices 0..n-1 each once."""
+        if not isinstance(mapping, Mapping) or not mapping:
+            raise CondgenError(f"{where}: expected a non-empty JSON object {{name: index}}")
+        for name, index in mapping.items():
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise CondgenError(f'{where}: entry "{name}": index must be an integer, got {index!r}')
+        if sorted(mapping.values()) != list(range(len(mapping))):
+            raise CondgenError(f"{where}: indices must be 0..{len(mapping) - 1}, each used once")
+        return cls(sorted(mapping, key=mapping.__getitem__))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LabelCodec:
+        return cls.from_mapping(read_json(path), str(path))
+
+    def to_mapping(self) -> dict[str, int]:
+        return dict(self.index)
+
+    def check_names(self, names: object, where: str) -> list[str]:
+        """Validates one label list: a non-empty list of distinct known names."""
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise CondgenError(f"{where}: expected a list of object names, got {_short(names)}")
+        if not names:
+            raise CondgenError(f"{where}: empty label list (at least one object is needed)")
+        seen: set[str] = set()
+        for name in names:
+            if name not in self.index:
+                raise CondgenError(f'{where}: unknown object "{name}"{self._suggestion(name)}')
+            if name in seen:
+                raise CondgenError(f'{where}: object "{name}" appears twice')
+            seen.add(name)
+        return names
+
+    def encode(self, names: object, where: str = "labels") -> torch.Tensor:
+        """One label list -> a float multi-hot vector of length ``len(self)``."""
+        vector = torch.zeros(len(self))
+        for name in self.check_names(names, where):
+            vector[self.index[name]] = 1.0
+        return vector
+
+    def encode_many(self, lists: Sequence[object], where: str = "labels") -> torch.Tensor:
+        """Label lists -> an (N, C) float multi-hot matrix; ``where`` names the file for errors."""
+        if len(lists) == 0:
+            return torch.zeros(0, len(self))
+        return torch.stack([self.encode(names, f"{where}: entry {i}") for i, names in enumerate(lists)])
+
+    def decode(self, vector: torch.Tensor) -> list[str]:
+        """A multi-hot vector -> the names of its non-zero entries, in vocabulary order."""
+        return [self.names[i] for i in torch.nonzero(vector > 0.5).flatten().tolist()]
+
+    def parse(self, text: str, where: str = "--objects") -> torch.Tensor:
+        """``"red sphere, cyan cube"`` -> a multi-hot vector."""
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        return self.encode(names, where)
+
+    def _suggestion(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self.names, n=1, cutoff=0.5)
+        return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

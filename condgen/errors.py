@@ -1,0 +1,9 @@
+"""The one exception type that reaches the user as a single line instead of a traceback."""
+
+
+class CondgenError(Exception):
+    """A problem with the user's input (a file, an entry, an option), reported in one line.
+
+    The message names what is wrong and where, e.g. ``train.json: entry "a.png": unknown object "red sphre"``.
+    The CLI prints it to stderr and exits with status 2.
+    """

@@ -1,0 +1,5 @@
+"""The multi-label evaluator, the course's top-k accuracy and a feature-space Fréchet distance."""
+
+from condgen.evaluate.metrics import frechet_distance, top_k_accuracy
+
+__all__ = ["frechet_distance", "top_k_accuracy"]

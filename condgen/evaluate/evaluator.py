@@ -1,0 +1,126 @@
+"""The course's multi-label evaluator: a torchvision ResNet18 whose head is ``Sequential(Linear(512, C), Sigmoid())``.
+
+Inputs are images normalised with mean = std = 0.5, i.e. float images in [-1, 1], the convention of every model here.
+Two weight formats load: our safetensors files (the object vocabulary in the header metadata) and the course's
+``checkpoint.pth`` (a dict whose ``model`` key holds the state dict), read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torchvision
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from condgen.data.jsonio import write_atomic
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+from condgen.evaluate.metrics import top_k_accuracy
+
+SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
+
+
+def build_resnet18_evaluator(num_classes: int = 24) -> torch.nn.Module:
+    """ResNet18 (random init) with the course's sigmoid head."""
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = torch.nn.Sequential(torch.nn.Linear(512, num_classes), torch.nn.Sigmoid())
+    return model
+
+
+class Evaluator:
+    """A trained evaluator and its vocabulary: scores, logits, 512-d features and the course's accuracy."""
+
+    def __init__(self, model: torch.nn.Module, codec: LabelCodec, batch_size: int = 256):
+        self.model = model.eval()
+        self.codec = codec
+        self.batch_size = batch_size
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 64, 64) images in [-1, 1] -> (N, 512) pooled ResNet features (the Fréchet-distance space)."""
+        return self._batched(images, lambda x: resnet_features(self.model, x))
+
+    def scores(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, 64, 64) images in [-1, 1] -> (N, C) per-object probabilities."""
+        return self._batched(images, self.model)
+
+    def accuracy(self, images: torch.Tensor, multi_hot: torch.Tensor) -> float:
+        """The course's top-k accuracy of ``images`` against the requested objects ``multi_hot``."""
+        if len(images) != len(multi_hot):
+            raise CondgenError(f"{len(images)} images but {len(multi_hot)} label lists: they must match one to one")
+        return top_k_accuracy(self.scores(images), multi_hot)
+
+    @torch.no_grad()
+    def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        outputs = [
+            fn(images[i : i + self.batch_size].to(device, torch.float32)).float().cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
+        return torch.cat(outputs)
+
+
+def resnet_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The 512-d globally pooled features of a torchvision ResNet, i.e. everything before ``fc``."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
+    return torch.flatten(model.avgpool(x), 1)
+
+
+def evaluator_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pre-sigmoid outputs, for a numerically stable BCE-with-logits loss in training."""
+    return model.fc[0](resnet_features(model, x))
+
+
+def save_evaluator(model: torch.nn.Module, codec: LabelCodec, path: str | Path, half: bool = False) -> None:
+    """Writes the weights as safetensors (fp16 if ``half``) with the vocabulary in the header, atomically."""
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "condgen-evaluator", "architecture": "resnet18", "objects": json.dumps(list(codec.names))}
+    write_atomic(path, save(state, metadata=metadata))
+
+
+def load_evaluator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Evaluator:
+    """Loads an evaluator: ``None`` for the shipped i-CLEVR one, a ``.safetensors`` file, or the course's ``.pth``."""
+    if path is None:
+        with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS) as shipped:
+            return load_evaluator(shipped, device)
+    path = Path(path)
+    if not path.is_file():
+        raise CondgenError(f"{path}: evaluator checkpoint not found")
+    if path.suffix == ".safetensors":
+        state, codec = _read_safetensors(path)
+    else:
+        state, codec = _read_course_checkpoint(path), LabelCodec.iclevr()
+    model = build_resnet18_evaluator(len(codec))
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CondgenError(f"{path}: not a ResNet18 evaluator for {len(codec)} objects ({first})") from None
+    return Evaluator(model.to(device), codec)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], LabelCodec]:
+    try:
+        state = load_file(path)
+        with open(path, "rb") as handle:  # the header's metadata carries the vocabulary
+            header_len = int.from_bytes(handle.read(8), "little")
+            metadata = json.loads(handle.read(header_len)).get("__metadata__", {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CondgenError(f"{path}: cannot read safetensors file ({exc})") from None
+    if "objects" not in metadata:
+        raise CondgenError(f"{path}: no object vocabulary in the metadata; not a condgen evaluator")
+    return state, LabelCodec(json.loads(metadata["objects"]))
+
+
+def _read_course_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated, foreign or unsafe pickles
+        raise CondgenError(f"{path}: cannot load checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        raise CondgenError(f"{path}: expected the course format, a dict whose 'model' key holds the state dict")
+    return checkpoint["model"]

@@ -1,0 +1,92 @@
+"""``condgen evaluate``: read a batch of images from disk and score it against label lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from condgen.data.iclevr import IMAGE_SIZE, load_dataset, load_label_file
+from condgen.data.imageio import decode_image, to_signed
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import Evaluator, load_evaluator
+from condgen.evaluate.metrics import frechet_distance
+
+
+def read_image_batch(path: str | Path, count: int, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """Reads ``count`` images as float (N, 3, size, size) in [-1, 1].
+
+    ``path`` is a folder of ``0.png .. {count-1}.png`` or a ``.pt`` / ``.npy`` tensor (N, 3, H, W), either uint8 in
+    [0, 255] or float in [-1, 1] (the range every generator here outputs).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return to_signed(torch.from_numpy(np.stack([decode_image(path / f"{i}.png", size) for i in range(count)])))
+    if not path.is_file():
+        raise CondgenError(f"{path}: no such folder or file")
+    if path.suffix == ".pt":
+        try:
+            batch = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated or foreign files raise many types
+            raise CondgenError(f"{path}: cannot load tensor ({exc.__class__.__name__})") from None
+    elif path.suffix == ".npy":
+        try:
+            batch = torch.from_numpy(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise CondgenError(f"{path}: cannot load array ({exc})") from None
+    else:
+        raise CondgenError(f"{path}: expected a folder of PNGs, a .pt or a .npy file")
+    if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
+        shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+        raise CondgenError(f"{path}: expected a tensor of shape (N, 3, H, W), got {shape}")
+    if len(batch) != count:
+        raise CondgenError(f"{path}: holds {len(batch)} images but the label file has {count} label lists")
+    if batch.dtype == torch.uint8:
+        batch = to_signed(batch)
+    elif batch.is_floating_point():
+        batch = batch.float()
+        low, high = float(batch.min()), float(batch.max())
+        if low < -1.01 or high > 1.01:
+            raise CondgenError(f"{path}: float images must lie in [-1, 1], found values in [{low:.3g}, {high:.3g}]")
+    else:
+        raise CondgenError(f"{path}: images must be uint8 or float, got {batch.dtype}")
+    if batch.shape[-2:] != (size, size):
+        batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return batch
+
+
+def evaluate_images(
+    images: Path | None = None,
+    labels: Path | None = None,
+    data: Path | None = None,
+    evaluator: Path | None = None,
+    reference: Path | None = None,
+) -> dict:
+    """Scores ``images`` against ``labels`` (or a dataset folder ``data`` against its train.json)."""
+    model = load_evaluator(evaluator)
+    if data is not None:
+        dataset = load_dataset(data)
+        _check_vocabulary(model, dataset.codec.names, data / "objects.json")
+        batch, multi_hot = to_signed(dataset.images), dataset.labels
+    else:
+        multi_hot = load_label_file(labels, model.codec)
+        batch = read_image_batch(images, len(multi_hot))
+    result = {
+        "accuracy": model.accuracy(batch, multi_hot),
+        "images": len(batch),
+        "objects": int(multi_hot.sum()),
+        "evaluator": str(evaluator) if evaluator else "shipped i-CLEVR evaluator",
+    }
+    if reference is not None:
+        real = load_dataset(reference)
+        _check_vocabulary(model, real.codec.names, reference / "objects.json")
+        result["frechet_distance"] = frechet_distance(model.features(batch), model.features(to_signed(real.images)))
+        result["frechet_space"] = "evaluator ResNet18 512-d pooled features (not Inception FID)"
+    return result
+
+
+def _check_vocabulary(model: Evaluator, names: tuple[str, ...], where: Path) -> None:
+    if names != model.codec.names:
+        raise CondgenError(f"{where}: its objects differ from the evaluator's vocabulary of {len(model.codec)} objects")

@@ -1,0 +1,147 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from condgen.cli import build_parser, main
+from condgen.data.iclevr import load_dataset
+from condgen.data.imageio import save_png, to_signed
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+
+
+@pytest.fixture
+def scored_batch(dataset, tmp_path):
+    """The small dataset's first 12 images as generated output, their labels, and an evaluator file."""
+    data = load_dataset(dataset, progress=False)
+    images, labels = data.images[:12], [data.codec.decode(v) for v in data.labels[:12]]
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    torch.manual_seed(0)
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), tmp_path / "e.safetensors")
+    expected = load_evaluator(tmp_path / "e.safetensors").accuracy(to_signed(images), data.labels[:12])
+    return tmp_path, images, expected
+
+
+def evaluate_json(capsys, images, folder):
+    code = main(
+        [
+            "evaluate",
+            "--images",
+            str(images),
+            "--labels",
+            str(folder / "labels.json"),
+            "--evaluator",
+            str(folder / "e.safetensors"),
+            "--json",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    return json.loads(out)
+
+
+def test_evaluate_gives_the_same_accuracy_for_every_input_format(scored_batch, capsys):
+    folder, images, expected = scored_batch
+    (folder / "pngs").mkdir()
+    for i, image in enumerate(images):
+        save_png(image, folder / "pngs" / f"{i}.png")
+    torch.save(to_signed(images), folder / "batch.pt")
+    np.save(folder / "batch.npy", images.numpy())
+    for source in ["pngs", "batch.pt", "batch.npy"]:
+        result = evaluate_json(capsys, folder / source, folder)
+        assert result["accuracy"] == pytest.approx(expected, abs=1e-6)
+        assert result["images"] == 12
+
+
+def test_evaluate_resizes_larger_batches(scored_batch, capsys):
+    folder, images, expected = scored_batch
+    torch.save(torch.nn.functional.interpolate(to_signed(images), scale_factor=2, mode="nearest"), folder / "b.pt")
+    assert evaluate_json(capsys, folder / "b.pt", folder)["accuracy"] == pytest.approx(expected, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("batch", "message"),
+    [
+        (torch.zeros(5, 3, 64, 64), "holds 5 images but the label file has 12 label lists"),
+        (torch.full((12, 3, 64, 64), 3.0), "float images must lie in [-1, 1]"),
+        (torch.zeros(12, 64, 64), "expected a tensor of shape (N, 3, H, W)"),
+    ],
+)
+def test_evaluate_rejects_bad_batches(scored_batch, capsys, batch, message):
+    folder, _, _ = scored_batch
+    torch.save(batch, folder / "bad.pt")
+    code = main(
+        [
+            "evaluate",
+            "--images",
+            str(folder / "bad.pt"),
+            "--labels",
+            str(folder / "labels.json"),
+            "--evaluator",
+            str(folder / "e.safetensors"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_evaluate_names_a_missing_png(scored_batch, capsys):
+    folder, _, _ = scored_batch
+    (folder / "few").mkdir()
+    code = main(
+        [
+            "evaluate",
+            "--images",
+            str(folder / "few"),
+            "--labels",
+            str(folder / "labels.json"),
+            "--evaluator",
+            str(folder / "e.safetensors"),
+        ]
+    )
+    assert code == 2 and "0.png: image not found" in capsys.readouterr().err
+
+
+def test_evaluate_a_dataset_folder_with_reference(dataset, scored_batch, capsys):
+    folder, _, _ = scored_batch
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            str(dataset),
+            "--evaluator",
+            str(folder / "e.safetensors"),
+            "--reference",
+            str(dataset),
+            "--json",
+        ]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["images"] == 30 and 0 <= result["accuracy"] <= 1
+    assert result["frechet_distance"] == pytest.approx(0, abs=1e-3)  # a set against itself
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["data"], ["data", "synth"], ["data", "check"], ["evaluator", "train"], ["evaluate"], ["demo"]]
+)
+def test_every_command_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*argv, "--help"])
+    assert exit_info.value.code == 0 and "usage: condgen" in capsys.readouterr().out
+
+
+def test_demo_smoke_run(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy on 30 unseen images" in printed
+    for path in [
+        "data/train.json",
+        "evaluator/evaluator.safetensors",
+        "evaluator/evaluator.json",
+        "heldout/train.json",
+        "samples.png",
+    ]:
+        assert (out / path).is_file(), path
+    assert main(["demo", "--out", str(out)]) == 2  # a second run must not overwrite the first

@@ -1,0 +1,125 @@
+import json
+
+import pytest
+import torch
+from conftest import REAL_DATA
+
+from condgen.cli import main
+from condgen.data.iclevr import load_dataset
+from condgen.data.imageio import to_signed
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+from condgen.evaluate.training import EvaluatorTrainConfig, augment, scene_of, split_by_scene, train_evaluator
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_resnet18_evaluator(24).eval()
+
+
+def test_course_architecture(model):
+    assert isinstance(model.fc, torch.nn.Sequential)
+    assert isinstance(model.fc[0], torch.nn.Linear) and model.fc[0].in_features == 512
+    assert model.fc[0].out_features == 24 and isinstance(model.fc[1], torch.nn.Sigmoid)
+
+
+def test_course_checkpoint_round_trip(model, tmp_path):
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"model": model.state_dict()}, path)
+    loaded = load_evaluator(path)
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    assert loaded.codec == LabelCodec.iclevr()
+    assert torch.equal(loaded.scores(x), model(x).detach())
+
+
+def test_safetensors_round_trip_full_and_half(model, tmp_path):
+    codec = LabelCodec.iclevr()
+    x = torch.rand(4, 3, 64, 64) * 2 - 1
+    save_evaluator(model, codec, tmp_path / "full.safetensors")
+    save_evaluator(model, codec, tmp_path / "half.safetensors", half=True)
+    full, half = load_evaluator(tmp_path / "full.safetensors"), load_evaluator(tmp_path / "half.safetensors")
+    assert full.codec == codec
+    assert torch.equal(full.scores(x), model(x).detach())
+    assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    assert torch.allclose(half.scores(x), model(x).detach(), atol=2e-2)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x00\x01truncated", "cannot load checkpoint"),
+        (None, "expected the course format"),
+    ],
+)
+def test_bad_course_checkpoints(tmp_path, content, message):
+    path = tmp_path / "checkpoint.pth"
+    if content is None:
+        torch.save({"state_dict": {}}, path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CondgenError, match=message):
+        load_evaluator(path)
+
+
+def test_truncated_safetensors_and_foreign_weights(model, tmp_path):
+    path = tmp_path / "e.safetensors"
+    save_evaluator(model, LabelCodec.iclevr(), path)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CondgenError, match="cannot read safetensors file"):
+        load_evaluator(path)
+    torch.save({"model": {"conv.weight": torch.zeros(1)}}, tmp_path / "other.pth")
+    with pytest.raises(CondgenError, match="not a ResNet18 evaluator for 24 objects"):
+        load_evaluator(tmp_path / "other.pth")
+
+
+def test_scene_split_keeps_scenes_whole():
+    files = [f"CLEVR_train_{s:06d}_{k}.png" for s in range(50) for k in range(3)]
+    train, val = split_by_scene(files, 0.2, seed=3)
+    assert len(val) == 30 and len(train) == 120
+    assert not {scene_of(files[i]) for i in train} & {scene_of(files[i]) for i in val}
+
+
+def test_augment_only_flips_and_shifts():
+    images = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    shifted = augment(images, 4, torch.Generator().manual_seed(0))
+    assert shifted.shape == (8, 3, 64, 64) and shifted.min() >= -1 and shifted.max() <= 1
+    flipped_only = augment(images, 0, torch.Generator().manual_seed(0))
+    signed = to_signed(images)
+    for out, original in zip(flipped_only, signed):
+        assert torch.equal(out, original) or torch.equal(out, original.flip(-1))
+    assert any(not torch.equal(out, original) for out, original in zip(flipped_only, signed))
+
+
+def test_training_learns_and_writes_its_run(dataset, tmp_path):
+    data = load_dataset(dataset, progress=False)
+    report = train_evaluator(data, tmp_path / "run", EvaluatorTrainConfig(epochs=2, batch_size=8), progress=False)
+    meta = json.loads((tmp_path / "run" / "evaluator.json").read_text())
+    assert meta["val_accuracy"] == report["val_accuracy"] and len(meta["epochs"]) == 2
+    assert meta["train_images"] + meta["val_images"] == 30
+    assert meta["epochs"][1]["train_loss"] < meta["epochs"][0]["train_loss"]
+    evaluator = load_evaluator(tmp_path / "run" / "evaluator.safetensors")
+    assert evaluator.scores(to_signed(data.images[:2])).shape == (2, 24)
+
+
+def test_cli_refuses_to_overwrite_an_evaluator(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "evaluator.safetensors").write_bytes(b"keep")
+    assert main(["evaluator", "train", "--data", str(dataset), "--out", str(run)]) == 2
+    assert "already holds an evaluator" in capsys.readouterr().err
+    assert (run / "evaluator.safetensors").read_bytes() == b"keep"
+
+
+def test_shipped_evaluator_scores_held_out_real_scenes():
+    if not REAL_DATA.exists():
+        pytest.skip("the real i-CLEVR folder is not beside this checkout")
+    evaluator = load_evaluator()
+    from importlib import resources
+
+    meta = json.loads((resources.files("condgen.evaluate") / "weights" / "iclevr_evaluator.json").read_text())
+    data = load_dataset(REAL_DATA, progress=False)
+    _, val = split_by_scene(data.files, meta["config"]["val_fraction"], meta["config"]["seed"])
+    val = val[:300]
+    assert evaluator.accuracy(to_signed(data.images[val]), data.labels[val]) >= 0.95

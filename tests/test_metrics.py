@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+
+from condgen.evaluate.metrics import frechet_distance, top_k_accuracy
+
+
+def reference_top_k_accuracy(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
+    """The course's loop, one image at a time, with ties going to the lower class index."""
+    hits = total = 0
+    for score, truth in zip(scores.tolist(), multi_hot.tolist()):
+        k = int(sum(truth))
+        top = sorted(range(len(score)), key=lambda i: (-score[i], i))[:k]
+        hits += int(sum(truth[i] for i in top))
+        total += k
+    return hits / total
+
+
+def test_top_k_hand_example():
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    truth = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 1]])
+    # image 0: top-2 = {0, 1}, one hit of 2; image 1: top-1 = {3}, a hit -> 2 / 3
+    assert top_k_accuracy(scores, truth) == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("levels", [None, 3])
+def test_top_k_matches_reference_on_random_inputs(seed, levels):
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(200, 24, generator=generator)
+    if levels is not None:  # few distinct values: many ties
+        scores = (scores * levels).floor() / levels
+    truth = torch.zeros(200, 24)
+    for row in truth:
+        row[torch.randperm(24, generator=generator)[: torch.randint(1, 4, (1,), generator=generator)]] = 1
+    assert top_k_accuracy(scores, truth) == pytest.approx(reference_top_k_accuracy(scores, truth), abs=1e-12)
+
+
+def test_top_k_rejects_shape_mismatch_and_empty_labels():
+    with pytest.raises(ValueError):
+        top_k_accuracy(torch.rand(2, 24), torch.ones(3, 24))
+    with pytest.raises(ValueError):
+        top_k_accuracy(torch.rand(2, 24), torch.zeros(2, 24))
+
+
+def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook formula with Tr sqrt(Sa Sb) from the eigenvalues of the (non-symmetric) product."""
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    eig = np.linalg.eigvals(cov_a @ cov_b)
+    trace_sqrt = np.sqrt(np.clip(eig.real, 0, None)).sum()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
+def test_frechet_matches_textbook_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 6)) @ rng.normal(size=(6, 6))
+    b = rng.normal(loc=0.5, size=(300, 6)) @ rng.normal(size=(6, 6))
+    assert frechet_distance(torch.from_numpy(a), torch.from_numpy(b)) == pytest.approx(
+        reference_frechet(a, b), rel=1e-6
+    )
+
+
+def test_frechet_of_a_set_with_itself_is_zero_and_grows_with_shift():
+    features = torch.randn(500, 16, generator=torch.Generator().manual_seed(1))
+    assert frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
+    # a pure shift by d in every dimension adds |d|^2 * D
+    assert frechet_distance(features, features + 0.5) == pytest.approx(0.25 * 16, rel=1e-6)
