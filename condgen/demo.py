@@ -1,43 +1,76 @@
-"""The main job on embedded data: render a dataset, train an evaluator on it, score it on unseen scenes."""
+"""The main job on embedded data: render a dataset, train an evaluator on it, train a small conditional diffusion
+model for a few CPU minutes, generate the test conditions and score them."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from condgen.data.check import check_dataset, format_report
 from condgen.data.iclevr import load_dataset
 from condgen.data.synth import synthesize_dataset
+from condgen.diffusion.generate_cli import DEFAULT_DENOISE_OBJECTS, denoise_command, sample_command
+from condgen.diffusion.run import train_ddpm
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
 from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
-from condgen.viz.grid import save_grid
+
+# A UNet small enough to learn something in minutes on two cores (configs/ddpm_cpu.yaml is the same family).
+DEMO_DDPM = [
+    "model.channels=32",
+    "model.channel_mults=[1,2,4]",
+    "model.attention_resolutions=[8]",
+    "optim.lr=0.001",
+    "optim.ema_decay=0.995",
+    "loop.steps=1000000",
+    "loop.eval_every=0",
+    "loop.checkpoint_every=500",
+]
 
 
-def run_demo(out: Path, n: int = 3000, epochs: int = 6, progress: bool = True) -> dict:
-    """Writes ``out/data`` (n training scenes), ``out/evaluator``, ``out/heldout`` (n/10 unseen scenes from another
-    seed), ``out/samples.png`` and prints the evaluator's accuracy on the unseen scenes."""
+def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool = True) -> dict:
+    """Writes under ``out``: data/ (n rendered images), evaluator/, heldout/ (unseen scenes), ddpm/ (the run),
+    samples/ (test.json generated, with grid.png and scores.json) and denoise.png."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
-    print(f"[1/4] rendering {n} training images into {out / 'data'}")
+    print(f"[1/5] rendering {n} training images into {out / 'data'}")
     synthesize_dataset(out / "data", n=n, seed=0, progress=progress)
     print(format_report(check_dataset(out / "data", progress=progress)))
-    print(f"[2/4] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
+
+    print(f"[2/5] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
+    evaluator = out / "evaluator" / "evaluator.safetensors"
     report = train_evaluator(
         load_dataset(out / "data", progress=progress),
         out / "evaluator",
-        EvaluatorTrainConfig(epochs=epochs),
+        EvaluatorTrainConfig(epochs=epochs, batch_size=32, lr=1e-3),
         progress=progress,
     )
     held_out = max(30, n // 10)
-    print(f"[3/4] rendering {held_out} unseen images (another seed) into {out / 'heldout'}")
+    print(f"[3/5] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
     synthesize_dataset(out / "heldout", n=held_out, seed=1, progress=progress)
-    print("[4/4] scoring the unseen images with the trained evaluator")
-    result = evaluate_images(data=out / "heldout", evaluator=out / "evaluator" / "evaluator.safetensors")
-    save_grid(load_dataset(out / "heldout", progress=False).images[:32], out / "samples.png")
-    print(
-        f"\nvalidation accuracy (held-out scenes): {report['val_accuracy']:.4f}\n"
-        f"accuracy on {held_out} unseen images:   {result['accuracy']:.4f}\n"
-        f"sample grid: {out / 'samples.png'}\nevaluator:   {out / 'evaluator' / 'evaluator.safetensors'}"
+    evaluator_accuracy = evaluate_images(data=out / "heldout", evaluator=evaluator)["accuracy"]
+
+    print(f"[4/5] training a conditional diffusion model for {ddpm_minutes:g} minutes into {out / 'ddpm'}")
+    overrides = [*DEMO_DDPM, f"loop.max_minutes={ddpm_minutes}"]
+    train_ddpm(out / "data", out / "ddpm", None, overrides, resume=False, evaluator_path=evaluator, progress=progress)
+
+    print("[5/5] generating the test.json conditions and the denoising picture")
+    generation_args = dict(run=out / "ddpm", checkpoint="latest", sampler=None, steps=None, guidance=None, seed=0)
+    scores = sample_command(
+        argparse.Namespace(
+            **generation_args, labels=out / "data" / "test.json", objects=None, out=out / "samples", evaluator=evaluator
+        )
     )
-    return {"val_accuracy": report["val_accuracy"], "heldout_accuracy": result["accuracy"]}
+    denoise_command(
+        argparse.Namespace(**generation_args, objects=DEFAULT_DENOISE_OBJECTS, out=out / "denoise.png", snapshots=10)
+    )
+    print(
+        f"\nevaluator accuracy on unseen rendered scenes: {evaluator_accuracy:.4f} "
+        f"(held-out scenes during training: {report['val_accuracy']:.4f})\n"
+        f"generated test.json accuracy (by that evaluator): {scores['accuracy']:.4f}\n"
+        f"generated grid:     {out / 'samples' / 'grid.png'}\n"
+        f"denoising process:  {out / 'denoise.png'}\n"
+        f"scores:             {out / 'samples' / 'scores.json'}"
+    )
+    return {"evaluator_accuracy": evaluator_accuracy, "generation_accuracy": scores["accuracy"]}

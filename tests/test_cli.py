@@ -133,15 +133,19 @@ def test_every_command_has_help(argv, capsys):
 
 def test_demo_smoke_run(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1", "--ddpm-minutes", "0.02"]) == 0
     printed = capsys.readouterr().out
-    assert "accuracy on 30 unseen images" in printed
+    assert "evaluator accuracy on unseen rendered scenes" in printed and "generated test.json accuracy" in printed
     for path in [
         "data/train.json",
         "evaluator/evaluator.safetensors",
         "evaluator/evaluator.json",
         "heldout/train.json",
-        "samples.png",
+        "ddpm/checkpoints/latest",
+        "samples/grid.png",
+        "samples/31.png",
+        "samples/scores.json",
+        "denoise.png",
     ]:
         assert (out / path).is_file(), path
     assert main(["demo", "--out", str(out)]) == 2  # a second run must not overwrite the first

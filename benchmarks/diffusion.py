@@ -1,0 +1,95 @@
+"""Diffusion benchmark: train on a dataset for a fixed wall-clock budget, then sample test.json and new_test.json
+with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score every image with the shipped evaluator.
+
+Run by hand:
+    python benchmarks/diffusion.py [--budget-minutes 60] [--config configs/ddpm_cpu.yaml] [--name diffusion_cpu]
+Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import load_label_file
+from condgen.data.imageio import save_png
+from condgen.diffusion.run import load_run, train_ddpm
+from condgen.diffusion.trainer import generate
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.train.config import config_to_dict
+from condgen.viz.grid import save_grid
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLERS = {"ddpm": None, "ddim": 50, "dpmpp": 20}  # sampler -> steps (None: all T)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ddpm_cpu.yaml")
+    parser.add_argument("--budget-minutes", type=float, default=60.0)
+    parser.add_argument("--name", default="diffusion_cpu", help="result name (diffusion_cpu or diffusion_gpu)")
+    parser.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_diffusion", help="scratch run folder")
+    parser.add_argument("--samplers", default="ddpm,ddim,dpmpp", help="comma-separated subset of ddpm,ddim,dpmpp")
+    args = parser.parse_args()
+
+    if args.run.exists():
+        shutil.rmtree(args.run)
+    overrides = [f"loop.max_minutes={args.budget_minutes}"]
+    summary = train_ddpm(args.data, args.run, args.config, overrides, resume=False, evaluator_path=None)
+    model, diffusion, config, _ = load_run(args.run, "latest")
+    device = next(model.parameters()).device
+    evaluator = load_evaluator(device=device)
+    images_seen = summary["step"] * config.optim.batch_size
+
+    out_dir = ROOT / "benchmarks" / "results" / args.name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    results: dict[str, dict] = {}
+    for sampler in args.samplers.split(","):
+        steps = SAMPLERS[sampler] or diffusion.num_steps
+        sample = dataclasses.replace(config.sample, sampler=sampler, steps=steps)
+        results[sampler] = {"steps": steps, "network_evaluations_per_image": steps * (2 if sample.guidance != 1 else 1)}
+        for file in ["test.json", "new_test.json"]:
+            labels = load_label_file(args.data / file, evaluator.codec)
+            start = time.perf_counter()
+            images = generate(model, diffusion, labels, sample)
+            seconds = time.perf_counter() - start
+            folder = out_dir / Path(file).stem / sampler
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                save_png(image, folder / f"{i}.png")
+            save_grid(images, out_dir / f"{Path(file).stem}_{sampler}_grid.png")
+            results[sampler][f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
+            results[sampler][f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 3)
+        print(sampler, json.dumps(results[sampler]))
+
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        + (torch.cuda.get_device_name() if device.type == "cuda" else "CPU")
+        + f", torch {torch.__version__}",
+        "command": f"python benchmarks/diffusion.py --budget-minutes {args.budget_minutes} --config "
+        f"{args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config} --name {args.name}",
+        "config": config_to_dict(config),
+        "budget_minutes": args.budget_minutes,
+        "train_steps": summary["step"],
+        "train_seconds": round(summary["seconds"], 1),
+        "train_images_per_second": round(images_seen / summary["seconds"], 2),
+        "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
+        "samplers": results,
+    }
+    (ROOT / "benchmarks" / "results" / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

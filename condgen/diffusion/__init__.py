@@ -1,0 +1,1 @@
+"""Conditional diffusion: schedules, the Gaussian process, the UNet, samplers and guidance."""

@@ -1,0 +1,63 @@
+"""``condgen sample`` and ``condgen denoise``: images, grids and the denoising-process picture from a run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from condgen.data.imageio import save_png
+from condgen.data.jsonio import write_json
+from condgen.diffusion.run import load_run, request_labels, run_evaluator
+from condgen.diffusion.samplers import DEFAULT_STEPS
+from condgen.diffusion.trainer import generate
+from condgen.errors import CondgenError
+from condgen.viz.grid import save_grid
+
+DEFAULT_DENOISE_OBJECTS = "red sphere, cyan cylinder, cyan cube"
+
+
+def _sample_config(config, sampler, steps, guidance, seed):
+    changes = {k: v for k, v in {"sampler": sampler, "guidance": guidance, "seed": seed}.items() if v is not None}
+    if sampler is not None and steps is None:
+        changes["steps"] = DEFAULT_STEPS[sampler] or 0
+    if steps is not None:
+        changes["steps"] = steps
+    return dataclasses.replace(config.sample, **changes)
+
+
+def _fresh_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def sample_command(args) -> dict:
+    model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+    labels = request_labels(meta, args.labels, args.objects)
+    sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+    evaluator = run_evaluator(meta, args.evaluator)
+    _fresh_folder(args.out)
+    images = generate(model, diffusion, labels, sample)
+    for i, image in enumerate(images):
+        save_png(image, args.out / f"{i}.png")
+    save_grid(images, args.out / "grid.png", nrow=8)
+    result = {"images": len(images), "sample": dataclasses.asdict(sample) | {"spacing": sample.spacing.value}}
+    if evaluator is not None and evaluator.codec.names == tuple(meta["objects"]):
+        result["accuracy"] = evaluator.accuracy(images, labels)
+    write_json(args.out / "scores.json", result)
+    return result
+
+
+def denoise_command(args) -> Path:
+    model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+    labels = request_labels(meta, None, args.objects)
+    sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+    if args.out.exists():
+        raise CondgenError(f"{args.out}: already exists; choose a new --out")
+    states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
+    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].clamp(-1, 1)))
+    picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
+    save_grid(torch.stack([states[i] for i in picks]), args.out, nrow=len(picks))
+    return args.out

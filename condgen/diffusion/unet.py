@@ -1,0 +1,151 @@
+"""A conditional UNet for 64x64 images: time and multi-hot labels in, noise (or v) out.
+
+Labels enter the EDM way (Karras et al. 2022): ``Linear(num_labels, emb_dim)`` on the multi-hot vector, added to
+the time embedding, so "these three objects" is one vector and the zero vector means "no condition" (what
+classifier-free guidance drops to). Optionally, positions also cross-attend to one token per requested object.
+
+For the CPU, ``patch_size = 2`` folds 2x2 pixel blocks into channels first (space-to-depth), so every level runs at
+half the resolution: four times fewer positions for the same depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from condgen.nn.blocks import Attention, LabelTokens, ResBlock, group_norm, timestep_embedding
+
+
+@dataclass
+class UNetConfig:
+    image_size: int = 64
+    in_channels: int = 3
+    num_labels: int = 24
+    channels: int = 64  # width of the first level
+    channel_mults: tuple[int, ...] = (1, 2, 2)  # one level each, halving the resolution between levels
+    blocks_per_level: int = 1
+    attention_resolutions: tuple[int, ...] = (8,)  # feature-map sizes with self-attention
+    cross_attention: bool = False  # per-object label tokens, at the attention resolutions
+    heads: int = 4
+    dropout: float = 0.0
+    patch_size: int = 2  # space-to-depth factor of the stem: 1 (full resolution) or 2
+
+
+class UNet(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        emb_dim = 4 * c
+        self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = nn.Linear(config.num_labels, emb_dim, bias=False)  # zero vector -> zero embedding
+        self.label_tokens = LabelTokens(config.num_labels, emb_dim) if config.cross_attention else None
+        p = config.patch_size
+        self.stem = nn.Conv2d(config.in_channels * p * p, c, 3, padding=1)
+
+        self.down = nn.ModuleList()
+        skips = [c]
+        size, channels = config.image_size // p, c
+        for level, mult in enumerate(config.channel_mults):
+            for _ in range(config.blocks_per_level):
+                self.down.append(self._level_block(channels, mult * c, size, emb_dim))
+                channels = mult * c
+                skips.append(channels)
+            if level < len(config.channel_mults) - 1:
+                self.down.append(Downsample(channels))
+                size //= 2
+                skips.append(channels)
+        self.middle = nn.ModuleList(
+            [
+                ResBlock(channels, channels, emb_dim, config.dropout),
+                self._attention(channels, emb_dim),
+                ResBlock(channels, channels, emb_dim, config.dropout),
+            ]
+        )
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(config.channel_mults))):
+            for i in range(config.blocks_per_level + 1):
+                self.up.append(self._level_block(channels + skips.pop(), mult * c, size, emb_dim))
+                channels = mult * c
+                if level > 0 and i == config.blocks_per_level:
+                    self.up.append(Upsample(channels))
+                    size *= 2
+        self.head = nn.Sequential(
+            group_norm(channels), nn.SiLU(), nn.Conv2d(channels, config.in_channels * p * p, 3, padding=1)
+        )
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def _attention(self, channels: int, emb_dim: int) -> nn.Module:
+        cross = Attention(channels, self.config.heads, context_dim=emb_dim) if self.config.cross_attention else None
+        return AttentionBlock(Attention(channels, self.config.heads), cross)
+
+    def _level_block(self, in_channels: int, out_channels: int, size: int, emb_dim: int) -> nn.Module:
+        res = ResBlock(in_channels, out_channels, emb_dim, self.config.dropout)
+        if size not in self.config.attention_resolutions:
+            return res
+        return nn.ModuleList([res, self._attention(out_channels, emb_dim)])
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, 64, 64), t (B,) integer steps, labels (B, num_labels) multi-hot -> (B, 3, 64, 64)."""
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.label_emb(labels)
+        context = self.label_tokens(labels) if self.label_tokens is not None else None
+        h = F.pixel_unshuffle(x, self.config.patch_size) if self.config.patch_size > 1 else x
+        h = self.stem(h)
+        skips = [h]
+        for block in self.down:
+            h = _apply(block, h, emb, context)
+            skips.append(h)
+        for block in self.middle:
+            h = _apply(block, h, emb, context)
+        for block in self.up:
+            if isinstance(block, Upsample):
+                h = block(h)
+            else:
+                h = _apply(block, torch.cat([h, skips.pop()], dim=1), emb, context)
+        h = self.head(h)
+        return F.pixel_shuffle(h, self.config.patch_size) if self.config.patch_size > 1 else h
+
+
+class AttentionBlock(nn.Module):
+    def __init__(self, self_attention: Attention, cross_attention: Attention | None):
+        super().__init__()
+        self.self_attention = self_attention
+        self.cross_attention = cross_attention
+
+    def forward(self, x: torch.Tensor, context: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        x = self.self_attention(x)
+        if self.cross_attention is not None and context is not None:
+            x = self.cross_attention(x, *context)
+        return x
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def _apply(block: nn.Module, h: torch.Tensor, emb: torch.Tensor, context) -> torch.Tensor:
+    if isinstance(block, ResBlock):
+        return block(h, emb)
+    if isinstance(block, AttentionBlock):
+        return block(h, context)
+    if isinstance(block, nn.ModuleList):  # a residual block followed by attention
+        return block[1](block[0](h, emb), context)
+    return block(h)

@@ -1,0 +1,139 @@
+"""Checkpoints that carry everything needed to continue: weights, EMA, optimiser, step, RNG states and config.
+
+Layout of one checkpoint folder (``RUN/checkpoints/step-0001000/``):
+
+    <name>.safetensors   one file per module state (model, ema, ...)
+    optimizer.safetensors  the optimiser's tensors, keyed "<param index>.<name>"
+    rng.safetensors      torch's global CPU RNG state and each named generator's state
+    state.json           step, kind, the optimiser's non-tensor state, anything else small
+
+A checkpoint is written into a hidden temporary folder and renamed into place, then ``RUN/checkpoints/latest``
+(a one-line text file) is replaced atomically; a crash at any point leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from condgen.data.jsonio import write_atomic
+from condgen.errors import CondgenError
+
+
+def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Splits an optimiser state dict into tensors (for safetensors) and the JSON-able rest."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_flat(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], rest: dict) -> None:
+    state: dict[int, dict] = {}
+    for key, value in [*tensors.items(), *rest["scalars"].items()]:
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
+
+
+def save_checkpoint(
+    run: Path,
+    step: int,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+    extra: dict,
+) -> Path:
+    """Writes ``run/checkpoints/step-NNNNNNN`` atomically and points ``latest`` at it."""
+    folder = run / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:07d}"
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{final.name}.tmp-"))
+    try:
+        for name, module in modules.items():
+            state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+            save_file(state, staging / f"{name}.safetensors")
+        optimizer_state = {}
+        for name, optimizer in optimizers.items():
+            tensors, rest = optimizer_to_flat(optimizer)
+            save_file(tensors, staging / f"{name}.safetensors")
+            optimizer_state[name] = rest
+        rng = {"torch": torch.get_rng_state()} | {f"generator.{k}": g.get_state() for k, g in generators.items()}
+        save_file(rng, staging / "rng.safetensors")
+        state = {"step": step, "optimizers": optimizer_state, **extra}
+        (staging / "state.json").write_text(json.dumps(state, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    write_atomic(folder / "latest", f"{final.name}\n".encode())
+    return final
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    pointer = run / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    target = run / "checkpoints" / pointer.read_text().strip()
+    if not target.is_dir():
+        raise CondgenError(f"{pointer}: points to a missing checkpoint {target.name}")
+    return target
+
+
+def read_state(checkpoint: Path) -> dict:
+    try:
+        return json.loads((checkpoint / "state.json").read_text())
+    except FileNotFoundError:
+        raise CondgenError(f"{checkpoint}: not a checkpoint (no state.json)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CondgenError(f"{checkpoint / 'state.json'}: unreadable ({exc})") from None
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except FileNotFoundError:
+        raise CondgenError(f"{path}: missing from the checkpoint") from None
+    except (SafetensorError, OSError) as exc:
+        raise CondgenError(f"{path}: truncated or corrupt ({exc})") from None
+
+
+def load_module(module: torch.nn.Module, path: Path) -> None:
+    try:
+        module.load_state_dict(load_tensors(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CondgenError(f"{path}: does not fit this model ({first})") from None
+
+
+def load_checkpoint(
+    checkpoint: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+) -> dict:
+    """Restores everything ``save_checkpoint`` wrote; returns the state dict (step and extras)."""
+    state = read_state(checkpoint)
+    for name, module in modules.items():
+        load_module(module, checkpoint / f"{name}.safetensors")
+    for name, optimizer in optimizers.items():
+        optimizer_from_flat(optimizer, load_tensors(checkpoint / f"{name}.safetensors"), state["optimizers"][name])
+    rng = load_tensors(checkpoint / "rng.safetensors")
+    torch.set_rng_state(rng["torch"])
+    for name, generator in generators.items():
+        generator.set_state(rng[f"generator.{name}"])
+    return state

@@ -1,0 +1,104 @@
+"""Configs: dataclass defaults, overridden by a YAML file, overridden by ``key=value`` pairs from the command line.
+
+Every default lives in the dataclass; a YAML file holds only what it changes. Unknown keys and values of the wrong
+type are rejected with the file (or option) and key named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from condgen.errors import CondgenError
+
+T = TypeVar("T")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """Builds ``cls`` from its defaults, then ``path`` (YAML), then ``overrides`` like ``["train.lr=2e-4"]``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CondgenError(f"{path}: config file not found") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise CondgenError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise CondgenError(f"{path}: expected a mapping of config keys")
+        values = loaded or {}
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise CondgenError(f"override {item!r}: expected key=value")
+        node = values
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CondgenError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(text)
+    return _build(cls, values, str(path) if path else "config")
+
+
+def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise CondgenError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise CondgenError(f"{where}: expected a section (mapping)")
+        return _build(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise CondgenError(f"{where}: expected a list, got {value!r}")
+        item_type = typing.get_args(hint)[0]
+        return tuple(_coerce(item_type, v, where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        return _coerce(next(o for o in options if o is not type(None)), value, where)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if isinstance(hint, type) and issubclass(hint, str):  # str enums take their value
+        try:
+            return hint(value)
+        except ValueError:
+            raise CondgenError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
+    raise CondgenError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def config_to_dict(config: Any) -> dict:
+    """A dataclass config as plain YAML-friendly values (enums as their strings, tuples as lists)."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, str):
+            return str(value.value) if hasattr(value, "value") else value
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: Any) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -1,0 +1,237 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from condgen.cli import main
+from condgen.data.labels import LabelCodec
+from condgen.diffusion.guidance import classifier_gradient, guided_eps_fn
+from condgen.diffusion.process import GaussianDiffusion
+from condgen.diffusion.samplers import SAMPLERS, sample_ddim, timesteps
+from condgen.diffusion.schedules import cosine_alpha_bar_betas, linear_betas
+from condgen.diffusion.unet import UNet, UNetConfig
+from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
+
+TINY = UNetConfig(channels=16, channel_mults=(1, 2), attention_resolutions=(16,), heads=2)
+TINY_OVERRIDES = [
+    "model.channels=16",
+    "model.channel_mults=[1,2]",
+    "model.attention_resolutions=[16]",
+    "model.heads=2",
+    "diffusion.num_steps=20",
+    "optim.batch_size=4",
+    "sample.steps=3",
+    "loop.log_every=1",
+]
+
+
+def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """Zero-initialised output layers make a fresh UNet output 0; perturb them so outputs depend on inputs."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+@pytest.mark.parametrize("patch_size", [1, 2])
+@pytest.mark.parametrize("cross_attention", [False, True])
+def test_unet_shapes_and_conditioning(patch_size, cross_attention):
+    config = UNetConfig(**{**TINY.__dict__, "patch_size": patch_size, "cross_attention": cross_attention})
+    model = randomise(UNet(config))
+    x, t = torch.randn(2, 3, 64, 64), torch.tensor([3, 900])
+    labels = LabelCodec.iclevr().encode_many([["red sphere"], ["red sphere", "cyan cube", "cyan cylinder"]])
+    with torch.no_grad():
+        out = model(x, t, labels)
+        other = model(x, t, labels.flip(0))
+        none = model(x, t, torch.zeros_like(labels))
+    assert out.shape == x.shape
+    assert not torch.allclose(out, other) and not torch.allclose(out, none)
+
+
+def test_x0_and_eps_predictions_invert_the_forward_process():
+    for prediction in ["epsilon", "v"]:
+        diffusion = GaussianDiffusion(cosine_alpha_bar_betas(100), prediction)
+        x0 = torch.rand(3, 3, 4, 4, dtype=torch.float64) * 2 - 1  # float64: the algebra, not rounding, is tested
+        noise, t = torch.randn(3, 3, 4, 4, dtype=torch.float64), torch.tensor([0, 50, 99])
+        xt = diffusion.q_sample(x0, t, noise)
+        target = diffusion.training_target(x0, noise, t)  # what a perfect network outputs
+        assert torch.allclose(diffusion.predict_x0(xt, t, target), x0, atol=1e-9)
+        assert torch.allclose(diffusion.predict_eps(xt, t, target), noise, atol=1e-9)
+
+
+def test_posterior_mean_is_the_textbook_formula():
+    diffusion = GaussianDiffusion(linear_betas(10, 0.01, 0.2))
+    x0, xt, t = torch.randn(1, 1, 2, 2), torch.randn(1, 1, 2, 2), torch.tensor([4])
+    a, ab, ab_prev, b = diffusion.alphas[4], diffusion.alpha_bar[4], diffusion.alpha_bar[3], diffusion.betas[4]
+    expected = (ab_prev.sqrt() * b / (1 - ab)) * x0 + (a.sqrt() * (1 - ab_prev) / (1 - ab)) * xt
+    mean, variance = diffusion.q_posterior(x0, xt, t)
+    assert torch.allclose(mean, expected.float(), atol=1e-6)
+    assert variance.item() == pytest.approx(b.item())
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+@pytest.mark.parametrize("steps", [1, 7, 50, 1000])
+def test_timestep_spacings_are_distinct_decreasing_and_in_range(spacing, steps):
+    ts = timesteps(1000, steps, spacing)
+    assert len(ts) == steps and ts == sorted(set(ts), reverse=True) and ts[-1] >= 0 and ts[0] <= 999
+    if spacing == "trailing":
+        assert ts[0] == 999  # starts from pure noise
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_reports_every_step_and_is_reproducible(name):
+    diffusion = GaussianDiffusion(cosine_alpha_bar_betas(30))
+    seen = []
+
+    def run():
+        kwargs = {} if name == "ddpm" else {"steps": 6}
+        return SAMPLERS[name](
+            lambda x, t: 0.1 * x,
+            diffusion,
+            torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0)),
+            generator=torch.Generator().manual_seed(1),
+            callback=seen.append,
+            **kwargs,
+        )
+
+    first = run()
+    assert len(seen) == (30 if name == "ddpm" else 6)
+    assert {"i", "t", "x", "x0"} <= set(seen[0]) and torch.equal(seen[-1]["x"], first)
+    assert torch.equal(run(), first)
+
+
+def test_classifier_free_guidance_combines_conditional_and_unconditional():
+    diffusion = GaussianDiffusion(cosine_alpha_bar_betas(10))
+    model = lambda x, t, y: x * 0 + y.sum(dim=1)[:, None, None, None]  # noqa: E731 - eps = number of objects
+    labels = torch.tensor([[1.0, 1.0, 0.0]])
+    x, t = torch.randn(1, 3, 2, 2), torch.tensor([5])
+    for scale, expected in [(1.0, 2.0), (0.0, 0.0), (3.0, 6.0)]:
+        assert torch.allclose(guided_eps_fn(model, diffusion, labels, scale)(x, t), torch.full_like(x, expected))
+
+
+def test_classifier_gradient_sums_log_sigmoid_of_requested_labels():
+    weights = torch.randn(3, 12)  # a linear classifier on flattened 3x2x2 images
+
+    def classifier(x, t, y):
+        return x.flatten(1) @ weights.T
+
+    x, labels = torch.randn(2, 3, 2, 2), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    gradient = classifier_gradient(classifier, x, torch.tensor([1, 1]), labels)
+    # d/dx log sigmoid(w_i . x) = (1 - sigmoid(w_i . x)) w_i, summed over the requested i
+    expected = ((1 - torch.sigmoid(x.flatten(1) @ weights.T)) * labels) @ weights
+    assert torch.allclose(gradient.flatten(1), expected, atol=1e-6)
+
+
+def test_ddim_with_eta_one_is_stochastic_and_eta_zero_is_not():
+    diffusion = GaussianDiffusion(cosine_alpha_bar_betas(50))
+    x = torch.randn(1, 3, 4, 4)
+    eps = lambda x, t: 0.1 * x  # noqa: E731
+    a = sample_ddim(eps, diffusion, x, steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
+    b = sample_ddim(eps, diffusion, x, steps=10, eta=0.0, generator=torch.Generator().manual_seed(1))
+    c = sample_ddim(eps, diffusion, x, steps=10, eta=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+@pytest.fixture
+def evaluator_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "evaluator.safetensors"
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
+    return path
+
+
+def train(dataset, run, evaluator_file, *overrides, resume=False):
+    argv = ["train", "ddpm", "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    return main(argv + (["--resume"] if resume else []) + TINY_OVERRIDES + list(overrides))
+
+
+def losses(run):
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def test_resume_continues_exactly(dataset, evaluator_file, tmp_path):
+    assert train(dataset, tmp_path / "straight", evaluator_file, "loop.steps=6") == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=3") == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=6", resume=True) == 0
+    assert losses(tmp_path / "split") == losses(tmp_path / "straight")
+    from safetensors.torch import load_file
+
+    for name in ["model", "ema", "optimizer"]:
+        a = load_file(tmp_path / "straight" / "checkpoints" / "step-0000006" / f"{name}.safetensors")
+        b = load_file(tmp_path / "split" / "checkpoints" / "step-0000006" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=2") == 0
+    for path in [
+        "config.yaml",
+        "run.json",
+        "metrics.jsonl",
+        "checkpoints/latest",
+        "best/ema.safetensors",
+        "samples/step-0000002-test.png",
+    ]:
+        assert (run / path).exists(), path
+    assert train(dataset, run, evaluator_file, "loop.steps=2") == 2  # no silent overwrite of a run
+    capsys.readouterr()
+
+    def sample(out):
+        argv = ["sample", "--run", str(run), "--labels", str(dataset / "test.json"), "--out", str(out)]
+        return main(argv + ["--seed", "4", "--sampler", "ddim", "--steps", "4"])
+
+    out = tmp_path / "samples"
+    assert sample(out) == 0
+    assert {f"{i}.png" for i in range(32)} <= {p.name for p in out.iterdir()} and (out / "grid.png").exists()
+    scores = json.loads((out / "scores.json").read_text())
+    assert 0 <= scores["accuracy"] <= 1
+    assert sample(tmp_path / "again") == 0
+    assert (out / "5.png").read_bytes() == (tmp_path / "again" / "5.png").read_bytes()  # same seed, same image
+    assert sample(out) == 2  # an existing folder of images is never overwritten
+
+    picture = tmp_path / "denoise.png"
+    assert main(["denoise", "--run", str(run), "--out", str(picture), "--sampler", "ddpm"]) == 0
+    width, height = Image.open(picture).size
+    assert height == 64 + 4 and width == 10 * (64 + 2) + 2  # one row of 10 snapshots
+
+
+@pytest.mark.parametrize(
+    ("request_args", "message"),
+    [
+        (["--objects", "red sphre"], 'unknown object "red sphre" (did you mean "red sphere"?)'),
+        (["--objects", " , "], "empty label list"),
+        (["--objects", "red cube, blue cube, green cube, cyan cube"], "trained on at most 3"),
+    ],
+)
+def test_sample_rejects_bad_requests(dataset, evaluator_file, tmp_path, capsys, request_args, message):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
+    capsys.readouterr()
+    assert main(["sample", "--run", str(run), "--out", str(tmp_path / "o"), *request_args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_rejects_foreign_and_truncated_checkpoints(dataset, evaluator_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
+    argv = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "o")]
+    ema = run / "best" / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[:500])
+    capsys.readouterr()
+    assert main(argv) == 2 and "truncated or corrupt" in capsys.readouterr().err
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "kind": "gan"}))
+    assert main(argv) == 2 and "a gan run; this command needs a ddpm run" in capsys.readouterr().err
+
+
+def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
+    assert train(dataset, tmp_path / "r", evaluator_file, "optim.lr=fast") == 2
+    assert "optim: lr: expected float" in capsys.readouterr().err
+    assert train(dataset, tmp_path / "r2", evaluator_file, "optim.learning_rate=1") == 2
+    assert "unknown key 'learning_rate'" in capsys.readouterr().err
