@@ -22,7 +22,7 @@ import torch
 
 from condgen.data.iclevr import load_label_file
 from condgen.data.imageio import save_png
-from condgen.diffusion.run import load_run, train_ddpm
+from condgen.diffusion.run import load_run, start_training
 from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.train.config import config_to_dict
@@ -45,7 +45,7 @@ def main() -> None:
     if args.run.exists():
         shutil.rmtree(args.run)
     overrides = [f"loop.max_minutes={args.budget_minutes}"]
-    summary = train_ddpm(args.data, args.run, args.config, overrides, resume=False, evaluator_path=None)
+    summary = start_training("ddpm", args.data, args.run, args.config, overrides, resume=False)
     model, diffusion, config, _ = load_run(args.run, "latest")
     device = next(model.parameters()).device
     evaluator = load_evaluator(device=device)

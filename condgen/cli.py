@@ -112,17 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
         "model.channels=96. Checkpoints land in RUN/checkpoints (the latest two) and RUN/best (highest evaluator "
         "accuracy on test.json/new_test.json); --resume continues exactly where the run stopped.",
     )
-    ddpm.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
-    ddpm.add_argument("--out", type=Path, required=True, help="run folder")
-    ddpm.add_argument("--config", type=Path, help="YAML file of overrides (e.g. configs/ddpm_cpu.yaml)")
-    ddpm.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    classifier = train_parsers.add_parser(
+        "classifier",
+        help="a noisy-image classifier for classifier guidance",
+        description="Train a multi-label classifier on noised images x_t (the UNet encoder plus a pooled head), "
+        "for `condgen sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the "
+        "guided model's. Same config, checkpoint and resume habits as `train ddpm`.",
+    )
+    for p in (ddpm, classifier):
+        p.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
+        p.add_argument("--out", type=Path, required=True, help="run folder")
+        p.add_argument("--config", type=Path, help="YAML file of overrides (e.g. configs/ddpm_cpu.yaml)")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4")
     ddpm.add_argument(
         "--evaluator",
         type=Path,
-        help="evaluator for periodic scoring (default: the shipped one "
-        "when the data uses the i-CLEVR objects, else none)",
+        help="evaluator for periodic scoring (default: the shipped one when the data uses the i-CLEVR objects)",
     )
-    ddpm.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4")
 
     def add_generation_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", type=Path, required=True, help="a training run folder")
@@ -144,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--objects", help='one request, e.g. "red sphere, cyan cube"')
     sample.add_argument("--out", type=Path, required=True, help="new folder for the images")
     sample.add_argument("--evaluator", type=Path, help="evaluator weights (default: the run's)")
+    sample.add_argument("--classifier", type=Path, help="a `train classifier` run, for classifier guidance")
+    sample.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance strength")
     denoise = commands.add_parser(
         "denoise",
         help="picture the denoising process: pure noise to the final image",
@@ -201,9 +210,11 @@ def run(args: argparse.Namespace) -> int:
             if "frechet_distance" in result:
                 print(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
     elif args.command == "train":
-        from condgen.diffusion.run import train_ddpm
+        from condgen.diffusion.run import start_training
 
-        summary = train_ddpm(args.data, args.out, args.config, args.overrides, args.resume, args.evaluator)
+        kind = "ddpm" if args.model == "ddpm" else "noisy_classifier"
+        evaluator = getattr(args, "evaluator", None)
+        summary = start_training(kind, args.data, args.out, args.config, args.overrides, args.resume, evaluator)
         best = summary["best_accuracy"]
         print(
             f"stopped at step {summary['step']}; best accuracy {best if best is None else round(best, 4)}; "

@@ -10,7 +10,7 @@ from condgen.data.check import check_dataset, format_report
 from condgen.data.iclevr import load_dataset
 from condgen.data.synth import synthesize_dataset
 from condgen.diffusion.generate_cli import DEFAULT_DENOISE_OBJECTS, denoise_command, sample_command
-from condgen.diffusion.run import train_ddpm
+from condgen.diffusion.run import start_training
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
 from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
@@ -53,7 +53,7 @@ def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool
 
     print(f"[4/5] training a conditional diffusion model for {ddpm_minutes:g} minutes into {out / 'ddpm'}")
     overrides = [*DEMO_DDPM, f"loop.max_minutes={ddpm_minutes}"]
-    train_ddpm(out / "data", out / "ddpm", None, overrides, resume=False, evaluator_path=evaluator, progress=progress)
+    start_training("ddpm", out / "data", out / "ddpm", None, overrides, False, evaluator, progress=progress)
 
     print("[5/5] generating the test.json conditions and the denoising picture")
     generation_args = dict(run=out / "ddpm", checkpoint="latest", sampler=None, steps=None, guidance=None, seed=0)

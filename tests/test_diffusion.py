@@ -227,7 +227,7 @@ def test_sample_rejects_foreign_and_truncated_checkpoints(dataset, evaluator_fil
     assert main(argv) == 2 and "truncated or corrupt" in capsys.readouterr().err
     meta = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**meta, "kind": "gan"}))
-    assert main(argv) == 2 and "a gan run; this command needs a ddpm run" in capsys.readouterr().err
+    assert main(argv) == 2 and "a gan run; this needs a ddpm run" in capsys.readouterr().err
 
 
 def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
@@ -235,3 +235,72 @@ def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
     assert "optim: lr: expected float" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r2", evaluator_file, "optim.learning_rate=1") == 2
     assert "unknown key 'learning_rate'" in capsys.readouterr().err
+
+
+def test_classifier_guidance_end_to_end(dataset, evaluator_file, tmp_path, capsys):
+    run, classifier = tmp_path / "run", tmp_path / "classifier"
+    assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
+    argv = [
+        "train",
+        "classifier",
+        "--data",
+        str(dataset),
+        "--out",
+        str(classifier),
+        "model.channels=16",
+        "model.channel_mults=[1,2]",
+        "model.attention_resolutions=[16]",
+        "model.heads=2",
+        "diffusion.num_steps=20",
+        "optim.batch_size=4",
+        "loop.steps=2",
+        "val_fraction=0.2",
+    ]
+    assert main(argv) == 0
+    metrics = [json.loads(line) for line in (classifier / "metrics.jsonl").read_text().splitlines()]
+    assert {"accuracy_t0", "accuracy_t50", "accuracy"} <= set(metrics[-1])
+
+    def sample(out, scale):
+        return main(
+            [
+                "sample",
+                "--run",
+                str(run),
+                "--objects",
+                "red cube, blue sphere",
+                "--out",
+                str(out),
+                "--classifier",
+                str(classifier),
+                "--classifier-scale",
+                str(scale),
+                "--sampler",
+                "ddim",
+                "--steps",
+                "3",
+            ]
+        )
+
+    assert sample(tmp_path / "a", 0.0) == 0 and sample(tmp_path / "b", 50.0) == 0
+    assert (tmp_path / "a" / "0.png").read_bytes() != (tmp_path / "b" / "0.png").read_bytes()
+
+    assert main(argv[:5] + [str(tmp_path / "other")] + argv[6:] + ["diffusion.num_steps=30"]) == 0
+    capsys.readouterr()
+    assert sample(tmp_path / "c", 1.0) == 0  # the matching classifier still works
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(run),
+                "--objects",
+                "red cube",
+                "--out",
+                str(tmp_path / "d"),
+                "--classifier",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 2
+    )
+    assert "another noise schedule" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import torch
 
 from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
-from condgen.diffusion.run import load_run, request_labels, run_evaluator
+from condgen.diffusion.run import load_classifier, load_run, request_labels, run_evaluator
 from condgen.diffusion.samplers import DEFAULT_STEPS
 from condgen.diffusion.trainer import generate
 from condgen.errors import CondgenError
@@ -38,8 +38,12 @@ def sample_command(args) -> dict:
     labels = request_labels(meta, args.labels, args.objects)
     sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
     evaluator = run_evaluator(meta, args.evaluator)
+    classifier = None
+    if getattr(args, "classifier", None) is not None:
+        classifier = load_classifier(args.classifier, config.diffusion)
+        sample = dataclasses.replace(sample, classifier_scale=args.classifier_scale)
     _fresh_folder(args.out)
-    images = generate(model, diffusion, labels, sample)
+    images = generate(model, diffusion, labels, sample, classifier=classifier)
     for i, image in enumerate(images):
         save_png(image, args.out / f"{i}.png")
     save_grid(images, args.out / "grid.png", nrow=8)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file
 from condgen.data.imageio import to_signed
@@ -13,8 +14,10 @@ from condgen.diffusion.guidance import guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Prediction
 from condgen.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, Callback, Spacing
 from condgen.diffusion.schedules import Schedule, make_betas
-from condgen.diffusion.unet import UNet, UNetConfig
+from condgen.diffusion.unet import NoisyClassifier, UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
+from condgen.evaluate.metrics import top_k_accuracy
+from condgen.evaluate.training import split_by_scene
 from condgen.train.loop import EMA, LoopConfig
 from condgen.viz.grid import save_grid
 
@@ -38,6 +41,7 @@ class SampleConfig:
     eta: float = 0.0  # ddim only
     spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace
     seed: int = 0
+    classifier_scale: float = 0.0  # classifier guidance strength; needs a noisy-classifier run at sampling time
 
 
 @dataclass
@@ -74,6 +78,7 @@ def generate(
     sample: SampleConfig,
     callback: Callback = None,
     batch_size: int = 64,
+    classifier: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Images in [-1, 1] for every row of ``labels``; the same seed gives the same images. ``callback`` sees the
     starting noise (``i = -1``) and then every sampler step."""
@@ -88,7 +93,7 @@ def generate(
         x = torch.randn((len(batch), model.config.in_channels, size, size), generator=generator).to(device)
         if callback is not None:
             callback({"i": -1, "t": diffusion.num_steps, "x": x, "x0": None})  # the starting noise x_T
-        eps_fn = guided_eps_fn(model, diffusion, batch, guidance_scale=sample.guidance)
+        eps_fn = guided_eps_fn(model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale)
         kwargs: dict = {"generator": generator, "callback": callback}
         if sample.sampler != "ddpm":
             kwargs |= {"steps": sample.steps or DEFAULT_STEPS[sample.sampler], "spacing": sample.spacing}
@@ -119,6 +124,7 @@ class DiffusionTask:
         self.modules = {"model": self.model, "ema": self.ema.model}
         self.optimizers = {"optimizer": self.optimizer}
         self.generators = {"data": self.generator}
+        self.all_index = torch.arange(len(data))
         self.label_files = {
             name: load_label_file(data_root / name, data.codec) for name in LABEL_FILES if (data_root / name).exists()
         }
@@ -126,22 +132,11 @@ class DiffusionTask:
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
         self.model.train()
-        index = torch.randint(0, len(self.data), (o.batch_size,), generator=self.generator)
-        x0 = to_signed(self.data.images[index]).to(self.device)
-        if o.hflip:
-            flip = torch.rand(len(x0), generator=self.generator) < 0.5
-            x0 = torch.where(flip[:, None, None, None].to(self.device), x0.flip(-1), x0)
-        labels = self.data.labels[index].clone()
+        x0, labels = random_batch(self.data, self.all_index, o, self.generator, self.device)
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
-        for group in self.optimizer.param_groups:  # linear warm-up, then constant
-            group["lr"] = o.lr * min(1.0, (step + 1) / max(1, o.warmup_steps))
         loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.grad_clip)
-        self.optimizer.step()
+        optimise(self.optimizer, self.model, loss, o, step)
         self.ema.update(self.model)
         return {"loss": loss.item()}
 
@@ -155,4 +150,86 @@ class DiffusionTask:
                 scores[f"accuracy_{Path(name).stem}"] = self.evaluator.accuracy(images, labels)
         per_file = [v for k, v in scores.items() if k.startswith("accuracy_")]
         scores["accuracy"] = sum(per_file) / len(per_file) if per_file else 0.0
+        return scores
+
+
+@dataclass
+class ClassifierRunConfig:
+    """A noisy-image classifier for classifier guidance; its ``diffusion`` must match the guided model's."""
+
+    model: UNetConfig = field(default_factory=lambda: UNetConfig(channels=32, channel_mults=(1, 2, 4)))
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(label_dropout=0.0))  # ema/label_dropout unused
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    val_fraction: float = 0.05  # scenes held out to report accuracy at several noise levels
+    device: str = "auto"
+
+
+def random_batch(data: LabeledImages, pool: torch.Tensor, o: OptimConfig, generator: torch.Generator, device):
+    """A batch drawn with replacement from ``pool``: images in [-1, 1] (randomly mirrored) and labels."""
+    index = pool[torch.randint(0, len(pool), (o.batch_size,), generator=generator)]
+    x0 = to_signed(data.images[index])
+    if o.hflip:
+        flip = torch.rand(len(x0), generator=generator) < 0.5
+        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+    return x0.to(device), data.labels[index].clone()
+
+
+def optimise(optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, o: OptimConfig, step: int):
+    """One update: linear learning-rate warm-up then constant, gradient-norm clipping, the optimiser step."""
+    for group in optimizer.param_groups:
+        group["lr"] = o.lr * min(1.0, (step + 1) / max(1, o.warmup_steps))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if o.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    optimizer.step()
+
+
+class ClassifierTask:
+    """Trains :class:`NoisyClassifier` with BCE-with-logits on x_t at uniformly random t."""
+
+    kind = "noisy_classifier"
+
+    def __init__(self, config: ClassifierRunConfig, data: LabeledImages):
+        self.config = config
+        self.data = data
+        torch.manual_seed(config.optim.seed)
+        self.device = resolve_device(config.device)
+        self.model = NoisyClassifier(config.model).to(self.device)
+        self.diffusion = config.diffusion.build()
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        self.generator = torch.Generator().manual_seed(config.optim.seed)
+        self.modules = {"model": self.model}
+        self.optimizers = {"optimizer": self.optimizer}
+        self.generators = {"data": self.generator}
+        self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        o = self.config.optim
+        self.model.train()
+        x0, labels = random_batch(self.data, self.train_index, o, self.generator, self.device)
+        t = torch.randint(0, self.diffusion.num_steps, (len(x0),), generator=self.generator).to(self.device)
+        noise = torch.randn(x0.shape, generator=self.generator).to(x0)
+        logits = self.model(self.diffusion.q_sample(x0, t, noise), t)
+        loss = F.binary_cross_entropy_with_logits(logits, labels.to(self.device))
+        optimise(self.optimizer, self.model, loss, o, step)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def evaluate(self, step: int, run: Path) -> dict[str, float]:
+        """Top-k accuracy on held-out scenes noised to 0%, 25% and 50% of the way to pure noise."""
+        self.model.eval()
+        generator = torch.Generator().manual_seed(0)
+        x0 = to_signed(self.data.images[self.val_index[:512]]).to(self.device)
+        labels = self.data.labels[self.val_index[:512]]
+        scores = {}
+        for fraction in (0.0, 0.25, 0.5):
+            t = torch.full((len(x0),), int(fraction * (self.diffusion.num_steps - 1)), device=self.device)
+            noise = torch.randn(x0.shape, generator=generator).to(x0)
+            logits = self.model(self.diffusion.q_sample(x0, t, noise), t)
+            scores[f"accuracy_t{int(fraction * 100)}"] = top_k_accuracy(logits.cpu(), labels)
+        scores["accuracy"] = sum(scores.values()) / len(scores)
         return scores

@@ -10,6 +10,7 @@ half the resolution: four times fewer positions for the same depth.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -45,19 +46,7 @@ class UNet(nn.Module):
         self.label_tokens = LabelTokens(config.num_labels, emb_dim) if config.cross_attention else None
         p = config.patch_size
         self.stem = nn.Conv2d(config.in_channels * p * p, c, 3, padding=1)
-
-        self.down = nn.ModuleList()
-        skips = [c]
-        size, channels = config.image_size // p, c
-        for level, mult in enumerate(config.channel_mults):
-            for _ in range(config.blocks_per_level):
-                self.down.append(self._level_block(channels, mult * c, size, emb_dim))
-                channels = mult * c
-                skips.append(channels)
-            if level < len(config.channel_mults) - 1:
-                self.down.append(Downsample(channels))
-                size //= 2
-                skips.append(channels)
+        self.down, skips, channels, size = self._down_path(emb_dim)
         self.middle = nn.ModuleList(
             [
                 ResBlock(channels, channels, emb_dim, config.dropout),
@@ -79,6 +68,32 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
+    def _down_path(self, emb_dim: int) -> tuple[nn.ModuleList, list[int], int, int]:
+        """The encoder levels; returns them with the skip widths, the final width and the final feature size."""
+        config, c = self.config, self.config.channels
+        down = nn.ModuleList()
+        skips = [c]
+        size, channels = config.image_size // config.patch_size, c
+        for level, mult in enumerate(config.channel_mults):
+            for _ in range(config.blocks_per_level):
+                down.append(self._level_block(channels, mult * c, size, emb_dim))
+                channels = mult * c
+                skips.append(channels)
+            if level < len(config.channel_mults) - 1:
+                down.append(Downsample(channels))
+                size //= 2
+                skips.append(channels)
+        return down, skips, channels, size
+
+    def embed(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None):
+        """The shared front: conditioning embedding, label tokens (or None) and the stem's features."""
+        emb = self.time_mlp(timestep_embedding(t, self.config.channels))
+        if self.label_emb is not None:
+            emb = emb + self.label_emb(labels)
+        context = self.label_tokens(labels) if self.label_tokens is not None else None
+        h = F.pixel_unshuffle(x, self.config.patch_size) if self.config.patch_size > 1 else x
+        return emb, context, self.stem(h)
+
     def _attention(self, channels: int, emb_dim: int) -> nn.Module:
         cross = Attention(channels, self.config.heads, context_dim=emb_dim) if self.config.cross_attention else None
         return AttentionBlock(Attention(channels, self.config.heads), cross)
@@ -91,10 +106,7 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """x (B, 3, 64, 64), t (B,) integer steps, labels (B, num_labels) multi-hot -> (B, 3, 64, 64)."""
-        emb = self.time_mlp(timestep_embedding(t, self.config.channels)) + self.label_emb(labels)
-        context = self.label_tokens(labels) if self.label_tokens is not None else None
-        h = F.pixel_unshuffle(x, self.config.patch_size) if self.config.patch_size > 1 else x
-        h = self.stem(h)
+        emb, context, h = self.embed(x, t, labels)
         skips = [h]
         for block in self.down:
             h = _apply(block, h, emb, context)
@@ -108,6 +120,37 @@ class UNet(nn.Module):
                 h = _apply(block, torch.cat([h, skips.pop()], dim=1), emb, context)
         h = self.head(h)
         return F.pixel_shuffle(h, self.config.patch_size) if self.config.patch_size > 1 else h
+
+
+class NoisyClassifier(UNet):
+    """A multi-label classifier of noisy images x_t for classifier guidance (Dhariwal & Nichol 2021, section 4):
+    the UNet's encoder and middle, then GroupNorm-SiLU-average pool-Linear to one logit per object. It sees the
+    time step but never the labels (its ``labels`` argument is ignored, for the common calling convention)."""
+
+    def __init__(self, config: UNetConfig):
+        nn.Module.__init__(self)
+        self.config = dataclasses.replace(config, cross_attention=False)
+        c = config.channels
+        emb_dim = 4 * c
+        self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.label_emb = None  # a classifier must not see the answer
+        self.label_tokens = None
+        self.stem = nn.Conv2d(config.in_channels * config.patch_size**2, c, 3, padding=1)
+        self.down, _, channels, _ = self._down_path(emb_dim)
+        self.middle = nn.ModuleList([ResBlock(channels, channels, emb_dim), self._attention(channels, emb_dim)])
+        self.head = nn.Sequential(
+            group_norm(channels),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(channels, config.num_labels),
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        emb, _, h = self.embed(x, t, None)
+        for block in [*self.down, *self.middle]:
+            h = _apply(block, h, emb, None)
+        return self.head(h)
 
 
 class AttentionBlock(nn.Module):
