@@ -131,7 +131,11 @@ def test_every_command_has_help(argv, capsys):
     assert exit_info.value.code == 0 and "usage: condgen" in capsys.readouterr().out
 
 
-def test_demo_smoke_run(tmp_path, capsys):
+def test_demo_smoke_run(tmp_path, capsys, monkeypatch):
+    import condgen.demo
+
+    tiny = ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "sample.steps=2"]
+    monkeypatch.setattr(condgen.demo, "DEMO_DDPM", condgen.demo.DEMO_DDPM + tiny)  # the plumbing, not the CPU
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1", "--ddpm-minutes", "0.02"]) == 0
     printed = capsys.readouterr().out

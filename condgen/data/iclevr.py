@@ -160,11 +160,12 @@ def _cache_path(folder: Path, files: list[str], paths: list[Path], size: int) ->
 
 
 def _save_cache(path: Path, array: np.ndarray) -> None:
+    """Writes the cache entry atomically; a failure (read-only or full disk) only costs the next load time."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
             np.save(handle, array)
         os.replace(tmp, path)
     except OSError:
-        pass  # the cache only saves time; a read-only home must not stop a load
+        tmp.unlink(missing_ok=True)
