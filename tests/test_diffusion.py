@@ -240,22 +240,9 @@ def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
 def test_classifier_guidance_end_to_end(dataset, evaluator_file, tmp_path, capsys):
     run, classifier = tmp_path / "run", tmp_path / "classifier"
     assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
-    argv = [
-        "train",
-        "classifier",
-        "--data",
-        str(dataset),
-        "--out",
-        str(classifier),
-        "model.channels=16",
-        "model.channel_mults=[1,2]",
-        "model.attention_resolutions=[16]",
-        "model.heads=2",
-        "diffusion.num_steps=20",
-        "optim.batch_size=4",
-        "loop.steps=2",
-        "val_fraction=0.2",
-    ]
+    model_and_schedule = TINY_OVERRIDES[:6]  # the classifier has no sample section
+    argv = ["train", "classifier", "--data", str(dataset), "--out", str(classifier), *model_and_schedule]
+    argv += ["loop.steps=2", "val_fraction=0.2"]
     assert main(argv) == 0
     metrics = [json.loads(line) for line in (classifier / "metrics.jsonl").read_text().splitlines()]
     assert {"accuracy_t0", "accuracy_t50", "accuracy"} <= set(metrics[-1])
