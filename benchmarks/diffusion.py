@@ -23,9 +23,10 @@ import torch
 
 from condgen.data.iclevr import load_label_file
 from condgen.data.imageio import save_png
-from condgen.diffusion.run import load_run, start_training
+from condgen.diffusion.run import load_run
 from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.runs import start_training
 from condgen.train.config import config_to_dict
 from condgen.viz.grid import save_grid
 

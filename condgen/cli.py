@@ -119,17 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
         "for `condgen sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the "
         "guided model's. Same config, checkpoint and resume habits as `train ddpm`.",
     )
-    for p in (ddpm, classifier):
+    gan = train_parsers.add_parser(
+        "gan",
+        help="conditional GAN: bce (ACGAN with conditioning=auxiliary), hinge, wgan_clip, wgan_gp",
+        description="Train a conditional GAN on DIR: optim.loss = bce | hinge | wgan_clip | wgan_gp, "
+        "model.architecture = dcgan | resnet, model.conditioning = projection | auxiliary (ACGAN's head, weighted "
+        "by optim.aux_weight), model.spectral_norm, model.conditional_bn. See configs/gan_*.yaml. One step is "
+        "optim.n_critic critic updates and one generator update; RUN/best keeps the highest evaluator accuracy.",
+    )
+    for p in (ddpm, classifier, gan):
         p.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
         p.add_argument("--out", type=Path, required=True, help="run folder")
         p.add_argument("--config", type=Path, help="YAML file of overrides (e.g. configs/ddpm_cpu.yaml)")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4")
-    ddpm.add_argument(
-        "--evaluator",
-        type=Path,
-        help="evaluator for periodic scoring (default: the shipped one when the data uses the i-CLEVR objects)",
-    )
+    for p in (ddpm, gan):
+        p.add_argument(
+            "--evaluator",
+            type=Path,
+            help="evaluator for periodic scoring (default: the shipped one when the data uses the i-CLEVR objects)",
+        )
 
     def add_generation_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", type=Path, required=True, help="a training run folder")
@@ -162,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     denoise.add_argument("--objects", default="red sphere, cyan cylinder, cyan cube", help="the request")
     denoise.add_argument("--out", type=Path, required=True, help="PNG file to write")
     denoise.add_argument("--snapshots", type=positive_int, default=10, help="images in the row (default 10)")
+    interpolate = commands.add_parser(
+        "interpolate",
+        help="a GAN's images between two noise vectors, for one request",
+        description="Write one row of images whose noise moves linearly from one random vector to another while "
+        "the requested objects stay fixed.",
+    )
+    interpolate.add_argument("--run", type=Path, required=True, help="a gan run folder")
+    interpolate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    interpolate.add_argument("--objects", default="red sphere, cyan cylinder, cyan cube", help="the request")
+    interpolate.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
+    interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")
+    interpolate.add_argument("--out", type=Path, required=True, help="PNG file to write")
 
     demo = commands.add_parser(
         "demo",
@@ -210,9 +231,9 @@ def run(args: argparse.Namespace) -> int:
             if "frechet_distance" in result:
                 print(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
     elif args.command == "train":
-        from condgen.diffusion.run import start_training
+        from condgen.runs import start_training
 
-        kind = "ddpm" if args.model == "ddpm" else "noisy_classifier"
+        kind = {"ddpm": "ddpm", "classifier": "noisy_classifier", "gan": "gan"}[args.model]
         evaluator = getattr(args, "evaluator", None)
         summary = start_training(kind, args.data, args.out, args.config, args.overrides, args.resume, evaluator)
         best = summary["best_accuracy"]
@@ -221,15 +242,19 @@ def run(args: argparse.Namespace) -> int:
             f"run in {args.out}"
         )
     elif args.command == "sample":
-        from condgen.diffusion.generate_cli import sample_command
+        from condgen.generate import sample_command
 
         result = sample_command(args)
         accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
         print(f"wrote {result['images']} images and grid.png to {args.out}{accuracy}")
     elif args.command == "denoise":
-        from condgen.diffusion.generate_cli import denoise_command
+        from condgen.generate import denoise_command
 
         print(f"wrote {denoise_command(args)}")
+    elif args.command == "interpolate":
+        from condgen.generate import interpolate_command
+
+        print(f"wrote {interpolate_command(args)}")
     elif args.command == "demo":
         from condgen.demo import run_demo
 

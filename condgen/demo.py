@@ -9,11 +9,11 @@ from pathlib import Path
 from condgen.data.check import check_dataset, format_report
 from condgen.data.iclevr import load_dataset
 from condgen.data.synth import synthesize_dataset
-from condgen.diffusion.generate_cli import DEFAULT_DENOISE_OBJECTS, denoise_command, sample_command
-from condgen.diffusion.run import start_training
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
 from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
+from condgen.generate import DEFAULT_DENOISE_OBJECTS, denoise_command, sample_command
+from condgen.runs import start_training
 
 # A UNet small enough to learn something in minutes on two cores (configs/ddpm_cpu.yaml is the same family).
 DEMO_DDPM = [

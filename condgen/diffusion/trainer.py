@@ -18,7 +18,7 @@ from condgen.diffusion.unet import NoisyClassifier, UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import top_k_accuracy
 from condgen.evaluate.training import split_by_scene
-from condgen.train.loop import EMA, LoopConfig
+from condgen.train.loop import EMA, LoopConfig, resolve_device
 from condgen.viz.grid import save_grid
 
 
@@ -65,10 +65,6 @@ class DDPMRunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)  # used by periodic evaluation and as defaults
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-
-
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
 
 
 def generate(

@@ -75,6 +75,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return _coerce(next(o for o in options if o is not type(None)), value, where)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint in (int, str, bool) and type(value) is hint:
         return value
     if isinstance(hint, type) and issubclass(hint, str):  # str enums take their value

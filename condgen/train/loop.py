@@ -33,6 +33,13 @@ class LoopConfig:
     keep_checkpoints: int = 2  # older step-N folders are removed; best/ is kept apart
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is the GPU when there is one, else the CPU; anything else is passed to torch."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 class Task(Protocol):
     kind: str
     modules: dict[str, torch.nn.Module]

@@ -1,0 +1,177 @@
+"""Training a conditional GAN with the shared loop. One loop step = ``n_critic`` critic updates + one generator
+update."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file
+from condgen.data.imageio import to_signed
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import Evaluator
+from condgen.gan.losses import (
+    DISCRIMINATOR_LOSSES,
+    GENERATOR_LOSSES,
+    auxiliary_classification,
+    clip_weights,
+    gradient_penalty,
+)
+from condgen.gan.networks import Discriminator, GANModelConfig, Generator
+from condgen.train.loop import EMA, LoopConfig, resolve_device
+from condgen.viz.grid import save_grid
+
+# loss -> (adversarial loss pair, weight clipping, gradient penalty)
+LOSSES = {
+    "bce": ("bce", False, False),  # non-saturating; with conditioning=auxiliary this is ACGAN
+    "hinge": ("hinge", False, False),
+    "wgan_clip": ("wasserstein", True, False),
+    "wgan_gp": ("wasserstein", False, True),
+}
+
+
+@dataclass
+class GANOptimConfig:
+    loss: str = "wgan_gp"  # bce | hinge | wgan_clip | wgan_gp
+    batch_size: int = 64
+    n_critic: int = 5  # critic updates per generator update
+    optimizer: str = "adam"  # adam | rmsprop (the WGAN paper's choice with weight clipping)
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    betas: tuple[float, ...] = (0.0, 0.9)  # Adam only
+    clip_value: float = 0.01  # wgan_clip
+    gp_lambda: float = 10.0  # wgan_gp
+    aux_weight: float = 1.0  # weight of the auxiliary classification loss (conditioning = auxiliary)
+    ema_decay: float = 0.999
+    hflip: bool = True
+    seed: int = 0
+
+
+@dataclass
+class GANRunConfig:
+    model: GANModelConfig = field(default_factory=GANModelConfig)
+    optim: GANOptimConfig = field(default_factory=GANOptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    eval_seed: int = 0  # fixed noise for periodic evaluation and sampling
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Rejects combinations that cannot work, naming the keys."""
+        if self.optim.loss not in LOSSES:
+            raise CondgenError(f"optim.loss: {self.optim.loss!r} is not one of {sorted(LOSSES)}")
+        if self.model.architecture not in ("dcgan", "resnet"):
+            raise CondgenError(f"model.architecture: {self.model.architecture!r} is not dcgan or resnet")
+        if self.model.conditioning not in ("projection", "auxiliary"):
+            raise CondgenError(f"model.conditioning: {self.model.conditioning!r} is not projection or auxiliary")
+        if self.optim.optimizer not in ("adam", "rmsprop"):
+            raise CondgenError(f"optim.optimizer: {self.optim.optimizer!r} is not adam or rmsprop")
+        if self.optim.loss == "wgan_gp" and self.model.d_batch_norm:
+            raise CondgenError("model.d_batch_norm: a critic trained with a gradient penalty must not use batch norm")
+
+
+def sample_images(generator: Generator, labels: torch.Tensor, seed: int, batch_size: int = 64) -> torch.Tensor:
+    """G(z, y) for every row of ``labels`` with noise from ``seed``: the same seed gives the same images."""
+    noise_source = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    z = torch.randn(len(labels), generator.config.noise_dim, generator=noise_source)
+    with torch.no_grad():
+        chunks = [
+            generator(z[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(labels), batch_size)
+        ]
+    return torch.cat(chunks)
+
+
+class GANTask:
+    """A :class:`condgen.train.loop.Task` for conditional GANs."""
+
+    kind = "gan"
+
+    def __init__(self, config: GANRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None):
+        config.validate()
+        self.config = config
+        self.data = data
+        self.evaluator = evaluator
+        o = config.optim
+        torch.manual_seed(o.seed)
+        self.device = resolve_device(config.device)
+        self.generator_net = Generator(config.model).to(self.device)
+        self.critic = Discriminator(config.model).to(self.device)
+        self.ema = EMA(self.generator_net, o.ema_decay)
+        self.opt_g, self.opt_d = (
+            self._optimizer(net, lr) for net, lr in ((self.generator_net, o.lr_g), (self.critic, o.lr_d))
+        )
+        self.random = torch.Generator().manual_seed(o.seed)
+        self.modules = {"generator": self.generator_net, "critic": self.critic, "ema": self.ema.model}
+        self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
+        self.generators = {"data": self.random}
+        self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
+        self.label_files = {
+            name: load_label_file(data_root / name, data.codec) for name in LABEL_FILES if (data_root / name).exists()
+        }
+
+    def _optimizer(self, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
+        if self.config.optim.optimizer == "rmsprop":
+            return torch.optim.RMSprop(net.parameters(), lr=lr)
+        return torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(self.config.optim.betas))
+
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.config.optim
+        index = torch.randint(0, len(self.data), (o.batch_size,), generator=self.random)
+        x = to_signed(self.data.images[index])
+        if o.hflip:
+            flip = torch.rand(len(x), generator=self.random) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x.to(self.device), self.data.labels[index].to(self.device)
+
+    def _noise(self, count: int) -> torch.Tensor:
+        return torch.randn(count, self.config.model.noise_dim, generator=self.random).to(self.device)
+
+    def critic_loss(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        o = self.config.optim
+        fake = self.generator_net(self._noise(len(real)), labels).detach()
+        real_score, real_aux = self.critic(real, labels)
+        fake_score, _ = self.critic(fake, labels)
+        loss = DISCRIMINATOR_LOSSES[self.adversarial](real_score, fake_score)
+        if self.penalty:
+            critic_score = lambda x, y: self.critic(x, y)[0]  # noqa: E731
+            loss = loss + o.gp_lambda * gradient_penalty(critic_score, real, fake, labels, self.random)
+        if real_aux is not None:
+            loss = loss + o.aux_weight * auxiliary_classification(real_aux, labels)
+        return loss
+
+    def train_step(self, step: int) -> dict[str, float]:
+        o = self.config.optim
+        self.generator_net.train()
+        self.critic.train()
+        for _ in range(o.n_critic):
+            real, labels = self._real_batch()
+            d_loss = self.critic_loss(real, labels)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            if self.clip:
+                clip_weights(self.critic, o.clip_value)
+        _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
+        fake_score, fake_aux = self.critic(self.generator_net(self._noise(len(labels)), labels), labels)
+        g_loss = GENERATOR_LOSSES[self.adversarial](fake_score)
+        if fake_aux is not None:
+            g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.opt_g.step()
+        self.ema.update(self.generator_net)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    def evaluate(self, step: int, run: Path) -> dict[str, float]:
+        scores = {}
+        for name, labels in self.label_files.items():
+            images = sample_images(self.ema.model.eval(), labels, self.config.eval_seed)
+            save_grid(images, run / "samples" / f"step-{step:07d}-{Path(name).stem}.png")
+            if self.evaluator is not None:
+                scores[f"accuracy_{Path(name).stem}"] = self.evaluator.accuracy(images, labels)
+        per_file = [v for k, v in scores.items() if k.startswith("accuracy_")]
+        scores["accuracy"] = sum(per_file) / len(per_file) if per_file else 0.0
+        return scores

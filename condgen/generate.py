@@ -1,0 +1,107 @@
+"""``condgen sample``, ``denoise`` and ``interpolate``: images, grids and process pictures from any run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from condgen.data.imageio import save_png
+from condgen.data.jsonio import write_json
+from condgen.diffusion.run import load_classifier, load_run
+from condgen.diffusion.samplers import DEFAULT_STEPS
+from condgen.diffusion.trainer import generate
+from condgen.errors import CondgenError
+from condgen.gan.networks import Generator
+from condgen.gan.trainer import GANRunConfig, sample_images
+from condgen.runs import checkpoint_folder, read_run, request_labels, run_evaluator
+from condgen.train.checkpoint import load_module
+from condgen.train.config import load_config
+from condgen.viz.grid import save_grid
+
+DEFAULT_DENOISE_OBJECTS = "red sphere, cyan cylinder, cyan cube"
+
+
+def _sample_config(config, sampler, steps, guidance, seed):
+    changes = {k: v for k, v in {"sampler": sampler, "guidance": guidance, "seed": seed}.items() if v is not None}
+    if sampler is not None and steps is None:
+        changes["steps"] = DEFAULT_STEPS[sampler] or 0
+    if steps is not None:
+        changes["steps"] = steps
+    return dataclasses.replace(config.sample, **changes)
+
+
+def _fresh_folder(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def load_gan(run: Path, checkpoint: str) -> tuple[Generator, GANRunConfig, dict]:
+    """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
+    folder, meta = checkpoint_folder(run, "gan", checkpoint)
+    config = load_config(GANRunConfig, run / "config.yaml")
+    generator = Generator(config.model)
+    load_module(generator, folder / "ema.safetensors")
+    return generator.eval(), config, meta
+
+
+def sample_command(args) -> dict:
+    """Images for label lists from a ddpm or gan run: N.png, grid.png and scores.json under ``args.out``."""
+    if read_run(args.run).get("kind") == "gan":
+        generator, config, meta = load_gan(args.run, args.checkpoint)
+        labels = request_labels(meta, args.labels, args.objects)
+        seed = config.eval_seed if args.seed is None else args.seed
+        evaluator = run_evaluator(meta, args.evaluator)
+        _fresh_folder(args.out)
+        images = sample_images(generator, labels, seed)
+        result = {"images": len(images), "seed": seed}
+    else:
+        model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+        labels = request_labels(meta, args.labels, args.objects)
+        sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+        evaluator = run_evaluator(meta, args.evaluator)
+        classifier = None
+        if getattr(args, "classifier", None) is not None:
+            classifier = load_classifier(args.classifier, config.diffusion)
+            sample = dataclasses.replace(sample, classifier_scale=args.classifier_scale)
+        _fresh_folder(args.out)
+        images = generate(model, diffusion, labels, sample, classifier=classifier)
+        result = {"images": len(images), "sample": dataclasses.asdict(sample) | {"spacing": sample.spacing.value}}
+    for i, image in enumerate(images):
+        save_png(image, args.out / f"{i}.png")
+    save_grid(images, args.out / "grid.png", nrow=8)
+    if evaluator is not None and evaluator.codec.names == tuple(meta["objects"]):
+        result["accuracy"] = evaluator.accuracy(images, labels)
+    write_json(args.out / "scores.json", result)
+    return result
+
+
+def interpolate_command(args) -> Path:
+    """A GAN's images along the straight line between two noise vectors, for one fixed request."""
+    generator, config, meta = load_gan(args.run, args.checkpoint)
+    labels = request_labels(meta, None, args.objects)
+    if args.out.exists():
+        raise CondgenError(f"{args.out}: already exists; choose a new --out")
+    source = torch.Generator().manual_seed(config.eval_seed if args.seed is None else args.seed)
+    start, end = torch.randn(2, config.model.noise_dim, generator=source)
+    weights = torch.linspace(0, 1, args.frames)[:, None]
+    z = (1 - weights) * start + weights * end
+    with torch.no_grad():
+        images = generator(z, labels.expand(args.frames, -1))
+    save_grid(images, args.out, nrow=args.frames)
+    return args.out
+
+
+def denoise_command(args) -> Path:
+    model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+    labels = request_labels(meta, None, args.objects)
+    sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+    if args.out.exists():
+        raise CondgenError(f"{args.out}: already exists; choose a new --out")
+    states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
+    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].clamp(-1, 1)))
+    picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
+    save_grid(torch.stack([states[i] for i in picks]), args.out, nrow=len(picks))
+    return args.out

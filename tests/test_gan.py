@@ -1,0 +1,155 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from condgen.cli import main
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
+from condgen.gan import losses
+from condgen.gan.networks import Discriminator, GANModelConfig, Generator
+from condgen.gan.trainer import GANRunConfig
+
+TINY = [
+    "model.g_channels=8",
+    "model.d_channels=8",
+    "model.noise_dim=16",
+    "model.label_dim=16",
+    "optim.batch_size=4",
+    "optim.n_critic=2",
+    "loop.log_every=1",
+]
+
+
+def test_loss_signs_and_values():
+    real, fake = torch.tensor([2.0, 3.0]), torch.tensor([-1.0, 0.0])
+    assert losses.d_wasserstein(real, fake).item() == pytest.approx(-0.5 - 2.5)  # E[fake] - E[real]
+    assert losses.g_wasserstein(fake).item() == pytest.approx(0.5)
+    assert losses.d_hinge(real, fake).item() == pytest.approx(0 + (0 + 1) / 2)  # relu(1-real), relu(1+fake)
+    assert losses.g_hinge(fake).item() == pytest.approx(0.5)
+    # a confident, correct discriminator has a small BCE loss; the generator then has a large one
+    assert losses.d_bce(torch.tensor([9.0]), torch.tensor([-9.0])) < 1e-3
+    assert losses.g_bce(torch.tensor([-9.0])) > 8.9
+
+
+def test_auxiliary_loss_is_bce_with_logits_per_object():
+    logits = torch.tensor([[4.0, -4.0, 0.0]])
+    labels = torch.tensor([[1.0, 0.0, 1.0]])
+    expected = -(torch.log(torch.sigmoid(torch.tensor(4.0))) * 2 + torch.log(torch.tensor(0.5))) / 3
+    assert losses.auxiliary_classification(logits, labels).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gradient_penalty_of_a_linear_critic():
+    """D(x) = w . x has gradient w everywhere, so the penalty is (|w| - 1)^2 whatever the interpolates."""
+    w = torch.zeros(3, 2, 2)
+    w[0, 0, 0], w[1, 1, 1] = 2.0, -torch.sqrt(torch.tensor(5.0))  # |w| = 3
+
+    def critic(x, y):
+        return (x * w).flatten(1).sum(1)
+
+    real, fake = torch.randn(5, 3, 2, 2), torch.randn(5, 3, 2, 2)
+    penalty = losses.gradient_penalty(critic, real, fake, torch.zeros(5, 24), torch.Generator().manual_seed(0))
+    assert penalty.item() == pytest.approx(4.0, rel=1e-5)
+
+
+def test_clipping_bounds_every_critic_weight():
+    critic = Discriminator(GANModelConfig(d_channels=8))
+    with torch.no_grad():
+        for p in critic.parameters():
+            p.normal_(0, 1)
+    losses.clip_weights(critic, 0.01)
+    assert all(p.abs().max() <= 0.01 for p in critic.parameters())
+
+
+@pytest.mark.parametrize("architecture", ["dcgan", "resnet"])
+@pytest.mark.parametrize("conditioning", ["projection", "auxiliary"])
+def test_networks_shapes_and_label_dependence(architecture, conditioning):
+    config = GANModelConfig(
+        architecture=architecture,
+        conditioning=conditioning,
+        g_channels=8,
+        d_channels=8,
+        conditional_bn=True,
+        spectral_norm=True,
+    )
+    generator, critic = Generator(config).eval(), Discriminator(config)
+    labels = LabelCodec.iclevr().encode_many([["red cube"], ["blue sphere", "cyan cube"]])
+    z = torch.randn(2, config.noise_dim)
+    images = generator(z, labels)
+    assert images.shape == (2, 3, 64, 64) and images.abs().max() <= 1
+    assert not torch.allclose(images, generator(z, labels.flip(0)))
+    score, aux = critic(images, labels)
+    assert score.shape == (2,)
+    assert (aux is None) == (conditioning == "projection")
+    if conditioning == "projection":
+        assert not torch.allclose(score, critic(images, labels.flip(0))[0])
+
+
+def test_config_rejects_batch_norm_in_a_penalised_critic():
+    config = GANRunConfig()
+    config.model.d_batch_norm = True
+    with pytest.raises(CondgenError, match="gradient penalty must not use batch norm"):
+        config.validate()
+
+
+@pytest.fixture
+def evaluator_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "evaluator.safetensors"
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
+    return path
+
+
+def train(dataset, run, evaluator_file, *overrides, resume=False):
+    argv = ["train", "gan", "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    return main(argv + (["--resume"] if resume else []) + TINY + list(overrides))
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        ["optim.loss=bce", "model.conditioning=auxiliary", "optim.aux_weight=100", "model.architecture=dcgan"],
+        ["optim.loss=hinge", "model.spectral_norm=true"],
+        ["optim.loss=wgan_clip", "optim.optimizer=rmsprop", "optim.lr_d=5e-5", "model.architecture=dcgan"],
+        ["optim.loss=wgan_gp", "model.conditional_bn=true"],
+    ],
+)
+def test_one_training_step_per_loss(dataset, evaluator_file, tmp_path, setting):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=1", *setting) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"d_loss", "g_loss"} <= set(records[0]) and all(
+        map(torch.isfinite, map(torch.tensor, [records[0]["d_loss"], records[0]["g_loss"]]))
+    )
+    assert "accuracy" in records[-1] and (run / "best" / "ema.safetensors").exists()
+
+
+def test_gan_resume_continues_exactly(dataset, evaluator_file, tmp_path):
+    assert train(dataset, tmp_path / "straight", evaluator_file, "loop.steps=4") == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=2") == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=4", resume=True) == 0
+
+    def read(run):
+        return [
+            (r["d_loss"], r["g_loss"])
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if "d_loss" in r
+        ]
+
+    assert read(tmp_path / "split") == read(tmp_path / "straight")
+
+
+def test_gan_sampling_and_interpolation(dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
+    out = tmp_path / "samples"
+    argv = ["sample", "--run", str(run), "--labels", str(dataset / "new_test.json"), "--seed", "2"]
+    assert main([*argv, "--out", str(out)]) == 0 and main([*argv, "--out", str(tmp_path / "again")]) == 0
+    assert (out / "31.png").exists() and (out / "grid.png").exists()
+    assert (out / "7.png").read_bytes() == (tmp_path / "again" / "7.png").read_bytes()
+    assert 0 <= json.loads((out / "scores.json").read_text())["accuracy"] <= 1
+    strip = tmp_path / "strip.png"
+    assert main(["interpolate", "--run", str(run), "--out", str(strip), "--frames", "8"]) == 0
+    assert Image.open(strip).size == (8 * 66 + 2, 68)
