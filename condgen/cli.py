@@ -184,6 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")
     interpolate.add_argument("--out", type=Path, required=True, help="PNG file to write")
 
+    gradnorm = commands.add_parser(
+        "gradnorm",
+        help="per-layer critic gradient norms: WGAN weight clipping vs gradient penalty",
+        description="Train a DCGAN-style critic (4 conv layers + a linear score) and a generator on DIR under "
+        "weight clipping and under a gradient penalty, record the norm of the critic loss's gradient for each "
+        "layer's weights, and write OUT/gradnorm.png (log scale) and OUT/gradnorm.csv.",
+    )
+    gradnorm.add_argument("--data", type=Path, required=True, help="dataset folder")
+    gradnorm.add_argument("--out", type=Path, required=True, help="folder for gradnorm.png and gradnorm.csv")
+    gradnorm.add_argument("--steps", type=positive_int, default=100, help="generator steps per setting (default 100)")
+    gradnorm.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    gradnorm.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+
     demo = commands.add_parser(
         "demo",
         help="the main job on embedded data: synthesise, train an evaluator and a diffusion model, generate",
@@ -255,6 +268,19 @@ def run(args: argparse.Namespace) -> int:
         from condgen.generate import interpolate_command
 
         print(f"wrote {interpolate_command(args)}")
+    elif args.command == "gradnorm":
+        from condgen.data.iclevr import load_dataset
+        from condgen.gan.gradnorm import SETTINGS, GradNormConfig, measure, write_report
+
+        if (args.out / "gradnorm.csv").exists():
+            raise CondgenError(f"{args.out}: already holds gradnorm.csv; choose another --out")
+        data = load_dataset(args.data)
+        config = GradNormConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+        norms = {setting: measure(data, setting, config) for setting in SETTINGS}
+        csv_path, png_path = write_report(norms, args.out)
+        for setting, values in norms.items():
+            print(f"{setting:>17}: " + "  ".join(f"{k} {v:.3g}" for k, v in values.items()))
+        print(f"wrote {png_path} and {csv_path}")
     elif args.command == "demo":
         from condgen.demo import run_demo
 

@@ -153,3 +153,14 @@ def test_gan_sampling_and_interpolation(dataset, evaluator_file, tmp_path):
     strip = tmp_path / "strip.png"
     assert main(["interpolate", "--run", str(run), "--out", str(strip), "--frames", "8"]) == 0
     assert Image.open(strip).size == (8 * 66 + 2, 68)
+
+
+def test_gradnorm_writes_a_plot_and_one_csv_row_per_layer(dataset, tmp_path, capsys):
+    out = tmp_path / "gradnorm"
+    assert main(["gradnorm", "--data", str(dataset), "--out", str(out), "--steps", "2", "--batch-size", "4"]) == 0
+    rows = (out / "gradnorm.csv").read_text().splitlines()
+    assert rows[0] == "layer_index,layer,weight_clipping,gradient_penalty"
+    assert [r.split(",")[1] for r in rows[1:]] == ["conv1", "conv2", "conv3", "conv4", "score"]
+    assert all(float(v) > 0 for r in rows[1:] for v in r.split(",")[2:])
+    assert Image.open(out / "gradnorm.png").size[0] > 300
+    assert main(["gradnorm", "--data", str(tmp_path / "gradnorm"), "--out", str(out)]) == 2  # no overwrite

@@ -1,0 +1,27 @@
+from pathlib import Path
+
+import pytest
+
+from condgen.diffusion.trainer import DDPMRunConfig
+from condgen.gan.trainer import GANRunConfig
+from condgen.train.config import dump_config, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_load_and_round_trip(path, tmp_path):
+    kind = GANRunConfig if path.name.startswith("gan") else DDPMRunConfig
+    config = load_config(kind, path)
+    if kind is GANRunConfig:
+        config.validate()
+    copy = tmp_path / "copy.yaml"
+    copy.write_text(dump_config(config))
+    assert load_config(kind, copy) == config
+
+
+def test_overrides_beat_the_file_and_accept_yaml_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.1\n  batch_size: 8\n")
+    config = load_config(DDPMRunConfig, path, ["optim.lr=5e-5", "model.channel_mults=[1,2]"])
+    assert config.optim.lr == 5e-5 and config.optim.batch_size == 8 and config.model.channel_mults == (1, 2)
