@@ -143,16 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     def add_generation_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", type=Path, required=True, help="a training run folder")
         p.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
-        p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="default: the run's sample.sampler")
+        p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="diffusion runs: default sample.sampler")
         p.add_argument("--steps", type=positive_int, help="sampler steps (ddim default 50, dpmpp 20; ddpm uses T)")
         p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
         p.add_argument("--seed", type=non_negative_int, help="noise seed; the same seed gives the same images")
 
     sample = commands.add_parser(
         "sample",
-        help="generate images for label lists from a trained run",
+        help="generate images for label lists from a trained run (diffusion or GAN)",
         description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
-        "and scores.json with the evaluator's accuracy.",
+        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance and --classifier apply to "
+        "diffusion runs; a GAN run uses --seed for its noise.",
     )
     add_generation_options(sample)
     request = sample.add_mutually_exclusive_group(required=True)
