@@ -226,8 +226,10 @@ def test_sample_rejects_foreign_and_truncated_checkpoints(dataset, evaluator_fil
     capsys.readouterr()
     assert main(argv) == 2 and "truncated or corrupt" in capsys.readouterr().err
     meta = json.loads((run / "run.json").read_text())
-    (run / "run.json").write_text(json.dumps({**meta, "kind": "gan"}))
-    assert main(argv) == 2 and "a gan run; this needs a ddpm run" in capsys.readouterr().err
+    (run / "run.json").write_text(json.dumps({**meta, "kind": "noisy_classifier"}))
+    assert main(argv) == 2 and "a noisy_classifier run; this needs a ddpm run" in capsys.readouterr().err
+    (run / "run.json").write_text(json.dumps({**meta, "kind": "gan"}))  # a run folder whose checkpoint disagrees
+    assert main(argv) == 2 and "a ddpm checkpoint, not gan" in capsys.readouterr().err
 
 
 def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
@@ -291,3 +293,15 @@ def test_classifier_guidance_end_to_end(dataset, evaluator_file, tmp_path, capsy
         == 2
     )
     assert "another noise schedule" in capsys.readouterr().err
+
+
+def test_min_snr_weights():
+    plain = GaussianDiffusion(cosine_alpha_bar_betas(100))
+    assert torch.equal(plain.loss_weights(torch.tensor([0, 99])), torch.ones(2, dtype=torch.float64))
+    weighted = GaussianDiffusion(cosine_alpha_bar_betas(100), "epsilon", min_snr_gamma=5.0)
+    snr = weighted.alpha_bar / (1 - weighted.alpha_bar)
+    low, high = int(torch.nonzero(snr > 5)[-1]), int(torch.nonzero(snr < 5)[0])
+    w = weighted.loss_weights(torch.tensor([low, high]))
+    assert w[0].item() == pytest.approx(5 / snr[low].item()) and w[1].item() == pytest.approx(1.0)
+    v = GaussianDiffusion(cosine_alpha_bar_betas(100), "v", min_snr_gamma=5.0).loss_weights(torch.tensor([high]))
+    assert v.item() == pytest.approx((snr[high] / (snr[high] + 1)).item())

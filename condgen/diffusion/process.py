@@ -10,7 +10,6 @@ from collections.abc import Callable
 from enum import Enum
 
 import torch
-import torch.nn.functional as F
 
 
 class Prediction(str, Enum):
@@ -31,8 +30,10 @@ class GaussianDiffusion:
         betas: torch.Tensor,
         prediction: Prediction | str = Prediction.EPSILON,
         variance: PosteriorVariance | str = PosteriorVariance.BETA,
+        min_snr_gamma: float = 0.0,
     ):
         self.betas = betas.double()
+        self.min_snr_gamma = min_snr_gamma
         self.num_steps = len(betas)
         self.prediction = Prediction(prediction)
         self.variance = PosteriorVariance(variance)
@@ -79,6 +80,16 @@ class GaussianDiffusion:
             return noise
         return self.gather(self.alpha_bar.sqrt(), t, x0) * noise - self.gather((1 - self.alpha_bar).sqrt(), t, x0) * x0
 
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor:
+        """Min-SNR-gamma weighting (Hang et al. 2023, eq. 9 and section 3.4): with SNR = alpha_bar / (1 - alpha_bar),
+        w = min(SNR, gamma) / SNR for epsilon prediction and min(SNR, gamma) / (SNR + 1) for v prediction, so the
+        easy low-noise steps stop dominating the gradient. gamma = 0 turns it off (w = 1, Ho et al.'s simple loss)."""
+        if self.min_snr_gamma <= 0:
+            return torch.ones(len(t), dtype=torch.float64)
+        snr = (self.alpha_bar / (1 - self.alpha_bar))[t.cpu()]
+        denominator = snr if self.prediction is Prediction.EPSILON else snr + 1
+        return snr.clamp(max=self.min_snr_gamma) / denominator
+
     def training_loss(
         self,
         model: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
@@ -86,8 +97,10 @@ class GaussianDiffusion:
         labels: torch.Tensor,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Ho et al. Algorithm 1 (the simple loss): || target - model(x_t, t, y) ||^2 at a uniform random t."""
+        """Ho et al. Algorithm 1: || target - model(x_t, t, y) ||^2 at a uniform random t, per-sample weighted by
+        :meth:`loss_weights`."""
         t = torch.randint(0, self.num_steps, (len(x0),), generator=generator).to(x0.device)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         prediction = model(self.q_sample(x0, t, noise), t, labels)
-        return F.mse_loss(prediction, self.training_target(x0, noise, t))
+        per_sample = (prediction - self.training_target(x0, noise, t)).square().flatten(1).mean(dim=1)
+        return (self.loss_weights(t).to(per_sample) * per_sample).mean()

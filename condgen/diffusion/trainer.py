@@ -28,9 +28,11 @@ class DiffusionConfig:
     num_steps: int = 1000  # T
     prediction: Prediction = Prediction.EPSILON  # epsilon | v
     variance: PosteriorVariance = PosteriorVariance.BETA  # beta | beta_tilde (DDPM sampling only)
+    min_snr_gamma: float = 0.0  # Min-SNR loss weighting (Hang et al. 2023), e.g. 5; 0 = the plain simple loss
 
     def build(self) -> GaussianDiffusion:
-        return GaussianDiffusion(make_betas(self.schedule, self.num_steps), self.prediction, self.variance)
+        betas = make_betas(self.schedule, self.num_steps)
+        return GaussianDiffusion(betas, self.prediction, self.variance, self.min_snr_gamma)
 
 
 @dataclass
