@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     demo.add_argument("--n", type=positive_int, default=3000, help="training images to render (default 3000)")
-    demo.add_argument("--epochs", type=positive_int, default=6, help="evaluator epochs (default 6)")
+    demo.add_argument("--epochs", type=positive_int, default=10, help="evaluator epochs (default 10)")
     demo.add_argument("--ddpm-minutes", type=float, default=4.0, help="diffusion training budget (default 4)")
     return parser
 

@@ -26,7 +26,11 @@ def load_classifier(run: Path, diffusion_config) -> NoisyClassifier:
     """A trained noisy classifier, checked to share the guided model's noise schedule."""
     folder, _ = checkpoint_folder(run, "noisy_classifier", "best")
     config = load_config(ClassifierRunConfig, run / "config.yaml")
-    if config.diffusion != diffusion_config:
+    same_noise = (config.diffusion.schedule, config.diffusion.num_steps) == (
+        diffusion_config.schedule,
+        diffusion_config.num_steps,
+    )
+    if not same_noise:
         raise CondgenError(f"{run}: the classifier was trained on another noise schedule than the diffusion run")
     model = NoisyClassifier(config.model)
     load_module(model, folder / "model.safetensors")
