@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def main() -> None:
     images, labels = to_signed(data.images[val]), data.labels[val]
     result = {
         "date": datetime.date.today().isoformat(),
-        "training_command": f"condgen evaluator train --data {args.data} --out {args.run} "
-        f"--epochs {report['config']['epochs']}",
+        "training_command": f"condgen evaluator train --data {os.path.relpath(args.data, ROOT)} "
+        f"--out {os.path.relpath(args.run, ROOT)} --epochs {report['config']['epochs']}",
         "machine": report["machine"],
         "train_images": report["train_images"],
         "held_out_images": report["val_images"],
