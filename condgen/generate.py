@@ -29,7 +29,10 @@ def _sample_config(config, sampler, steps, guidance, seed):
         changes["steps"] = DEFAULT_STEPS[sampler] or 0
     if steps is not None:
         changes["steps"] = steps
-    return dataclasses.replace(config.sample, **changes)
+    sample = dataclasses.replace(config.sample, **changes)
+    if sample.sampler != "ddpm" and sample.steps > config.diffusion.num_steps:
+        raise CondgenError(f"--steps: at most {config.diffusion.num_steps} (the model's T), got {sample.steps}")
+    return sample
 
 
 def _fresh_folder(out: Path) -> None:

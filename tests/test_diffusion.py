@@ -192,6 +192,8 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert sample(tmp_path / "again") == 0
     assert (out / "5.png").read_bytes() == (tmp_path / "again" / "5.png").read_bytes()  # same seed, same image
     assert sample(out) == 2  # an existing folder of images is never overwritten
+    too_many = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "x"), "--steps", "21"]
+    assert main([*too_many, "--sampler", "ddim"]) == 2  # T is 20 in the tiny config
 
     picture = tmp_path / "denoise.png"
     assert main(["denoise", "--run", str(run), "--out", str(picture), "--sampler", "ddpm"]) == 0
