@@ -24,8 +24,8 @@ import torch
 from condgen.data.iclevr import load_label_file
 from condgen.data.imageio import save_png
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
-from condgen.generate import load_gan
 from condgen.runs import start_training
 from condgen.train.config import config_to_dict
 from condgen.viz.grid import save_grid

@@ -13,11 +13,9 @@ from condgen.diffusion.run import load_classifier, load_run
 from condgen.diffusion.samplers import DEFAULT_STEPS
 from condgen.diffusion.trainer import generate
 from condgen.errors import CondgenError
-from condgen.gan.networks import Generator
-from condgen.gan.trainer import GANRunConfig, sample_images
-from condgen.runs import checkpoint_folder, read_run, request_labels, run_evaluator
-from condgen.train.checkpoint import load_module
-from condgen.train.config import load_config
+from condgen.gan.run import load_gan
+from condgen.gan.trainer import sample_images
+from condgen.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
 
 DEFAULT_DENOISE_OBJECTS = "red sphere, cyan cylinder, cyan cube"
@@ -39,15 +37,6 @@ def _fresh_folder(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
-
-
-def load_gan(run: Path, checkpoint: str) -> tuple[Generator, GANRunConfig, dict]:
-    """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
-    folder, meta = checkpoint_folder(run, "gan", checkpoint)
-    config = load_config(GANRunConfig, run / "config.yaml")
-    generator = Generator(config.model)
-    load_module(generator, folder / "ema.safetensors")
-    return generator.eval(), config, meta
 
 
 def sample_command(args) -> dict:

@@ -1,0 +1,20 @@
+"""Loading what a GAN run holds, for sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from condgen.gan.networks import Generator
+from condgen.gan.trainer import GANRunConfig
+from condgen.runs import checkpoint_folder
+from condgen.train.checkpoint import load_module
+from condgen.train.config import load_config
+
+
+def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConfig, dict]:
+    """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
+    folder, meta = checkpoint_folder(run, "gan", checkpoint)
+    config = load_config(GANRunConfig, run / "config.yaml")
+    generator = Generator(config.model)
+    load_module(generator, folder / "ema.safetensors")
+    return generator.eval(), config, meta
