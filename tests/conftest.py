@@ -2,8 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from condgen.data.labels import LabelCodec
 from condgen.data.synth import synthesize_dataset
+from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "iclevr"
 
@@ -30,6 +33,15 @@ def dataset(synth_template, tmp_path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(synth_template, target)
     return target
+
+
+@pytest.fixture
+def evaluator_file(tmp_path) -> Path:
+    """A randomly initialised evaluator saved in our format: enough for the plumbing of scoring."""
+    torch.manual_seed(0)
+    path = tmp_path / "evaluator.safetensors"
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
+    return path
 
 
 def edit_json(path: Path, change) -> None:

@@ -11,7 +11,6 @@ from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, sample_ddim, timesteps
 from condgen.diffusion.schedules import cosine_alpha_bar_betas, linear_betas
 from condgen.diffusion.unet import UNet, UNetConfig
-from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 
 TINY = UNetConfig(channels=16, channel_mults=(1, 2), attention_resolutions=(16,), heads=2)
 TINY_OVERRIDES = [
@@ -133,14 +132,6 @@ def test_ddim_with_eta_one_is_stochastic_and_eta_zero_is_not():
     b = sample_ddim(eps, diffusion, x, steps=10, eta=0.0, generator=torch.Generator().manual_seed(1))
     c = sample_ddim(eps, diffusion, x, steps=10, eta=1.0, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.allclose(a, c)
-
-
-@pytest.fixture
-def evaluator_file(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "evaluator.safetensors"
-    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
-    return path
 
 
 def train(dataset, run, evaluator_file, *overrides, resume=False):

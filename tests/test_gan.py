@@ -7,7 +7,6 @@ from PIL import Image
 from condgen.cli import main
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
-from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 from condgen.gan import losses
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
 from condgen.gan.trainer import GANRunConfig
@@ -92,14 +91,6 @@ def test_config_rejects_batch_norm_in_a_penalised_critic():
     config.model.d_batch_norm = True
     with pytest.raises(CondgenError, match="gradient penalty must not use batch norm"):
         config.validate()
-
-
-@pytest.fixture
-def evaluator_file(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "evaluator.safetensors"
-    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
-    return path
 
 
 def train(dataset, run, evaluator_file, *overrides, resume=False):

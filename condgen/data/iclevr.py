@@ -52,6 +52,24 @@ class ICLEVRDataset(torch.utils.data.Dataset):
         return to_signed(self.data.images[index]), self.data.labels[index]
 
 
+def random_batch(
+    data: LabeledImages,
+    pool: torch.Tensor,
+    batch_size: int,
+    hflip: bool,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch drawn with replacement from the indices ``pool``: images in [-1, 1] on ``device``, randomly
+    mirrored if ``hflip`` (mirroring keeps every object), and a CPU copy of their labels."""
+    index = pool[torch.randint(0, len(pool), (batch_size,), generator=generator)]
+    x = to_signed(data.images[index])
+    if hflip:
+        flip = torch.rand(len(x), generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x.to(device), data.labels[index].clone()
+
+
 def load_codec(root: str | Path) -> LabelCodec:
     return LabelCodec.from_file(Path(root) / "objects.json")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file
+from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file, random_batch
 from condgen.data.imageio import to_signed
 from condgen.diffusion.guidance import guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Prediction
@@ -130,7 +130,7 @@ class DiffusionTask:
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
         self.model.train()
-        x0, labels = random_batch(self.data, self.all_index, o, self.generator, self.device)
+        x0, labels = random_batch(self.data, self.all_index, o.batch_size, o.hflip, self.generator, self.device)
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
         loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
@@ -161,16 +161,6 @@ class ClassifierRunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     val_fraction: float = 0.05  # scenes held out to report accuracy at several noise levels
     device: str = "auto"
-
-
-def random_batch(data: LabeledImages, pool: torch.Tensor, o: OptimConfig, generator: torch.Generator, device):
-    """A batch drawn with replacement from ``pool``: images in [-1, 1] (randomly mirrored) and labels."""
-    index = pool[torch.randint(0, len(pool), (o.batch_size,), generator=generator)]
-    x0 = to_signed(data.images[index])
-    if o.hflip:
-        flip = torch.rand(len(x0), generator=generator) < 0.5
-        x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
-    return x0.to(device), data.labels[index].clone()
 
 
 def optimise(optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, o: OptimConfig, step: int):
@@ -208,7 +198,7 @@ class ClassifierTask:
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
         self.model.train()
-        x0, labels = random_batch(self.data, self.train_index, o, self.generator, self.device)
+        x0, labels = random_batch(self.data, self.train_index, o.batch_size, o.hflip, self.generator, self.device)
         t = torch.randint(0, self.diffusion.num_steps, (len(x0),), generator=self.generator).to(self.device)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
         logits = self.model(self.diffusion.q_sample(x0, t, noise), t)

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file
-from condgen.data.imageio import to_signed
+from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file, random_batch
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.gan.losses import (
@@ -108,6 +107,7 @@ class GANTask:
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
+        self.all_index = torch.arange(len(data))
         self.label_files = {
             name: load_label_file(data_root / name, data.codec) for name in LABEL_FILES if (data_root / name).exists()
         }
@@ -119,12 +119,8 @@ class GANTask:
 
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.config.optim
-        index = torch.randint(0, len(self.data), (o.batch_size,), generator=self.random)
-        x = to_signed(self.data.images[index])
-        if o.hflip:
-            flip = torch.rand(len(x), generator=self.random) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        return x.to(self.device), self.data.labels[index].to(self.device)
+        x, labels = random_batch(self.data, self.all_index, o.batch_size, o.hflip, self.random, self.device)
+        return x, labels.to(self.device)
 
     def _noise(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.noise_dim, generator=self.random).to(self.device)
