@@ -1,0 +1,1 @@
+"""The training machinery every model shares: configs, checkpoints, EMA and the loop."""
