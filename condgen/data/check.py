@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from condgen.data.iclevr import LABEL_FILES, load_dataset, load_label_file
+from condgen.data.iclevr import load_dataset, load_label_files
 
 
 def check_dataset(root: str | Path, progress: bool = True) -> dict:
@@ -14,9 +14,7 @@ def check_dataset(root: str | Path, progress: bool = True) -> dict:
     root = Path(root)
     data = load_dataset(root, progress=progress)
     counts = data.labels.sum(dim=0).long().tolist()
-    label_files = {
-        name: len(load_label_file(root / name, data.codec)) for name in LABEL_FILES if (root / name).exists()
-    }
+    label_files = {name: len(labels) for name, labels in load_label_files(root, data.codec).items()}
     listed = set(data.files)
     unlisted = sum(1 for p in (root / "images").iterdir() if p.is_file() and p.name not in listed)
     return {

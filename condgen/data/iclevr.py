@@ -84,6 +84,12 @@ def load_label_file(path: str | Path, codec: LabelCodec) -> torch.Tensor:
     return codec.encode_many(lists, str(path))
 
 
+def load_label_files(root: str | Path, codec: LabelCodec) -> dict[str, torch.Tensor]:
+    """The folder's ``test.json`` / ``new_test.json`` that exist, by file name, as multi-hot matrices."""
+    root = Path(root)
+    return {name: load_label_file(root / name, codec) for name in LABEL_FILES if (root / name).exists()}
+
+
 def read_train_index(root: str | Path, codec: LabelCodec) -> tuple[list[str], torch.Tensor]:
     """Reads and validates ``train.json``: file names (sorted) and their multi-hot labels."""
     path = Path(root) / "train.json"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file, random_batch
+from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
 from condgen.data.imageio import to_signed
 from condgen.diffusion.guidance import guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Prediction
@@ -19,7 +19,7 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import top_k_accuracy
 from condgen.evaluate.training import split_by_scene
 from condgen.train.loop import EMA, LoopConfig, resolve_device
-from condgen.viz.grid import save_grid
+from condgen.train.scoring import score_label_files
 
 
 @dataclass
@@ -123,9 +123,7 @@ class DiffusionTask:
         self.optimizers = {"optimizer": self.optimizer}
         self.generators = {"data": self.generator}
         self.all_index = torch.arange(len(data))
-        self.label_files = {
-            name: load_label_file(data_root / name, data.codec) for name in LABEL_FILES if (data_root / name).exists()
-        }
+        self.label_files = load_label_files(data_root, data.codec)
 
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
@@ -140,15 +138,13 @@ class DiffusionTask:
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
         """Samples every label file with the EMA model, saves the grids, and scores them with the evaluator."""
-        scores = {}
-        for name, labels in self.label_files.items():
-            images = generate(self.ema.model, self.diffusion, labels, self.config.sample)
-            save_grid(images, run / "samples" / f"step-{step:07d}-{Path(name).stem}.png")
-            if self.evaluator is not None:
-                scores[f"accuracy_{Path(name).stem}"] = self.evaluator.accuracy(images, labels)
-        per_file = [v for k, v in scores.items() if k.startswith("accuracy_")]
-        scores["accuracy"] = sum(per_file) / len(per_file) if per_file else 0.0
-        return scores
+        return score_label_files(
+            self.label_files,
+            lambda labels: generate(self.ema.model, self.diffusion, labels, self.config.sample),
+            self.evaluator,
+            step,
+            run,
+        )
 
 
 @dataclass

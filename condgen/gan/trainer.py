@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LABEL_FILES, LabeledImages, load_label_file, random_batch
+from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.gan.losses import (
@@ -20,7 +20,7 @@ from condgen.gan.losses import (
 )
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
 from condgen.train.loop import EMA, LoopConfig, resolve_device
-from condgen.viz.grid import save_grid
+from condgen.train.scoring import score_label_files
 
 # loss -> (adversarial loss pair, weight clipping, gradient penalty)
 LOSSES = {
@@ -108,9 +108,7 @@ class GANTask:
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
         self.all_index = torch.arange(len(data))
-        self.label_files = {
-            name: load_label_file(data_root / name, data.codec) for name in LABEL_FILES if (data_root / name).exists()
-        }
+        self.label_files = load_label_files(data_root, data.codec)
 
     def _optimizer(self, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         if self.config.optim.optimizer == "rmsprop":
@@ -162,12 +160,10 @@ class GANTask:
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        scores = {}
-        for name, labels in self.label_files.items():
-            images = sample_images(self.ema.model.eval(), labels, self.config.eval_seed)
-            save_grid(images, run / "samples" / f"step-{step:07d}-{Path(name).stem}.png")
-            if self.evaluator is not None:
-                scores[f"accuracy_{Path(name).stem}"] = self.evaluator.accuracy(images, labels)
-        per_file = [v for k, v in scores.items() if k.startswith("accuracy_")]
-        scores["accuracy"] = sum(per_file) / len(per_file) if per_file else 0.0
-        return scores
+        return score_label_files(
+            self.label_files,
+            lambda labels: sample_images(self.ema.model.eval(), labels, self.config.eval_seed),
+            self.evaluator,
+            step,
+            run,
+        )
