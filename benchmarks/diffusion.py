@@ -9,29 +9,20 @@ Writes benchmarks/results/<name>.json and the scored images under benchmarks/res
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import json
-import os
-import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 
-import torch
+from common import machine, score_samplers
 
-from condgen.data.iclevr import load_label_file
-from condgen.data.imageio import save_png
 from condgen.diffusion.run import load_run
-from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.runs import start_training
 from condgen.train.config import config_to_dict
-from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLERS = {"dpmpp": 20, "ddim": 50, "ddpm": None}  # sampler -> steps (None: all T); the slowest last
 
 
 def main() -> None:
@@ -57,9 +48,7 @@ def main() -> None:
     shutil.rmtree(out_dir, ignore_errors=True)
     record = {
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-        + (torch.cuda.get_device_name() if device.type == "cuda" else "CPU")
-        + f", torch {torch.__version__}",
+        "machine": machine(device),
         "command": " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]]),
         "config": config_to_dict(config),
         "budget_minutes": args.budget_minutes,
@@ -69,26 +58,15 @@ def main() -> None:
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
         "samplers": {},
     }
-    for sampler in args.samplers.split(","):
-        steps = SAMPLERS[sampler] or diffusion.num_steps
-        sample = dataclasses.replace(config.sample, sampler=sampler, steps=steps)
-        result = {"steps": steps, "network_evaluations_per_image": steps * (2 if sample.guidance != 1 else 1)}
-        for file in ["test.json", "new_test.json"]:
-            labels = load_label_file(args.data / file, evaluator.codec)
-            start = time.perf_counter()
-            images = generate(model, diffusion, labels, sample)
-            seconds = time.perf_counter() - start
-            folder = out_dir / Path(file).stem / sampler
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(images):
-                save_png(image, folder / f"{i}.png")
-            save_grid(images, out_dir / f"{Path(file).stem}_{sampler}_grid.png")
-            result[f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
-            result[f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 3)
+    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+
+    def on_result(sampler: str, result: dict) -> None:
         record["samplers"][sampler] = result
-        print(sampler, json.dumps(result), flush=True)
-        # written after every sampler, so a long DDPM pass never holds the others hostage
-        (ROOT / "benchmarks" / "results" / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        results.write_text(json.dumps(record, indent=2) + "\n")
+
+    identity = lambda images: images  # noqa: E731
+    samplers = args.samplers.split(",")
+    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, samplers, out_dir, on_result)
 
 
 if __name__ == "__main__":

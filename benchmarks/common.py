@@ -1,0 +1,65 @@
+"""What the benchmarks share: a description of the machine and the sample-and-score pass of diffusion models."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import load_label_file
+from condgen.data.imageio import save_png
+from condgen.diffusion.process import GaussianDiffusion
+from condgen.diffusion.trainer import generate
+from condgen.evaluate.evaluator import Evaluator
+from condgen.viz.grid import save_grid
+
+SAMPLERS = {"dpmpp": 20, "ddim": 50, "ddpm": None}  # sampler -> steps (None: all T); the slowest last
+
+
+def machine(device: torch.device | None = None) -> str:
+    gpu = device is not None and device.type == "cuda"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        + (torch.cuda.get_device_name() if gpu else "CPU")
+        + f", torch {torch.__version__}"
+    )
+
+
+def score_samplers(
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    sample_config,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    evaluator: Evaluator,
+    data: Path,
+    samplers: list[str],
+    out_dir: Path,
+    on_result: Callable[[str, dict], None],
+) -> None:
+    """Samples test.json and new_test.json with every sampler, saves the images under
+    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and hands each sampler's accuracies
+    and seconds per image to ``on_result`` as soon as they exist (a long DDPM pass never holds the others back)."""
+    for sampler in samplers:
+        steps = SAMPLERS[sampler] or diffusion.num_steps
+        sample = dataclasses.replace(sample_config, sampler=sampler, steps=steps)
+        result = {"steps": steps, "network_evaluations_per_image": steps * (2 if sample.guidance != 1 else 1)}
+        for file in ["test.json", "new_test.json"]:
+            labels = load_label_file(data / file, evaluator.codec)
+            start = time.perf_counter()
+            images = decode(generate(model, diffusion, labels, sample))
+            seconds = time.perf_counter() - start
+            folder = out_dir / Path(file).stem / sampler
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(images):
+                save_png(image, folder / f"{i}.png")
+            save_grid(images, out_dir / f"{Path(file).stem}_{sampler}_grid.png")
+            result[f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
+            result[f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 3)
+        print(sampler, json.dumps(result), flush=True)
+        on_result(sampler, result)
