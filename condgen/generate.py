@@ -33,6 +33,16 @@ def _sample_config(config, sampler, steps, guidance, seed):
     return sample
 
 
+def _load_diffusion(run: Path, checkpoint: str):
+    """A ddpm or ldm run: (model, process, config, run.json, decode), where decode turns what the sampler makes
+    into images (the autoencoder's decoder for an ldm run, nothing for pixel diffusion)."""
+    if read_run(run).get("kind") == "ldm":
+        from condgen.latent.run import load_ldm
+
+        return load_ldm(run, checkpoint)
+    return (*load_run(run, checkpoint), lambda images: images)
+
+
 def _fresh_folder(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
@@ -40,7 +50,7 @@ def _fresh_folder(out: Path) -> None:
 
 
 def sample_command(args) -> dict:
-    """Images for label lists from a ddpm or gan run: N.png, grid.png and scores.json under ``args.out``."""
+    """Images for label lists from a ddpm, ldm or gan run: N.png, grid.png and scores.json under ``args.out``."""
     if read_run(args.run).get("kind") == "gan":
         generator, config, meta = load_gan(args.run, args.checkpoint)
         labels = request_labels(meta, args.labels, args.objects)
@@ -50,16 +60,18 @@ def sample_command(args) -> dict:
         images = sample_images(generator, labels, seed)
         result = {"images": len(images), "seed": seed}
     else:
-        model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+        model, diffusion, config, meta, decode = _load_diffusion(args.run, args.checkpoint)
         labels = request_labels(meta, args.labels, args.objects)
         sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
         evaluator = run_evaluator(meta, args.evaluator)
         classifier = None
         if getattr(args, "classifier", None) is not None:
+            if meta["kind"] != "ddpm":
+                raise CondgenError("--classifier: classifier guidance works on pixel-space (ddpm) runs only")
             classifier = load_classifier(args.classifier, config.diffusion)
             sample = dataclasses.replace(sample, classifier_scale=args.classifier_scale)
         _fresh_folder(args.out)
-        images = generate(model, diffusion, labels, sample, classifier=classifier)
+        images = decode(generate(model, diffusion, labels, sample, classifier=classifier))
         result = {"images": len(images), "sample": dataclasses.asdict(sample) | {"spacing": sample.spacing.value}}
     for i, image in enumerate(images):
         save_png(image, args.out / f"{i}.png")
@@ -87,13 +99,13 @@ def interpolate_command(args) -> Path:
 
 
 def denoise_command(args) -> Path:
-    model, diffusion, config, meta = load_run(args.run, args.checkpoint)
+    model, diffusion, config, meta, decode = _load_diffusion(args.run, args.checkpoint)
     labels = request_labels(meta, None, args.objects)
     sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
-    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].clamp(-1, 1)))
+    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0]))
     picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
-    save_grid(torch.stack([states[i] for i in picks]), args.out, nrow=len(picks))
+    save_grid(decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
     return args.out

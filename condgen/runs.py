@@ -17,12 +17,21 @@ from condgen.diffusion.trainer import ClassifierRunConfig, ClassifierTask, DDPMR
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.gan.trainer import GANRunConfig, GANTask
+from condgen.latent.ldm import LatentDiffusionTask, LDMRunConfig
+from condgen.latent.trainer import AutoencoderRunConfig, AutoencoderTask
 from condgen.train.checkpoint import latest_checkpoint, read_state
 from condgen.train.config import dump_config, load_config
 from condgen.train.loop import fit, resolve_device
 
-CONFIGS = {"ddpm": DDPMRunConfig, "noisy_classifier": ClassifierRunConfig, "gan": GANRunConfig}
-SCORED = {"ddpm", "gan"}  # kinds that generate images and are scored by an evaluator during training
+CONFIGS = {
+    "ddpm": DDPMRunConfig,
+    "noisy_classifier": ClassifierRunConfig,
+    "gan": GANRunConfig,
+    "vae": AutoencoderRunConfig,
+    "vqvae": AutoencoderRunConfig,
+    "ldm": LDMRunConfig,
+}
+SCORED = {"ddpm", "gan", "vae", "vqvae", "ldm"}  # kinds an evaluator scores during training
 
 
 def start_training(
@@ -45,8 +54,16 @@ def start_training(
         if (run / "run.json").exists():
             raise CondgenError(f"{run}: already holds a run; pass --resume to continue it or choose another --out")
         config = load_config(CONFIGS[kind], config_file, overrides)
+    autoencoder = None
+    if kind == "ldm":
+        from condgen.latent.run import load_autoencoder  # imported here: condgen.latent.run needs this module
+
+        if not config.autoencoder:
+            raise CondgenError("--autoencoder: required (a `condgen train vae` or `condgen train vqvae` run)")
+        config.autoencoder = str(Path(config.autoencoder).resolve())
+        autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
     data = load_dataset(data_root, progress=progress)
-    if config.model.num_labels != len(data.codec):
+    if getattr(config.model, "num_labels", len(data.codec)) != len(data.codec):
         raise CondgenError(f"{data_root}: {len(data.codec)} objects but model.num_labels is {config.model.num_labels}")
     evaluator = None
     if kind in SCORED and (evaluator_path or data.codec == LabelCodec.iclevr()):
@@ -57,6 +74,10 @@ def start_training(
         task = DiffusionTask(config, data, data_root, evaluator)
     elif kind == "gan":
         task = GANTask(config, data, data_root, evaluator)
+    elif kind in ("vae", "vqvae"):
+        task = AutoencoderTask(kind, config, data, evaluator)
+    elif kind == "ldm":
+        task = LatentDiffusionTask(config, data, data_root, evaluator, autoencoder)
     else:
         task = ClassifierTask(config, data)
     run.mkdir(parents=True, exist_ok=True)

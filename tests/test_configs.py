@@ -4,14 +4,18 @@ import pytest
 
 from condgen.diffusion.trainer import DDPMRunConfig
 from condgen.gan.trainer import GANRunConfig
+from condgen.latent.ldm import LDMRunConfig
+from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.train.config import dump_config, load_config
+
+KINDS = {"gan": GANRunConfig, "ddpm": DDPMRunConfig, "vae": AutoencoderRunConfig, "ldm": LDMRunConfig}
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load_and_round_trip(path, tmp_path):
-    kind = GANRunConfig if path.name.startswith("gan") else DDPMRunConfig
+    kind = KINDS[path.name.split("_")[0]]
     config = load_config(kind, path)
     if kind is GANRunConfig:
         config.validate()

@@ -18,7 +18,7 @@ from condgen.diffusion.unet import NoisyClassifier, UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import top_k_accuracy
 from condgen.evaluate.training import split_by_scene
-from condgen.train.loop import EMA, LoopConfig, resolve_device
+from condgen.train.loop import EMA, LoopConfig, optimise, resolve_device
 from condgen.train.scoring import score_label_files
 
 
@@ -125,10 +125,19 @@ class DiffusionTask:
         self.all_index = torch.arange(len(data))
         self.label_files = load_label_files(data_root, data.codec)
 
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean training samples x_0 on the device and their labels (CPU)."""
+        o = self.config.optim
+        return random_batch(self.data, self.all_index, o.batch_size, o.hflip, self.generator, self.device)
+
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] from the EMA model with the run's sampling settings."""
+        return generate(self.ema.model, self.diffusion, labels, self.config.sample)
+
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
         self.model.train()
-        x0, labels = random_batch(self.data, self.all_index, o.batch_size, o.hflip, self.generator, self.device)
+        x0, labels = self.batch()
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
         loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
@@ -140,7 +149,7 @@ class DiffusionTask:
         """Samples every label file with the EMA model, saves the grids, and scores them with the evaluator."""
         return score_label_files(
             self.label_files,
-            lambda labels: generate(self.ema.model, self.diffusion, labels, self.config.sample),
+            self.sample,
             self.evaluator,
             step,
             run,
@@ -157,17 +166,6 @@ class ClassifierRunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     val_fraction: float = 0.05  # scenes held out to report accuracy at several noise levels
     device: str = "auto"
-
-
-def optimise(optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, o: OptimConfig, step: int):
-    """One update: linear learning-rate warm-up then constant, gradient-norm clipping, the optimiser step."""
-    for group in optimizer.param_groups:
-        group["lr"] = o.lr * min(1.0, (step + 1) / max(1, o.warmup_steps))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if o.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-    optimizer.step()
 
 
 class ClassifierTask:

@@ -45,6 +45,25 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+class ConvResBlock(nn.Module):
+    """GroupNorm-SiLU-Conv twice plus a skip, with no conditioning: the autoencoders' building block."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            group_norm(in_channels),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            group_norm(out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
 class Attention(nn.Module):
     """Multi-head attention of image positions over themselves (self) or over a token sequence (cross)."""
 

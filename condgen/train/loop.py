@@ -74,6 +74,18 @@ class EMA:
                 average.copy_(current)
 
 
+def optimise(optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, o, step: int) -> None:
+    """One update: the learning rate ``o.lr`` after a linear warm-up over ``o.warmup_steps``, the gradient norm
+    clipped to ``o.grad_clip`` (0 = no clipping), then the optimiser step."""
+    for group in optimizer.param_groups:
+        group["lr"] = o.lr * min(1.0, (step + 1) / max(1, o.warmup_steps))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if o.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+    optimizer.step()
+
+
 def fit(task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool, progress: bool = True) -> dict:
     """Trains ``task`` to ``loop.steps``; returns a summary. ``run`` receives config.yaml, metrics.jsonl,
     checkpoints/ and best/."""

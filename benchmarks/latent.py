@@ -1,0 +1,109 @@
+"""Latent diffusion benchmark: within one wall-clock budget, train an autoencoder and then a latent diffusion model
+on a dataset, sample test.json and new_test.json with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score
+every image with the shipped evaluator. The budget covers everything before sampling: the autoencoder's training,
+encoding the training set and the diffusion model's training.
+
+Run by hand:
+    python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
+Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from common import machine, score_samplers
+
+from condgen.data.iclevr import load_dataset
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.latent.ldm import encode_images
+from condgen.latent.run import load_autoencoder, load_ldm
+from condgen.latent.trainer import AutoencoderRunConfig
+from condgen.runs import start_training
+from condgen.train.config import config_to_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="autoencoder + encoding + diffusion")
+    parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="the autoencoder's share")
+    parser.add_argument("--autoencoder", choices=["vae", "vqvae"], default="vae")
+    parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ldm_cpu.yaml")
+    parser.add_argument("--name", default="latent_cpu", help="result name (latent_cpu or latent_gpu)")
+    parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    ae_run, ldm_run = ROOT / "runs" / f"bench_{args.autoencoder}", ROOT / "runs" / "bench_ldm"
+    for run in (ae_run, ldm_run):
+        shutil.rmtree(run, ignore_errors=True)
+    ae_summary = start_training(
+        args.autoencoder,
+        args.data,
+        ae_run,
+        args.autoencoder_config,
+        [f"loop.max_minutes={args.autoencoder_minutes}"],
+        resume=False,
+    )
+    ae_scores = [r for r in map(json.loads, (ae_run / "metrics.jsonl").read_text().splitlines()) if "psnr" in r]
+    best_ae = max(ae_scores, key=lambda r: r["accuracy"])
+    # the diffusion model gets what is left; encoding the training set comes out of its share, so time a sample
+    images = load_dataset(args.data, progress=False).images
+    timer = time.perf_counter()
+    encode_images(load_autoencoder(ae_run).to("cuda" if torch.cuda.is_available() else "cpu"), images[:512])
+    encode_minutes = (time.perf_counter() - timer) / 60 * len(images) / 512
+    left = args.budget_minutes - (time.perf_counter() - start) / 60 - encode_minutes
+    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
+    ldm_summary = start_training("ldm", args.data, ldm_run, args.config, overrides, resume=False)
+    total_minutes = (time.perf_counter() - start) / 60
+    model, diffusion, config, _, decode = load_ldm(ldm_run, "latest")
+    device = next(model.parameters()).device
+    evaluator = load_evaluator(device=device)
+
+    out_dir = ROOT / "benchmarks" / "results" / args.name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(device),
+        "command": " ".join(["python", *sys.argv]),
+        "budget_minutes": args.budget_minutes,
+        "minutes_until_sampling": round(total_minutes, 2),
+        "autoencoder": {
+            "kind": args.autoencoder,
+            "config": config_to_dict(load_config(AutoencoderRunConfig, ae_run / "config.yaml")),
+            "train_steps": ae_summary["step"],
+            "train_seconds": round(ae_summary["seconds"], 1),
+            "best_held_out_scores": best_ae,
+        },
+        "diffusion": {
+            "config": config_to_dict(config),
+            "train_steps": ldm_summary["step"],
+            "train_seconds": round(ldm_summary["seconds"], 1),
+            "train_images_per_second": round(ldm_summary["step"] * config.optim.batch_size / ldm_summary["seconds"], 2),
+        },
+        "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
+        "samplers": {},
+    }
+    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+
+    def on_result(sampler: str, result: dict) -> None:
+        record["samplers"][sampler] = result
+        results.write_text(json.dumps(record, indent=2) + "\n")
+
+    samplers = args.samplers.split(",")
+    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, samplers, out_dir, on_result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Latent diffusion (Rombach et al. 2022): the pixel-space diffusion task run on a frozen autoencoder's latents.
+
+Everything but the data is shared with pixel diffusion: the noise process, the UNet (here with cross-attention over
+per-object label tokens, the paper's spatial transformer conditioning, on top of the pooled label embedding), the
+samplers, guidance and the training loop. Latents are multiplied by a scale factor computed from the data so that
+they have unit variance, as the noise schedules assume (Rombach et al., section 4.3.2 and appendix G).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import LabeledImages
+from condgen.data.imageio import to_signed
+from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig, SampleConfig, generate
+from condgen.diffusion.unet import UNetConfig
+from condgen.evaluate.evaluator import Evaluator
+from condgen.latent.autoencoder import Autoencoder
+from condgen.progress import progress_bar
+from condgen.train.loop import LoopConfig
+
+
+def _latent_unet() -> UNetConfig:
+    # in_channels and image_size are set from the autoencoder when training starts
+    return UNetConfig(
+        in_channels=4,
+        image_size=16,
+        channels=64,
+        channel_mults=(1, 2),
+        attention_resolutions=(8,),
+        cross_attention=True,
+        patch_size=1,
+    )
+
+
+@dataclass
+class LDMRunConfig:
+    autoencoder: str = ""  # the vae or vqvae run whose latents are modelled (`train ldm --autoencoder RUN`)
+    scale_factor: float = 0.0  # latents are multiplied by it; 0 = 1 / (their standard deviation), set at the start
+    model: UNetConfig = field(default_factory=_latent_unet)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    device: str = "auto"
+
+
+@torch.no_grad()
+def encode_images(autoencoder: Autoencoder, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """uint8 images (N, 3, S, S) -> latents (N, 2, C, s, s) of each image and of its mirror image, on the CPU."""
+    device = next(autoencoder.parameters()).device
+    out = []
+    with progress_bar(total=len(images), desc="encoding", unit="img") as bar:
+        for start in range(0, len(images), batch_size):
+            x = to_signed(images[start : start + batch_size]).to(device)
+            out.append(torch.stack([autoencoder.latent(x), autoencoder.latent(x.flip(-1))], dim=1).cpu())
+            bar.update(len(x))
+    return torch.cat(out)
+
+
+class LatentDiffusionTask(DiffusionTask):
+    """A :class:`condgen.train.loop.Task` for ``ldm`` runs: the dataset is encoded once at the start."""
+
+    kind = "ldm"
+
+    def __init__(
+        self,
+        config: LDMRunConfig,
+        data: LabeledImages,
+        data_root: Path,
+        evaluator: Evaluator | None,
+        autoencoder: Autoencoder,
+    ):
+        config.model.in_channels = autoencoder.config.latent_channels
+        config.model.image_size = autoencoder.config.latent_size
+        latents = encode_images(autoencoder, data.images)
+        if config.scale_factor == 0:
+            config.scale_factor = round(1.0 / latents.std().item(), 6)
+        self.latents = latents * config.scale_factor
+        self.autoencoder = autoencoder
+        super().__init__(config, data, data_root, evaluator)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        o = self.config.optim
+        index = torch.randint(0, len(self.latents), (o.batch_size,), generator=self.generator)
+        mirrored = (torch.rand(o.batch_size, generator=self.generator) < 0.5).long() if o.hflip else 0
+        return self.latents[index, mirrored].to(self.device), self.data.labels[index].clone()
+
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        latents = generate(self.ema.model, self.diffusion, labels, self.config.sample)
+        return decode_latents(self.autoencoder, latents, self.config.scale_factor)
+
+
+@torch.no_grad()
+def decode_latents(autoencoder: Autoencoder, latents: torch.Tensor, scale_factor: float) -> torch.Tensor:
+    """Scaled latents -> images in [-1, 1] on the CPU."""
+    device = next(autoencoder.parameters()).device
+    images = [autoencoder.decode(z.to(device) / scale_factor).clamp(-1, 1).cpu() for z in latents.split(128)]
+    return torch.cat(images)

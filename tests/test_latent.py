@@ -1,0 +1,176 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from condgen.cli import main
+from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, VectorQuantizer, kl_divergence
+from condgen.latent.trainer import psnr, random_crop
+
+TINY_AE = ["model.channels=8", "model.channel_mults=[1,2,2]", "model.codebook_size=16", "optim.batch_size=4"]
+TINY_LDM = [
+    "model.channels=16",
+    "model.channel_mults=[1,2]",
+    "model.attention_resolutions=[8]",
+    "model.heads=2",
+    "diffusion.num_steps=20",
+    "optim.batch_size=4",
+    "sample.steps=3",
+]
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def train(kind, dataset, run, evaluator_file, *overrides, resume=False, autoencoder=None):
+    argv = ["train", kind, "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    argv += ["--resume"] if resume else []
+    argv += ["--autoencoder", str(autoencoder)] if autoencoder else []
+    return main(argv + (TINY_LDM if kind == "ldm" else TINY_AE) + ["loop.log_every=1", *overrides])
+
+
+@pytest.mark.parametrize("vq", [False, True])
+def test_autoencoder_shapes(vq):
+    config = AutoencoderConfig(channels=8, vq=vq, codebook_size=16)
+    model = Autoencoder(config).eval()
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert config.latent_size == 16
+    latent = model.latent(x)
+    assert latent.shape == (2, 4, 16, 16)
+    assert model.decode(latent).shape == x.shape
+    reconstruction, loss, codes = model(x)
+    assert reconstruction.shape == x.shape and loss.ndim == 0
+    assert (codes is None) != vq and (codes is None or codes.shape == (2, 16, 16))
+    assert AutoencoderConfig(channel_mults=(1, 2, 2, 2)).latent_size == 8
+
+
+def test_kl_divergence_is_zero_for_the_prior_and_positive_otherwise():
+    zeros = torch.zeros(3, 4)
+    assert kl_divergence(zeros, zeros).item() == 0
+    mean, log_var = torch.full((3, 4), 1.0), torch.full((3, 4), 0.5)
+    expected = 0.5 * (1 + torch.exp(torch.tensor(0.5)) - 1 - 0.5)  # closed form per element
+    assert kl_divergence(mean, log_var).item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_quantizer_snaps_to_codes_and_passes_gradients_straight_through(ema):
+    quantizer = VectorQuantizer(AutoencoderConfig(latent_channels=2, codebook_size=3, codebook_ema=ema)).eval()
+    with torch.no_grad():
+        quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0]]))
+    z = torch.tensor([[0.9, 1.2], [-0.8, 1.7], [0.1, -0.1]]).t().reshape(1, 2, 3, 1).requires_grad_(True)
+    quantised, loss, index = quantizer(z)
+    assert index.flatten().tolist() == [1, 2, 0]
+    assert torch.equal(quantised.detach().reshape(2, 3).t(), quantizer.codebook[[1, 2, 0]])
+    weights = torch.randn_like(quantised)
+    (quantised * weights).sum().backward()
+    assert torch.equal(z.grad, weights)  # d quantised / d z is the identity
+    expected_commitment = 0.25 * (z.detach().reshape(2, 3).t() - quantizer.codebook[[1, 2, 0]]).pow(2).mean()
+    assert loss.item() == pytest.approx(expected_commitment.item() * (1 if ema else 5))  # beta + codebook term
+
+
+def test_ema_codebook_moves_towards_its_vectors_and_dead_codes_restart():
+    config = AutoencoderConfig(latent_channels=2, codebook_size=2, codebook_decay=0.5, dead_code_threshold=0.3)
+    quantizer = VectorQuantizer(config).train()
+    with torch.no_grad():
+        quantizer.codebook.copy_(torch.tensor([[0.0, 0.0], [100.0, 100.0]]))
+        quantizer.code_sum.copy_(quantizer.codebook)
+    vectors = torch.tensor([[1.0, 1.0], [1.2, 0.8]])
+    z = vectors.t().reshape(1, 2, 2, 1)
+    torch.manual_seed(0)
+    quantizer(z)  # both vectors pick code 0; code 1's usage falls to 0.5, still alive
+    assert 0 < quantizer.codebook[0, 0] < 1.1  # moved from 0 towards the mean 1.1 of its vectors
+    assert torch.allclose(quantizer.codebook[1], torch.tensor([100.0, 100.0]), atol=0.01)  # unused: unmoved
+    quantizer(z)  # usage 0.25 < 0.3: code 1 is restarted on one of the batch's vectors
+    assert any(torch.equal(quantizer.codebook[1], v) for v in vectors)
+    assert quantizer.restart_dead_codes(vectors) == 0  # nothing dead right after a restart
+
+
+def test_random_crops_are_windows_of_their_images():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    crops = random_crop(x, 4, torch.Generator().manual_seed(0))
+    assert crops.shape == (2, 3, 4, 4)
+    for image, crop in zip(x, crops):
+        top, left = divmod(int(crop[0, 0, 0].item()) % 64, 8)
+        assert torch.equal(crop, image[:, top : top + 4, left : left + 4])
+
+
+def test_psnr():
+    x = torch.zeros(1, 3, 4, 4)
+    assert psnr(x + 0.2, x) == pytest.approx(20.0)  # error 0.1 on the [0, 1] scale
+
+
+@pytest.mark.parametrize("kind", ["vae", "vqvae"])
+def test_autoencoder_training_improves_reconstructions_and_resumes_exactly(kind, dataset, evaluator_file, tmp_path):
+    def mse(run):
+        from condgen.latent.run import load_autoencoder
+
+        model = load_autoencoder(run, "latest")
+        from condgen.data.iclevr import load_dataset
+        from condgen.data.imageio import to_signed
+
+        x = to_signed(load_dataset(dataset, progress=False).images[:8])
+        with torch.no_grad():
+            return (model(x)[0] - x).pow(2).mean().item()
+
+    assert train(kind, dataset, tmp_path / "short", evaluator_file, "loop.steps=1") == 0
+    assert train(kind, dataset, tmp_path / "straight", evaluator_file, "loop.steps=30", "loop.eval_every=15") == 0
+    assert mse(tmp_path / "straight") < 0.7 * mse(tmp_path / "short")
+    scores = [r for r in records(tmp_path / "straight") if "psnr" in r][-1]
+    assert 0 <= scores["accuracy_reconstructions"] <= 1 and scores["psnr"] > 0
+    assert ("codebook_usage" in scores) == (kind == "vqvae")
+    assert (tmp_path / "straight" / "samples" / "step-0000030-recon.png").exists()
+
+    assert train(kind, dataset, tmp_path / "split", evaluator_file, "loop.steps=4") == 0
+    assert train(kind, dataset, tmp_path / "split", evaluator_file, "loop.steps=8", resume=True) == 0
+    assert train(kind, dataset, tmp_path / "whole", evaluator_file, "loop.steps=8") == 0
+    losses = [
+        [r["reconstruction"] for r in records(tmp_path / run) if "reconstruction" in r] for run in ("split", "whole")
+    ]
+    assert losses[0] == losses[1]
+    a = load_file(tmp_path / "split" / "checkpoints" / "step-0000008" / "model.safetensors")
+    b = load_file(tmp_path / "whole" / "checkpoints" / "step-0000008" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_adversarial_patch_loss_on_crops_trains_a_discriminator(dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    overrides = ["loop.steps=3", "optim.adversarial_weight=0.1", "optim.adversarial_start=1", "optim.crop_size=32"]
+    assert train("vqvae", dataset, run, evaluator_file, *overrides) == 0
+    logged = [r for r in records(run) if "reconstruction" in r]
+    assert "d_loss" not in logged[0] and "d_loss" in logged[1]
+    assert (run / "checkpoints" / "step-0000003" / "discriminator.safetensors").exists()
+    assert train("vae", dataset, tmp_path / "odd", evaluator_file, "optim.crop_size=30") == 2  # not a multiple of 4
+
+
+def test_latent_diffusion_end_to_end(dataset, evaluator_file, tmp_path, capsys):
+    autoencoder = tmp_path / "vae"
+    assert train("vae", dataset, autoencoder, evaluator_file, "loop.steps=2") == 0
+    run = tmp_path / "ldm"
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=2") == 2  # --autoencoder is required
+    assert "--autoencoder: required" in capsys.readouterr().err
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=2", autoencoder=dataset) == 2
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=2", autoencoder=autoencoder) == 0
+    config = (run / "config.yaml").read_text()
+    assert "in_channels: 4" in config and "image_size: 16" in config and "scale_factor: 0.0\n" not in config
+
+    # resume continues exactly, with the scale factor and latents of the first start
+    assert train("ldm", dataset, tmp_path / "whole", evaluator_file, "loop.steps=4", autoencoder=autoencoder) == 0
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=4", resume=True, autoencoder=autoencoder) == 2
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=4", resume=True) == 0
+    losses = [[r["loss"] for r in records(tmp_path / name) if "loss" in r] for name in ("ldm", "whole")]
+    assert losses[0] == losses[1]
+
+    out = tmp_path / "samples"
+    argv = ["sample", "--run", str(run), "--labels", str(dataset / "test.json"), "--out", str(out), "--steps", "2"]
+    assert main(argv) == 0
+    assert Image.open(out / "0.png").size == (64, 64) and (out / "grid.png").exists()
+    assert 0 <= json.loads((out / "scores.json").read_text())["accuracy"] <= 1
+    picture = tmp_path / "denoise.png"
+    assert main(["denoise", "--run", str(run), "--out", str(picture), "--snapshots", "3", "--steps", "4"]) == 0
+    assert Image.open(picture).size == (3 * (64 + 2) + 2, 64 + 4)  # decoded snapshots, not 16x16 latents
+    guided = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "g")]
+    assert main([*guided, "--classifier", str(autoencoder)]) == 2
+    assert "pixel-space" in capsys.readouterr().err
