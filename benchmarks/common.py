@@ -40,11 +40,13 @@ def score_samplers(
     data: Path,
     samplers: list[str],
     out_dir: Path,
-    on_result: Callable[[str, dict], None],
+    record: dict,
+    results: Path,
 ) -> None:
     """Samples test.json and new_test.json with every sampler, saves the images under
-    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and hands each sampler's accuracies
-    and seconds per image to ``on_result`` as soon as they exist (a long DDPM pass never holds the others back)."""
+    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies and
+    seconds per image to ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass
+    never holds the others back)."""
     for sampler in samplers:
         steps = SAMPLERS[sampler] or diffusion.num_steps
         sample = dataclasses.replace(sample_config, sampler=sampler, steps=steps)
@@ -62,4 +64,5 @@ def score_samplers(
             result[f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
             result[f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 3)
         print(sampler, json.dumps(result), flush=True)
-        on_result(sampler, result)
+        record["samplers"][sampler] = result
+        results.write_text(json.dumps(record, indent=2) + "\n")

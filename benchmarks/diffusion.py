@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -59,14 +58,9 @@ def main() -> None:
         "samplers": {},
     }
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-
-    def on_result(sampler: str, result: dict) -> None:
-        record["samplers"][sampler] = result
-        results.write_text(json.dumps(record, indent=2) + "\n")
-
     identity = lambda images: images  # noqa: E731
     samplers = args.samplers.split(",")
-    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, samplers, out_dir, on_result)
+    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, samplers, out_dir, record, results)
 
 
 if __name__ == "__main__":

@@ -96,13 +96,8 @@ def main() -> None:
         "samplers": {},
     }
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-
-    def on_result(sampler: str, result: dict) -> None:
-        record["samplers"][sampler] = result
-        results.write_text(json.dumps(record, indent=2) + "\n")
-
     samplers = args.samplers.split(",")
-    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, samplers, out_dir, on_result)
+    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, samplers, out_dir, record, results)
 
 
 if __name__ == "__main__":
