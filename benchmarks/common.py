@@ -31,6 +31,26 @@ def machine(device: torch.device | None = None) -> str:
     )
 
 
+def score_file(
+    make_images: Callable[[torch.Tensor], torch.Tensor],
+    evaluator: Evaluator,
+    label_file: Path,
+    folder: Path,
+    grid: Path,
+) -> tuple[float, float]:
+    """Generates one image per entry of ``label_file``, saves them as ``folder/N.png`` and an 8-per-row ``grid``;
+    returns the evaluator's accuracy and the seconds per image the generation took."""
+    labels = load_label_file(label_file, evaluator.codec)
+    start = time.perf_counter()
+    images = make_images(labels)
+    seconds = time.perf_counter() - start
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        save_png(image, folder / f"{i}.png")
+    save_grid(images, grid)
+    return evaluator.accuracy(images, labels), seconds / len(images)
+
+
 def score_samplers(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -52,17 +72,16 @@ def score_samplers(
         sample = dataclasses.replace(sample_config, sampler=sampler, steps=steps)
         result = {"steps": steps, "network_evaluations_per_image": steps * (2 if sample.guidance != 1 else 1)}
         for file in ["test.json", "new_test.json"]:
-            labels = load_label_file(data / file, evaluator.codec)
-            start = time.perf_counter()
-            images = decode(generate(model, diffusion, labels, sample))
-            seconds = time.perf_counter() - start
-            folder = out_dir / Path(file).stem / sampler
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(images):
-                save_png(image, folder / f"{i}.png")
-            save_grid(images, out_dir / f"{Path(file).stem}_{sampler}_grid.png")
-            result[f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
-            result[f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 3)
+            stem = Path(file).stem
+            accuracy, seconds = score_file(
+                lambda labels, sample=sample: decode(generate(model, diffusion, labels, sample)),
+                evaluator,
+                data / file,
+                out_dir / stem / sampler,
+                out_dir / f"{stem}_{sampler}_grid.png",
+            )
+            result[f"accuracy_{stem}"] = round(accuracy, 4)
+            result[f"seconds_per_image_{stem}"] = round(seconds, 3)
         print(sampler, json.dumps(result), flush=True)
         record["samplers"][sampler] = result
         results.write_text(json.dumps(record, indent=2) + "\n")

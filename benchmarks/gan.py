@@ -14,23 +14,20 @@ from __future__ import annotations
 import argparse
 import datetime
 import fcntl
+import functools
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
-from common import machine
+from common import machine, score_file
 
-from condgen.data.iclevr import load_label_file
-from condgen.data.imageio import save_png
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
 from condgen.runs import start_training
 from condgen.train.config import config_to_dict
-from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"acgan": "gan_acgan.yaml", "wgangp_projection": "gan_wgangp_projection.yaml"}
@@ -86,17 +83,16 @@ def main() -> None:
             "best_accuracy_during_training": summary["best_accuracy"],
         }
         for file in ["test.json", "new_test.json"]:
-            labels = load_label_file(args.data / file, evaluator.codec)
-            start = time.perf_counter()
-            images = sample_images(generator, labels, config.eval_seed)
-            seconds = time.perf_counter() - start
-            folder = out_dir / name / Path(file).stem
-            folder.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(images):
-                save_png(image, folder / f"{i}.png")
-            save_grid(images, out_dir / name / f"{Path(file).stem}_grid.png")
-            result[f"accuracy_{Path(file).stem}"] = round(evaluator.accuracy(images, labels), 4)
-            result[f"seconds_per_image_{Path(file).stem}"] = round(seconds / len(images), 4)
+            stem = Path(file).stem
+            accuracy, seconds = score_file(
+                functools.partial(sample_images, generator, seed=config.eval_seed),
+                evaluator,
+                args.data / file,
+                out_dir / name / stem,
+                out_dir / name / f"{stem}_grid.png",
+            )
+            result[f"accuracy_{stem}"] = round(accuracy, 4)
+            result[f"seconds_per_image_{stem}"] = round(seconds, 4)
         (out_dir / name / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
         gather(out_dir, ROOT / "benchmarks" / "results" / f"{args.name}.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.trainer import ClassifierRunConfig, DDPMRunConfig
@@ -15,8 +16,15 @@ from condgen.train.config import load_config
 
 def load_run(run: Path, checkpoint: str = "best") -> tuple[UNet, GaussianDiffusion, DDPMRunConfig, dict]:
     """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, its process, config and metadata."""
-    folder, meta = checkpoint_folder(run, "ddpm", checkpoint)
-    config = load_config(DDPMRunConfig, run / "config.yaml")
+    return load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
+
+
+def load_ema_unet(
+    run: Path, kind: str, config_class: type, checkpoint: str
+) -> tuple[UNet, GaussianDiffusion, Any, dict]:
+    """The EMA UNet of a run of ``kind`` (ddpm or ldm), its process, config (a ``config_class``) and run.json."""
+    folder, meta = checkpoint_folder(run, kind, checkpoint)
+    config = load_config(config_class, run / "config.yaml")
     model = UNet(config.model)
     load_module(model, folder / "ema.safetensors")
     return model.eval(), config.diffusion.build(), config, meta

@@ -15,7 +15,7 @@ import torch
 
 from condgen.data.iclevr import LabeledImages
 from condgen.data.imageio import to_signed
-from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig, SampleConfig, generate
+from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig, SampleConfig
 from condgen.diffusion.unet import UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
@@ -90,8 +90,7 @@ class LatentDiffusionTask(DiffusionTask):
         return self.latents[index, mirrored].to(self.device), self.data.labels[index].clone()
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
-        latents = generate(self.ema.model, self.diffusion, labels, self.config.sample)
-        return decode_latents(self.autoencoder, latents, self.config.scale_factor)
+        return decode_latents(self.autoencoder, super().sample(labels), self.config.scale_factor)
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from condgen.diffusion.process import GaussianDiffusion
+from condgen.diffusion.run import load_ema_unet
 from condgen.diffusion.unet import UNet
 from condgen.errors import CondgenError
 from condgen.latent.autoencoder import Autoencoder
@@ -34,15 +35,6 @@ def load_ldm(
     run: Path, checkpoint: str = "best"
 ) -> tuple[UNet, GaussianDiffusion, LDMRunConfig, dict, Callable[[torch.Tensor], torch.Tensor]]:
     """The EMA UNet of an ``ldm`` run, its process, config, run.json and the function that decodes its latents."""
-    folder, meta = checkpoint_folder(run, "ldm", checkpoint)
-    config = load_config(LDMRunConfig, run / "config.yaml")
+    model, diffusion, config, meta = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
     autoencoder = load_autoencoder(Path(config.autoencoder))
-    model = UNet(config.model)
-    load_module(model, folder / "ema.safetensors")
-    return (
-        model.eval(),
-        config.diffusion.build(),
-        config,
-        meta,
-        lambda latents: decode_latents(autoencoder, latents, config.scale_factor),
-    )
+    return model, diffusion, config, meta, lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
