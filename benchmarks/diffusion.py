@@ -1,6 +1,8 @@
 """Diffusion benchmark: train on a dataset for a fixed wall-clock budget, then sample test.json and new_test.json
 with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score every image with the shipped evaluator.
 
+The classifier-free guidance scale is chosen first, on label lists drawn from train.json (--guidance).
+
 Run by hand:
     python benchmarks/diffusion.py [--budget-minutes 60] [--config configs/ddpm_cpu.yaml] [--name diffusion_cpu]
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shutil
 import sys
 from pathlib import Path
 
-from common import machine, score_samplers
+from common import add_sampling_arguments, machine, score_samplers
 
 from condgen.diffusion.run import load_run
 from condgen.evaluate.evaluator import load_evaluator
@@ -31,13 +34,23 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--name", default="diffusion_cpu", help="result name (diffusion_cpu or diffusion_gpu)")
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "bench_diffusion", help="scratch run folder")
-    parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="skip training and score the run already in --run (one trained by `condgen train ddpm` with the same "
+        "config and loop.max_minutes, or one whose sampling was interrupted)",
+    )
+    add_sampling_arguments(parser)
     args = parser.parse_args()
 
-    if args.run.exists():
-        shutil.rmtree(args.run)
-    overrides = [f"loop.max_minutes={args.budget_minutes}"]
-    summary = start_training("ddpm", args.data, args.run, args.config, overrides, resume=False)
+    if args.score_only:
+        if not (args.run / "metrics.jsonl").is_file():
+            parser.error(f"--run {args.run}: no training run to score (no metrics.jsonl)")
+        summary = last_logged_step(args.run)
+    else:
+        shutil.rmtree(args.run, ignore_errors=True)
+        overrides = [f"loop.max_minutes={args.budget_minutes}"]
+        summary = start_training("ddpm", args.data, args.run, args.config, overrides, resume=False)
     model, diffusion, config, _ = load_run(args.run, "latest")
     device = next(model.parameters()).device
     evaluator = load_evaluator(device=device)
@@ -50,7 +63,7 @@ def main() -> None:
         "machine": machine(device),
         "command": " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]]),
         "config": config_to_dict(config),
-        "budget_minutes": args.budget_minutes,
+        "budget_minutes": config.loop.max_minutes,
         "train_steps": summary["step"],
         "train_seconds": round(summary["seconds"], 1),
         "train_images_per_second": round(images_seen / summary["seconds"], 2),
@@ -59,8 +72,14 @@ def main() -> None:
     }
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     identity = lambda images: images  # noqa: E731
-    samplers = args.samplers.split(",")
-    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, samplers, out_dir, record, results)
+    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, args, out_dir, record, results)
+
+
+def last_logged_step(run: Path) -> dict:
+    """The step and training seconds of the last training record in ``run``'s metrics.jsonl."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [record for record in records if "seconds" in record][-1]
+    return {"step": last["step"], "seconds": last["seconds"]}
 
 
 if __name__ == "__main__":

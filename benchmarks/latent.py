@@ -1,6 +1,7 @@
 """Latent diffusion benchmark: within one wall-clock budget, train an autoencoder and then a latent diffusion model
 on a dataset, sample test.json and new_test.json with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score
-every image with the shipped evaluator. The budget covers everything before sampling: the autoencoder's training,
+every image with the shipped evaluator, at the classifier-free guidance scale chosen on label lists drawn from
+train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
 encoding the training set and the diffusion model's training.
 
 Run by hand:
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, score_samplers
+from common import add_sampling_arguments, machine, score_samplers
 
 from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
@@ -41,11 +42,12 @@ def main() -> None:
     parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ldm_cpu.yaml")
     parser.add_argument("--name", default="latent_cpu", help="result name (latent_cpu or latent_gpu)")
-    parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the scratch runs go")
+    add_sampling_arguments(parser)
     args = parser.parse_args()
 
     start = time.perf_counter()
-    ae_run, ldm_run = ROOT / "runs" / f"bench_{args.autoencoder}", ROOT / "runs" / "bench_ldm"
+    ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
     for run in (ae_run, ldm_run):
         shutil.rmtree(run, ignore_errors=True)
     ae_summary = start_training(
@@ -96,8 +98,7 @@ def main() -> None:
         "samplers": {},
     }
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    samplers = args.samplers.split(",")
-    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, samplers, out_dir, record, results)
+    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, args, out_dir, record, results)
 
 
 if __name__ == "__main__":

@@ -128,12 +128,12 @@ def fit(task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool,
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
-            if step % loop.log_every == 0 or step == loop.steps:
+            out_of_time = loop.max_minutes > 0 and time.perf_counter() - start > 60 * loop.max_minutes
+            if step % loop.log_every == 0 or step == loop.steps or out_of_time:  # the last step is always logged
                 means = {k: v / count for k, v in sums.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
                 _append_metrics(run, {"step": step, **means, "seconds": round(time.perf_counter() - start, 2)})
                 sums, count = {}, 0
-            out_of_time = loop.max_minutes > 0 and time.perf_counter() - start > 60 * loop.max_minutes
             evaluate = step == loop.steps or out_of_time or (loop.eval_every and step % loop.eval_every == 0)
             if evaluate:
                 scores = task.evaluate(step, run)
