@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -65,11 +66,14 @@ def score_file(
     return evaluator.accuracy(images, labels), seconds / len(images)
 
 
+def read_metrics(run: Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl, in order."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def choose_guidance(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
+    make_images: Callable[[torch.Tensor, object], torch.Tensor],
     sample_config,
-    decode: Callable[[torch.Tensor], torch.Tensor],
     evaluator: Evaluator,
     data: Path,
     scales: list[float],
@@ -78,15 +82,14 @@ def choose_guidance(
     ``SELECTION_LABELS`` label lists drawn from train.json, sampled with DPM-Solver++(2M)-20, the cheapest sampler.
     The test files are never looked at, so the accuracy reported on them stays a held-out figure."""
     _, labels = read_train_index(data, evaluator.codec)
-    rows = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SELECTION_LABELS]
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SELECTION_LABELS]]
     accuracy = {}
     for scale in scales:
         sample = dataclasses.replace(sample_config, sampler="dpmpp", steps=SAMPLERS["dpmpp"], guidance=scale)
-        images = decode(generate(model, diffusion, labels[rows], sample))
-        accuracy[scale] = round(evaluator.accuracy(images, labels[rows]), 4)
-        print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(rows)} train.json label lists", flush=True)
+        accuracy[scale] = round(evaluator.accuracy(make_images(labels, sample), labels), 4)
+        print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(labels)} train.json label lists", flush=True)
     return {
-        "label_lists": f"{len(rows)} drawn from train.json (seed 0)",
+        "label_lists": f"{len(labels)} drawn from train.json (seed 0)",
         "sampler": f"dpmpp-{SAMPLERS['dpmpp']}",
         "accuracy_by_scale": accuracy,
         "chosen": max(accuracy, key=accuracy.get),
@@ -110,11 +113,14 @@ def score_samplers(
     ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies and
     seconds per image to ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass
     never holds the others back)."""
+
+    def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
+        return decode(generate(model, diffusion, labels, sample))
+
+    guidance = args.guidance[0]
     if len(args.guidance) > 1:
-        record["guidance_selection"] = choose_guidance(
-            model, diffusion, sample_config, decode, evaluator, data, args.guidance
-        )
-    guidance = record.get("guidance_selection", {}).get("chosen", args.guidance[0])
+        record["guidance_selection"] = choose_guidance(make_images, sample_config, evaluator, data, args.guidance)
+        guidance = record["guidance_selection"]["chosen"]
     sample_config = dataclasses.replace(sample_config, guidance=guidance)
     record["guidance"] = guidance
     results.write_text(json.dumps(record, indent=2) + "\n")
@@ -125,7 +131,7 @@ def score_samplers(
         for file in ["test.json", "new_test.json"]:
             stem = Path(file).stem
             accuracy, seconds = score_file(
-                lambda labels, sample=sample: decode(generate(model, diffusion, labels, sample)),
+                functools.partial(make_images, sample=sample),
                 evaluator,
                 data / file,
                 out_dir / stem / sampler,

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import sys
 from pathlib import Path
 
-from common import add_sampling_arguments, machine, score_samplers
+from common import add_sampling_arguments, machine, read_metrics, score_samplers
 
 from condgen.diffusion.run import load_run
 from condgen.evaluate.evaluator import load_evaluator
@@ -77,8 +76,7 @@ def main() -> None:
 
 def last_logged_step(run: Path) -> dict:
     """The step and training seconds of the last training record in ``run``'s metrics.jsonl."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    last = [record for record in records if "seconds" in record][-1]
+    last = [record for record in read_metrics(run) if "seconds" in record][-1]
     return {"step": last["step"], "seconds": last["seconds"]}
 
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shutil
 import sys
 import time
 from pathlib import Path
 
 import torch
-from common import add_sampling_arguments, machine, score_samplers
+from common import add_sampling_arguments, machine, read_metrics, score_samplers
 
 from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
@@ -58,7 +57,7 @@ def main() -> None:
         [f"loop.max_minutes={args.autoencoder_minutes}"],
         resume=False,
     )
-    ae_scores = [r for r in map(json.loads, (ae_run / "metrics.jsonl").read_text().splitlines()) if "psnr" in r]
+    ae_scores = [record for record in read_metrics(ae_run) if "psnr" in record]
     best_ae = max(ae_scores, key=lambda r: r["accuracy"])
     # the diffusion model gets what is left; encoding the training set comes out of its share, so time a sample
     images = load_dataset(args.data, progress=False).images
