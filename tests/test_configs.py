@@ -29,3 +29,12 @@ def test_overrides_beat_the_file_and_accept_yaml_floats(tmp_path):
     path.write_text("optim:\n  lr: 0.1\n  batch_size: 8\n")
     config = load_config(DDPMRunConfig, path, ["optim.lr=5e-5", "model.channel_mults=[1,2]"])
     assert config.optim.lr == 5e-5 and config.optim.batch_size == 8 and config.model.channel_mults == (1, 2)
+
+
+def test_a_section_keeps_the_defaults_its_parent_gives_it():
+    # LDMRunConfig's model section defaults to a latent UNet (patch_size 1), AutoencoderRunConfig's loop section to
+    # evaluating every 500 steps; setting another key of either section must not fall back to the plain defaults
+    ldm = load_config(LDMRunConfig, overrides=["model.channels=16"])
+    assert ldm.model.channels == 16 and ldm.model.patch_size == 1 and ldm.model.cross_attention
+    autoencoder = load_config(AutoencoderRunConfig, overrides=["loop.max_minutes=1"])
+    assert autoencoder.loop.max_minutes == 1 and autoencoder.loop.eval_every == 500

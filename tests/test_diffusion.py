@@ -10,6 +10,7 @@ from condgen.diffusion.guidance import classifier_gradient, guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, sample_ddim, timesteps
 from condgen.diffusion.schedules import cosine_alpha_bar_betas, linear_betas
+from condgen.diffusion.trainer import SampleConfig, generate
 from condgen.diffusion.unet import UNet, UNetConfig
 
 TINY = UNetConfig(channels=16, channel_mults=(1, 2), attention_resolutions=(16,), heads=2)
@@ -134,6 +135,29 @@ def test_ddim_with_eta_one_is_stochastic_and_eta_zero_is_not():
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
+class ConstantDataModel(torch.nn.Module):
+    """An exact denoiser of data that is ``value`` everywhere: eps = (x_t - sqrt(a) value) / sqrt(1 - a)."""
+
+    def __init__(self, diffusion: GaussianDiffusion, value: float):
+        super().__init__()
+        self.config = UNetConfig(image_size=4, in_channels=2)
+        self.alpha_bar = diffusion.alpha_bar.float()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, x, t, labels):
+        a = self.alpha_bar[t][:, None, None, None]
+        return (x - a.sqrt() * self.value) / (1 - a).sqrt()
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_clip_x0_bounds_every_sampler(sampler):
+    diffusion = GaussianDiffusion(cosine_alpha_bar_betas(20))
+    model, labels = ConstantDataModel(diffusion, 3.0), torch.zeros(2, 24)
+    for clip, expected in [(1.0, 1.0), (2.0, 2.0), (0.0, 3.0)]:
+        sample = SampleConfig(sampler=sampler, steps=5, guidance=1.0, clip_x0=clip)
+        assert torch.allclose(generate(model, diffusion, labels, sample), torch.full((2, 2, 4, 4), expected), atol=1e-3)
+
+
 def train(dataset, run, evaluator_file, *overrides, resume=False):
     argv = ["train", "ddpm", "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
     return main(argv + (["--resume"] if resume else []) + TINY_OVERRIDES + list(overrides))
@@ -230,6 +254,8 @@ def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
     assert "optim: lr: expected float" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r2", evaluator_file, "optim.learning_rate=1") == 2
     assert "unknown key 'learning_rate'" in capsys.readouterr().err
+    assert train(dataset, tmp_path / "r3", evaluator_file, "sample.clip_x0=-1") == 2
+    assert "sample.clip_x0: a bound >= 0" in capsys.readouterr().err and not (tmp_path / "r3").exists()
 
 
 def test_classifier_guidance_end_to_end(dataset, evaluator_file, tmp_path, capsys):

@@ -111,7 +111,7 @@ def test_dpmpp_2m_matches_diffusers():
         timestep_spacing="trailing",
     )
     diffusion = GaussianDiffusion(cosine_alpha_bar_betas(T))
-    ours = sample_dpmpp_2m(dummy_eps, diffusion, noise_image(), steps=20, spacing="trailing", clip_x0=False)
+    ours = sample_dpmpp_2m(dummy_eps, diffusion, noise_image(), steps=20, spacing="trailing", clip_x0=None)
     scheduler.set_timesteps(20)
     assert scheduler.timesteps.tolist() == timesteps(T, 20, "trailing")
     x = noise_image()

@@ -5,6 +5,7 @@
 ``eps_fn(x_t, t)`` returns the noise prediction at integer step ``t`` (guidance is already folded in, see
 ``guidance.py``); ``callback`` is called after every step with a dict holding ``i`` (step number), ``t``, ``x`` (the
 new state) and ``x0`` (the current prediction of the clean image), which is what a denoising-process picture needs.
+``clip_x0`` clamps every x_0 prediction to [-clip_x0, clip_x0] before it is used (None or 0: no bound).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def sample_ddpm(
     *,
     generator: torch.Generator | None = None,
     callback: Callback = None,
-    clip_x0: bool = True,
+    clip_x0: float | None = 1.0,
 ) -> torch.Tensor:
     """Ho et al. 2020, Algorithm 2 (ancestral sampling over all T steps), written through the x_0 prediction:
     x_{t-1} = mu~_t(x_0_hat, x_t) + sigma_t z (eq. 7), with sigma_t^2 = beta_t or beta~_t, and no noise at t = 0."""
@@ -66,7 +67,7 @@ def sample_ddpm(
         step = _step_tensor(t, x)
         x0 = diffusion.predict_x0(x, step, eps_fn(x, step))
         if clip_x0:
-            x0 = x0.clamp(-1, 1)
+            x0 = x0.clamp(-clip_x0, clip_x0)
         mean, variance = diffusion.q_posterior(x0, x, step)
         x = mean + variance.sqrt() * _noise(x, generator) if t > 0 else mean
         if callback is not None:
@@ -85,7 +86,7 @@ def sample_ddim(
     spacing: Spacing | str = Spacing.TRAILING,
     generator: torch.Generator | None = None,
     callback: Callback = None,
-    clip_x0: bool = True,
+    clip_x0: float | None = 1.0,
 ) -> torch.Tensor:
     """Song et al. 2021, eq. 12: x_{t'} = sqrt(a_{t'}) x0_hat + sqrt(1 - a_{t'} - sigma^2) eps_hat + sigma z, with
     sigma = eta sqrt((1 - a_{t'}) / (1 - a_t)) sqrt(1 - a_t / a_{t'}) (eq. 16), a = alpha_bar, t' the next step.
@@ -97,7 +98,7 @@ def sample_ddim(
         eps = eps_fn(x, step)
         x0 = diffusion.predict_x0(x, step, eps)
         if clip_x0:
-            x0 = x0.clamp(-1, 1)
+            x0 = x0.clamp(-clip_x0, clip_x0)
             eps = (x - alpha_bar[t].sqrt().to(x) * x0) / (1 - alpha_bar[t]).sqrt().to(x)  # consistent with x0
         a_t = alpha_bar[t]
         a_next = alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, dtype=torch.float64)
@@ -120,7 +121,7 @@ def sample_dpmpp_2m(
     spacing: Spacing | str = Spacing.TRAILING,
     generator: torch.Generator | None = None,
     callback: Callback = None,
-    clip_x0: bool = True,
+    clip_x0: float | None = 1.0,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): a second-order multistep solver of the diffusion ODE in the
     data-prediction form. With alpha_t = sqrt(alpha_bar), sigma_t = sqrt(1 - alpha_bar), lambda = log(alpha / sigma),
@@ -141,7 +142,7 @@ def sample_dpmpp_2m(
         step = _step_tensor(t, x)
         x0 = diffusion.predict_x0(x, step, eps_fn(x, step))
         if clip_x0:
-            x0 = x0.clamp(-1, 1)
+            x0 = x0.clamp(-clip_x0, clip_x0)
         if i + 1 == len(ts):
             x = x0  # sigma_next = 0: the exponential integrator's step lands on the data prediction
         else:

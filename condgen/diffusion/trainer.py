@@ -15,6 +15,7 @@ from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Pred
 from condgen.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, Callback, Spacing
 from condgen.diffusion.schedules import Schedule, make_betas
 from condgen.diffusion.unet import NoisyClassifier, UNet, UNetConfig
+from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import top_k_accuracy
 from condgen.evaluate.training import split_by_scene
@@ -44,6 +45,11 @@ class SampleConfig:
     spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace
     seed: int = 0
     classifier_scale: float = 0.0  # classifier guidance strength; needs a noisy-classifier run at sampling time
+    clip_x0: float = 1.0  # every x_0 prediction (and the result) is clamped to [-clip_x0, clip_x0]; 0 = never
+
+    def __post_init__(self):
+        if self.clip_x0 < 0:
+            raise CondgenError(f"sample.clip_x0: a bound >= 0 (0 for none), got {self.clip_x0}")
 
 
 @dataclass
@@ -78,8 +84,8 @@ def generate(
     batch_size: int = 64,
     classifier: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """Images in [-1, 1] for every row of ``labels``; the same seed gives the same images. ``callback`` sees the
-    starting noise (``i = -1``) and then every sampler step."""
+    """Samples for every row of ``labels``, within [-sample.clip_x0, sample.clip_x0] (images in [-1, 1] by default);
+    the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step."""
     if sample.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sample.sampler!r}")
     generator = torch.Generator().manual_seed(sample.seed)
@@ -92,12 +98,13 @@ def generate(
         if callback is not None:
             callback({"i": -1, "t": diffusion.num_steps, "x": x, "x0": None})  # the starting noise x_T
         eps_fn = guided_eps_fn(model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale)
-        kwargs: dict = {"generator": generator, "callback": callback}
+        kwargs: dict = {"generator": generator, "callback": callback, "clip_x0": sample.clip_x0}
         if sample.sampler != "ddpm":
             kwargs |= {"steps": sample.steps or DEFAULT_STEPS[sample.sampler], "spacing": sample.spacing}
         if sample.sampler == "ddim":
             kwargs["eta"] = sample.eta
-        outputs.append(SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs).clamp(-1, 1).cpu())
+        x = SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs)
+        outputs.append((x.clamp(-sample.clip_x0, sample.clip_x0) if sample.clip_x0 else x).cpu())
     return torch.cat(outputs)
 
 

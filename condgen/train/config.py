@@ -46,22 +46,26 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return _build(cls, values, str(path) if path else "config")
 
 
-def _build(cls: type[T], values: dict[str, Any], where: str) -> T:
+def _build(cls: type[T], values: dict[str, Any], where: str, base: T | None = None) -> T:
+    """``values`` over ``base`` (``cls()`` when None). A section starts from its parent's default for it, so a file
+    that sets one key of a section keeps the parent's other choices (``field(default_factory=...)``)."""
+    base = cls() if base is None else base
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
             raise CondgenError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
-        kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
-    return cls(**kwargs)
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise CondgenError(f"{where}: {key}: expected a section (mapping)")
+            kwargs[key] = _build(hints[key], value, f"{where}: {key}", getattr(base, key))
+        else:
+            kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+    return dataclasses.replace(base, **kwargs)
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise CondgenError(f"{where}: expected a section (mapping)")
-        return _build(hint, value, where)
     origin = typing.get_origin(hint)
     if origin is tuple:
         if not isinstance(value, list | tuple):
