@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import shutil
 import sys
 import time
@@ -23,7 +24,7 @@ from common import add_sampling_arguments, machine, read_metrics, score_samplers
 
 from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.latent.ldm import encode_images
+from condgen.latent.ldm import LDMRunConfig, encode_images
 from condgen.latent.run import load_autoencoder, load_ldm
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.runs import start_training
@@ -42,11 +43,48 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ldm_cpu.yaml")
     parser.add_argument("--name", default="latent_cpu", help="result name (latent_cpu or latent_gpu)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the scratch runs go")
+    parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="skip training: score the runs in --runs again (after changing their sampling settings), keeping the "
+        "training figures of the <name>.json that trained them",
+    )
     add_sampling_arguments(parser)
     args = parser.parse_args()
 
-    start = time.perf_counter()
+    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
+    if args.score_only:
+        if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
+            parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
+        trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
+    else:
+        trained = train(args, ae_run, ldm_run)
+    model, diffusion, config, _, decode = load_ldm(ldm_run, "latest")
+    device = next(model.parameters()).device
+    evaluator = load_evaluator(device=device)
+    trained["diffusion"]["config"] = config_to_dict(config)  # its sampling settings may have changed since
+
+    out_dir = ROOT / "benchmarks" / "results" / args.name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(device),
+        "command": " ".join(["python", *sys.argv]),
+        **trained,
+        "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
+        "samplers": {},
+    }
+    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, args, out_dir, record, results)
+
+
+TRAINING_KEYS = ("budget_minutes", "minutes_until_sampling", "autoencoder", "diffusion")
+
+
+def train(args: argparse.Namespace, ae_run: Path, ldm_run: Path) -> dict:
+    """Trains the autoencoder, then the diffusion model on what is left of the budget; returns the record's
+    training part (``TRAINING_KEYS``)."""
+    start = time.perf_counter()
     for run in (ae_run, ldm_run):
         shutil.rmtree(run, ignore_errors=True)
     ae_summary = start_training(
@@ -67,19 +105,10 @@ def main() -> None:
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - encode_minutes
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
     ldm_summary = start_training("ldm", args.data, ldm_run, args.config, overrides, resume=False)
-    total_minutes = (time.perf_counter() - start) / 60
-    model, diffusion, config, _, decode = load_ldm(ldm_run, "latest")
-    device = next(model.parameters()).device
-    evaluator = load_evaluator(device=device)
-
-    out_dir = ROOT / "benchmarks" / "results" / args.name
-    shutil.rmtree(out_dir, ignore_errors=True)
-    record = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(device),
-        "command": " ".join(["python", *sys.argv]),
+    batch_size = load_config(LDMRunConfig, ldm_run / "config.yaml").optim.batch_size
+    return {
         "budget_minutes": args.budget_minutes,
-        "minutes_until_sampling": round(total_minutes, 2),
+        "minutes_until_sampling": round((time.perf_counter() - start) / 60, 2),
         "autoencoder": {
             "kind": args.autoencoder,
             "config": config_to_dict(load_config(AutoencoderRunConfig, ae_run / "config.yaml")),
@@ -88,16 +117,11 @@ def main() -> None:
             "best_held_out_scores": best_ae,
         },
         "diffusion": {
-            "config": config_to_dict(config),
             "train_steps": ldm_summary["step"],
             "train_seconds": round(ldm_summary["seconds"], 1),
-            "train_images_per_second": round(ldm_summary["step"] * config.optim.batch_size / ldm_summary["seconds"], 2),
+            "train_images_per_second": round(ldm_summary["step"] * batch_size / ldm_summary["seconds"], 2),
         },
-        "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
-        "samplers": {},
     }
-    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, args, out_dir, record, results)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def _sample_config(config, sampler, steps, guidance, seed):
     return sample
 
 
-def _load_diffusion(run: Path, checkpoint: str):
+def load_diffusion(run: Path, checkpoint: str):
     """A ddpm or ldm run: (model, process, config, run.json, decode), where decode turns what the sampler makes
     into images (the autoencoder's decoder for an ldm run, nothing for pixel diffusion)."""
     if read_run(run).get("kind") == "ldm":
@@ -60,7 +60,7 @@ def sample_command(args) -> dict:
         images = sample_images(generator, labels, seed)
         result = {"images": len(images), "seed": seed}
     else:
-        model, diffusion, config, meta, decode = _load_diffusion(args.run, args.checkpoint)
+        model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
         labels = request_labels(meta, args.labels, args.objects)
         sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
         evaluator = run_evaluator(meta, args.evaluator)
@@ -99,7 +99,7 @@ def interpolate_command(args) -> Path:
 
 
 def denoise_command(args) -> Path:
-    model, diffusion, config, meta, decode = _load_diffusion(args.run, args.checkpoint)
+    model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
     labels = request_labels(meta, None, args.objects)
     sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
     if args.out.exists():

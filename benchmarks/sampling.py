@@ -1,0 +1,69 @@
+"""Sampling-settings sweep: how a trained ddpm or ldm run's accuracy depends on the classifier-free guidance scale
+and on the bound the samplers clamp x_0 predictions to (sample.clip_x0), measured like the benchmarks' guidance
+selection: DPM-Solver++(2M)-20 on 128 label lists drawn from train.json, never the test files.
+
+Run by hand:
+    python benchmarks/sampling.py --run runs/bench_ldm [--guidance 8,12,16] [--clip 1,1.5,2,3,0]
+Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (clip bound,
+guidance scale) pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+from pathlib import Path
+
+from common import choose_guidance, machine
+
+from condgen.diffusion.trainer import generate
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.generate import load_diffusion
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def floats(text: str) -> list[float]:
+    return [float(value) for value in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, required=True, help="a trained ddpm or ldm run")
+    parser.add_argument("--checkpoint", default="latest", help="latest (the benchmarks score it) or best")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--guidance", type=floats, default=[8.0, 12.0, 16.0], help="comma-separated scales")
+    parser.add_argument("--clip", type=floats, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
+    parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
+    args = parser.parse_args()
+
+    model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
+    device = next(model.parameters()).device
+    evaluator = load_evaluator(device=device)
+
+    def make_images(labels, sample):
+        return decode(generate(model, diffusion, labels, sample))
+
+    accuracy = {}
+    for bound in args.clip:
+        print(f"clip_x0 {bound}:", flush=True)
+        sample = dataclasses.replace(config.sample, clip_x0=bound)
+        accuracy[bound] = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)["accuracy_by_scale"]
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(device),
+        "command": " ".join(["python", *sys.argv]),
+        "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
+        "label_lists": "128 drawn from train.json (seed 0), DPM-Solver++(2M)-20",
+        "accuracy_by_clip_and_guidance": accuracy,
+    }
+    out = ROOT / "benchmarks" / "results" / f"{args.name or 'sampling_' + args.run.name}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
