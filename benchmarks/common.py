@@ -25,12 +25,17 @@ SAMPLERS = {"dpmpp": 20, "ddim": 50, "ddpm": None}  # sampler -> steps (None: al
 SELECTION_LABELS = 128  # label lists drawn from train.json to choose the guidance scale on
 
 
+def float_list(text: str) -> list[float]:
+    """A comma-separated command-line list of numbers, "1,2.5" -> [1.0, 2.5]."""
+    return [float(value) for value in text.split(",")]
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """--samplers and --guidance, the same in every diffusion benchmark."""
     parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
     parser.add_argument(
         "--guidance",
-        type=lambda text: [float(value) for value in text.split(",")],
+        type=float_list,
         default=[1.0, 2.0, 3.0, 5.0, 8.0],
         help="classifier-free guidance scales to choose from, by accuracy on label lists drawn from train.json "
         "(never the test files); one value fixes it (default 1,2,3,5,8)",

@@ -6,6 +6,7 @@ encoding the training set and the diffusion model's training.
 
 Run by hand:
     python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
+    python benchmarks/latent.py --score-only    # score the trained runs again, e.g. after changing sample.clip_x0
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
 """
 

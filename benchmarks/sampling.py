@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import choose_guidance, machine
+from common import choose_guidance, float_list, machine
 
 from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import load_evaluator
@@ -26,17 +26,13 @@ from condgen.generate import load_diffusion
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def floats(text: str) -> list[float]:
-    return [float(value) for value in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained ddpm or ldm run")
     parser.add_argument("--checkpoint", default="latest", help="latest (the benchmarks score it) or best")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
-    parser.add_argument("--guidance", type=floats, default=[8.0, 12.0, 16.0], help="comma-separated scales")
-    parser.add_argument("--clip", type=floats, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
+    parser.add_argument("--guidance", type=float_list, default=[8.0, 12.0, 16.0], help="comma-separated scales")
+    parser.add_argument("--clip", type=float_list, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
     args = parser.parse_args()
 
