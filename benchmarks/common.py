@@ -76,6 +76,17 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def image_maker(
+    model: torch.nn.Module, diffusion: GaussianDiffusion, decode: Callable[[torch.Tensor], torch.Tensor]
+) -> Callable[[torch.Tensor, object], torch.Tensor]:
+    """``make_images(labels, sample_config)``: samples ``model`` with those settings and decodes the result."""
+
+    def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
+        return decode(generate(model, diffusion, labels, sample))
+
+    return make_images
+
+
 def choose_guidance(
     make_images: Callable[[torch.Tensor, object], torch.Tensor],
     sample_config,
@@ -119,9 +130,7 @@ def score_samplers(
     seconds per image to ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass
     never holds the others back)."""
 
-    def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
-        return decode(generate(model, diffusion, labels, sample))
-
+    make_images = image_maker(model, diffusion, decode)
     guidance = args.guidance[0]
     if len(args.guidance) > 1:
         record["guidance_selection"] = choose_guidance(make_images, sample_config, evaluator, data, args.guidance)

@@ -17,9 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from common import choose_guidance, float_list, machine
+from common import choose_guidance, float_list, image_maker, machine
 
-from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_diffusion
 
@@ -40,20 +39,20 @@ def main() -> None:
     device = next(model.parameters()).device
     evaluator = load_evaluator(device=device)
 
-    def make_images(labels, sample):
-        return decode(generate(model, diffusion, labels, sample))
-
+    make_images = image_maker(model, diffusion, decode)
     accuracy = {}
     for bound in args.clip:
         print(f"clip_x0 {bound}:", flush=True)
         sample = dataclasses.replace(config.sample, clip_x0=bound)
-        accuracy[bound] = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)["accuracy_by_scale"]
+        selection = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)
+        accuracy[bound] = selection["accuracy_by_scale"]
     record = {
         "date": datetime.date.today().isoformat(),
         "machine": machine(device),
         "command": " ".join(["python", *sys.argv]),
         "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
-        "label_lists": "128 drawn from train.json (seed 0), DPM-Solver++(2M)-20",
+        "label_lists": selection["label_lists"],
+        "sampler": selection["sampler"],
         "accuracy_by_clip_and_guidance": accuracy,
     }
     out = ROOT / "benchmarks" / "results" / f"{args.name or 'sampling_' + args.run.name}.json"

@@ -21,6 +21,11 @@ EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict], None] | None
 
 
+def bound(x: torch.Tensor, clip_x0: float | None) -> torch.Tensor:
+    """``x`` clamped to [-clip_x0, clip_x0], or unchanged when ``clip_x0`` is None or 0."""
+    return x.clamp(-clip_x0, clip_x0) if clip_x0 else x
+
+
 class Spacing(str, Enum):
     LEADING = "leading"  # 0, k, 2k, ...: DDIM's original choice (Song et al. 2021); never reaches T - 1
     TRAILING = "trailing"  # T - 1, T - 1 - k, ...: starts at pure noise (Lin et al. 2024, table 2)
@@ -66,8 +71,7 @@ def sample_ddpm(
     for i, t in enumerate(range(diffusion.num_steps - 1, -1, -1)):
         step = _step_tensor(t, x)
         x0 = diffusion.predict_x0(x, step, eps_fn(x, step))
-        if clip_x0:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+        x0 = bound(x0, clip_x0)
         mean, variance = diffusion.q_posterior(x0, x, step)
         x = mean + variance.sqrt() * _noise(x, generator) if t > 0 else mean
         if callback is not None:
@@ -98,7 +102,7 @@ def sample_ddim(
         eps = eps_fn(x, step)
         x0 = diffusion.predict_x0(x, step, eps)
         if clip_x0:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+            x0 = bound(x0, clip_x0)
             eps = (x - alpha_bar[t].sqrt().to(x) * x0) / (1 - alpha_bar[t]).sqrt().to(x)  # consistent with x0
         a_t = alpha_bar[t]
         a_next = alpha_bar[ts[i + 1]] if i + 1 < len(ts) else torch.tensor(1.0, dtype=torch.float64)
@@ -141,8 +145,7 @@ def sample_dpmpp_2m(
     for i, t in enumerate(ts):
         step = _step_tensor(t, x)
         x0 = diffusion.predict_x0(x, step, eps_fn(x, step))
-        if clip_x0:
-            x0 = x0.clamp(-clip_x0, clip_x0)
+        x0 = bound(x0, clip_x0)
         if i + 1 == len(ts):
             x = x0  # sigma_next = 0: the exponential integrator's step lands on the data prediction
         else:

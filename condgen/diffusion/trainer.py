@@ -12,7 +12,7 @@ from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
 from condgen.data.imageio import to_signed
 from condgen.diffusion.guidance import guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Prediction
-from condgen.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, Callback, Spacing
+from condgen.diffusion.samplers import DEFAULT_STEPS, SAMPLERS, Callback, Spacing, bound
 from condgen.diffusion.schedules import Schedule, make_betas
 from condgen.diffusion.unet import NoisyClassifier, UNet, UNetConfig
 from condgen.errors import CondgenError
@@ -104,7 +104,7 @@ def generate(
         if sample.sampler == "ddim":
             kwargs["eta"] = sample.eta
         x = SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs)
-        outputs.append((x.clamp(-sample.clip_x0, sample.clip_x0) if sample.clip_x0 else x).cpu())
+        outputs.append(bound(x, sample.clip_x0).cpu())
     return torch.cat(outputs)
 
 
