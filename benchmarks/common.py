@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import functools
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,23 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help="classifier-free guidance scales to choose from, by accuracy on label lists drawn from train.json "
         "(never the test files); one value fixes it (default 1,2,3,5,8)",
     )
+
+
+def result_header(device: torch.device) -> dict:
+    """The first keys of every benchmark result: the date, the machine and the command line that produced it."""
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(device),
+        "command": " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]]),
+    }
+
+
+def write_result(name: str, record: dict) -> Path:
+    """Writes ``record`` to benchmarks/results/<name>.json and says where."""
+    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out
 
 
 def machine(device: torch.device | None = None) -> str:

@@ -11,12 +11,10 @@ Writes benchmarks/results/<name>.json and the scored images under benchmarks/res
 from __future__ import annotations
 
 import argparse
-import datetime
 import shutil
-import sys
 from pathlib import Path
 
-from common import add_sampling_arguments, machine, read_metrics, score_samplers
+from common import add_sampling_arguments, read_metrics, result_header, score_samplers
 
 from condgen.diffusion.run import load_run
 from condgen.evaluate.evaluator import load_evaluator
@@ -58,9 +56,7 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results" / args.name
     shutil.rmtree(out_dir, ignore_errors=True)
     record = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(device),
-        "command": " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]]),
+        **result_header(device),
         "config": config_to_dict(config),
         "budget_minutes": config.loop.max_minutes,
         "train_steps": summary["step"],

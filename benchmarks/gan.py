@@ -12,16 +12,14 @@ models can be run as separate processes side by side (for example one per core w
 from __future__ import annotations
 
 import argparse
-import datetime
 import fcntl
 import functools
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import torch
-from common import machine, score_file
+from common import result_header, score_file
 
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.run import load_gan
@@ -61,9 +59,7 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results" / args.name
     evaluator = load_evaluator()
     record = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
-        "command": " ".join(["python", *sys.argv]),
+        **result_header(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
         "budget_minutes_per_model": args.budget_minutes,
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
     }

@@ -13,15 +13,13 @@ Writes benchmarks/results/<name>.json and the scored images under benchmarks/res
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import add_sampling_arguments, machine, read_metrics, score_samplers
+from common import add_sampling_arguments, read_metrics, result_header, score_samplers
 
 from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
@@ -69,9 +67,7 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results" / args.name
     shutil.rmtree(out_dir, ignore_errors=True)
     record = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(device),
-        "command": " ".join(["python", *sys.argv]),
+        **result_header(device),
         **trained,
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
         "samplers": {},

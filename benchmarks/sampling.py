@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import json
-import sys
 from pathlib import Path
 
-from common import choose_guidance, float_list, image_maker, machine
+from common import choose_guidance, float_list, image_maker, result_header, write_result
 
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_diffusion
@@ -47,17 +44,13 @@ def main() -> None:
         selection = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)
         accuracy[bound] = selection["accuracy_by_scale"]
     record = {
-        "date": datetime.date.today().isoformat(),
-        "machine": machine(device),
-        "command": " ".join(["python", *sys.argv]),
+        **result_header(device),
         "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
         "label_lists": selection["label_lists"],
         "sampler": selection["sampler"],
         "accuracy_by_clip_and_guidance": accuracy,
     }
-    out = ROOT / "benchmarks" / "results" / f"{args.name or 'sampling_' + args.run.name}.json"
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(args.name or f"sampling_{args.run.name}", record)
 
 
 if __name__ == "__main__":

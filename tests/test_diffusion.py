@@ -140,7 +140,7 @@ class ConstantDataModel(torch.nn.Module):
 
     def __init__(self, diffusion: GaussianDiffusion, value: float):
         super().__init__()
-        self.config = UNetConfig(image_size=4, in_channels=2)
+        self.config = UNetConfig(image_size=4, in_channels=2, channel_mults=(1,), patch_size=1)
         self.alpha_bar = diffusion.alpha_bar.float()
         self.value = torch.nn.Parameter(torch.tensor(value))
 
@@ -256,6 +256,8 @@ def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
     assert "unknown key 'learning_rate'" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r3", evaluator_file, "sample.clip_x0=-1") == 2
     assert "sample.clip_x0: a bound >= 0" in capsys.readouterr().err and not (tmp_path / "r3").exists()
+    assert train(dataset, tmp_path / "r4", evaluator_file, "model.patch_size=3") == 2  # 64 is no multiple of 3 * 2
+    assert "model.patch_size: 64-pixel images do not fold" in capsys.readouterr().err and not (tmp_path / "r4").exists()
 
 
 def test_classifier_guidance_end_to_end(dataset, evaluator_file, tmp_path, capsys):
@@ -324,3 +326,34 @@ def test_min_snr_weights():
     assert w[0].item() == pytest.approx(5 / snr[low].item()) and w[1].item() == pytest.approx(1.0)
     v = GaussianDiffusion(cosine_alpha_bar_betas(100), "v", min_snr_gamma=5.0).loss_weights(torch.tensor([high]))
     assert v.item() == pytest.approx((snr[high] / (snr[high] + 1)).item())
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(False, torch.float32), (True, torch.bfloat16)])
+def test_bf16_option_runs_the_network_under_bfloat16_autocast(dataset, bf16, expected):
+    from condgen.data.iclevr import load_dataset
+    from condgen.diffusion.trainer import DDPMRunConfig, DiffusionTask
+    from condgen.train.config import load_config
+
+    config = load_config(DDPMRunConfig, None, [*TINY_OVERRIDES, "device=cpu", f"optim.bf16={bf16}"])
+    task = DiffusionTask(config, load_dataset(dataset, progress=False), dataset, evaluator=None)
+    seen = []
+    task.model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    before = [p.detach().clone() for p in task.model.parameters()]
+    assert torch.isfinite(torch.tensor(task.train_step(0)["loss"]))
+    assert seen == [expected]
+    assert all(p.dtype == torch.float32 for p in task.model.parameters())  # the weights stay float32
+    assert any(not torch.equal(a, b) for a, b in zip(before, task.model.parameters()))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_run_asking_for_an_absent_gpu_is_refused_in_one_line(dataset, evaluator_file, tmp_path, capsys):
+    assert train(dataset, tmp_path / "gpu", evaluator_file, "loop.steps=1", "device=cuda") == 2
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("device: auto", "device: cuda"))  # as if trained on a GPU
+    capsys.readouterr()
+    assert main(["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "device=cuda: this machine has no CUDA GPU" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()

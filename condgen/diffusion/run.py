@@ -12,6 +12,7 @@ from condgen.errors import CondgenError
 from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
+from condgen.train.loop import resolve_device
 
 
 def load_run(run: Path, checkpoint: str = "best") -> tuple[UNet, GaussianDiffusion, DDPMRunConfig, dict]:
@@ -27,7 +28,7 @@ def load_ema_unet(
     config = load_config(config_class, run / "config.yaml")
     model = UNet(config.model)
     load_module(model, folder / "ema.safetensors")
-    return model.eval(), config.diffusion.build(), config, meta
+    return model.eval().to(resolve_device(config.device)), config.diffusion.build(), config, meta
 
 
 def load_classifier(run: Path, diffusion_config) -> NoisyClassifier:
@@ -42,4 +43,4 @@ def load_classifier(run: Path, diffusion_config) -> NoisyClassifier:
         raise CondgenError(f"{run}: the classifier was trained on another noise schedule than the diffusion run")
     model = NoisyClassifier(config.model)
     load_module(model, folder / "model.safetensors")
-    return model.eval()
+    return model.eval().to(resolve_device(config.device))

@@ -63,6 +63,7 @@ class OptimConfig:
     label_dropout: float = 0.1  # probability of training on the zero vector (classifier-free guidance)
     hflip: bool = True  # mirror images: the objects stay the same
     seed: int = 0
+    bf16: bool = False  # forward and backward passes under bfloat16 autocast (GPU); weights and optimiser stay float32
 
 
 @dataclass
@@ -147,7 +148,8 @@ class DiffusionTask:
         x0, labels = self.batch()
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
-        loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=o.bf16):
+            loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
         optimise(self.optimizer, self.model, loss, o, step)
         self.ema.update(self.model)
         return {"loss": loss.item()}

@@ -4,8 +4,8 @@ Labels enter the EDM way (Karras et al. 2022): ``Linear(num_labels, emb_dim)`` o
 the time embedding, so "these three objects" is one vector and the zero vector means "no condition" (what
 classifier-free guidance drops to). Optionally, positions also cross-attend to one token per requested object.
 
-For the CPU, ``patch_size = 2`` folds 2x2 pixel blocks into channels first (space-to-depth), so every level runs at
-half the resolution: four times fewer positions for the same depth.
+For the CPU, ``patch_size = p`` folds p x p pixel blocks into channels first (space-to-depth), so every level runs at
+1/p of the resolution: p^2 times fewer positions for the same depth.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condgen.errors import CondgenError
 from condgen.nn.blocks import Attention, LabelTokens, ResBlock, group_norm, timestep_embedding
 
 
@@ -32,7 +33,15 @@ class UNetConfig:
     cross_attention: bool = False  # per-object label tokens, at the attention resolutions
     heads: int = 4
     dropout: float = 0.0
-    patch_size: int = 2  # space-to-depth factor of the stem: 1 (full resolution) or 2
+    patch_size: int = 2  # space-to-depth factor of the stem: 1 (full resolution), 2 or 4
+
+    def __post_init__(self):
+        smallest = self.patch_size * 2 ** (len(self.channel_mults) - 1)  # the stem, then one halving per level
+        if self.patch_size < 1 or self.image_size % smallest:
+            raise CondgenError(
+                f"model.patch_size: {self.image_size}-pixel images do not fold into patches of {self.patch_size} "
+                f"and {len(self.channel_mults)} levels (image_size must be a multiple of {smallest})"
+            )
 
 
 class UNet(nn.Module):

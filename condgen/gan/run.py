@@ -9,6 +9,7 @@ from condgen.gan.trainer import GANRunConfig
 from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
+from condgen.train.loop import resolve_device
 
 
 def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConfig, dict]:
@@ -17,4 +18,4 @@ def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConf
     config = load_config(GANRunConfig, run / "config.yaml")
     generator = Generator(config.model)
     load_module(generator, folder / "ema.safetensors")
-    return generator.eval(), config, meta
+    return generator.eval().to(resolve_device(config.device)), config, meta

@@ -17,6 +17,7 @@ from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.runs import checkpoint_folder, read_run
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
+from condgen.train.loop import resolve_device
 
 
 def load_autoencoder(run: Path, checkpoint: str = "best") -> Autoencoder:
@@ -28,7 +29,7 @@ def load_autoencoder(run: Path, checkpoint: str = "best") -> Autoencoder:
     config = load_config(AutoencoderRunConfig, run / "config.yaml")
     model = Autoencoder(config.model)
     load_module(model, folder / "model.safetensors")
-    return model.eval().requires_grad_(False)
+    return model.eval().requires_grad_(False).to(resolve_device(config.device))
 
 
 def load_ldm(
@@ -36,5 +37,5 @@ def load_ldm(
 ) -> tuple[UNet, GaussianDiffusion, LDMRunConfig, dict, Callable[[torch.Tensor], torch.Tensor]]:
     """The EMA UNet of an ``ldm`` run, its process, config, run.json and the function that decodes its latents."""
     model, diffusion, config, meta = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
-    autoencoder = load_autoencoder(Path(config.autoencoder))
+    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
     return model, diffusion, config, meta, lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
