@@ -18,7 +18,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from common import add_sampling_arguments, read_metrics, result_header, score_samplers
 
 from condgen.data.iclevr import load_dataset
@@ -97,7 +96,7 @@ def train(args: argparse.Namespace, ae_run: Path, ldm_run: Path) -> dict:
     # the diffusion model gets what is left; encoding the training set comes out of its share, so time a sample
     images = load_dataset(args.data, progress=False).images
     timer = time.perf_counter()
-    encode_images(load_autoencoder(ae_run).to("cuda" if torch.cuda.is_available() else "cpu"), images[:512])
+    encode_images(load_autoencoder(ae_run), images[:512])
     encode_minutes = (time.perf_counter() - timer) / 60 * len(images) / 512
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - encode_minutes
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]

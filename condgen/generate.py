@@ -92,8 +92,9 @@ def interpolate_command(args) -> Path:
     start, end = torch.randn(2, config.model.noise_dim, generator=source)
     weights = torch.linspace(0, 1, args.frames)[:, None]
     z = (1 - weights) * start + weights * end
+    device = next(generator.parameters()).device
     with torch.no_grad():
-        images = generator(z, labels.expand(args.frames, -1))
+        images = generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu()
     save_grid(images, args.out, nrow=args.frames)
     return args.out
 
@@ -105,7 +106,7 @@ def denoise_command(args) -> Path:
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
-    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0]))
+    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].cpu()))
     picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
     save_grid(decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
     return args.out
