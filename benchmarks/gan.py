@@ -26,6 +26,7 @@ from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
 from condgen.runs import start_training
 from condgen.train.config import config_to_dict
+from condgen.train.loop import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"acgan": "gan_acgan.yaml", "wgangp_projection": "gan_wgangp_projection.yaml"}
@@ -59,7 +60,7 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results" / args.name
     evaluator = load_evaluator()
     record = {
-        **result_header(torch.device("cuda" if torch.cuda.is_available() else "cpu")),
+        **result_header(resolve_device("auto")),
         "budget_minutes_per_model": args.budget_minutes,
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
     }

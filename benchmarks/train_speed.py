@@ -56,15 +56,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     args = parser.parse_args()
 
-    device = resolve_device("auto")
-    results = {}
-    for path in args.configs.split(","):
+    configs, precisions = args.configs.split(","), args.precisions.split(",")
+    for path in configs:
         if not (ROOT / path).is_file():
             parser.error(f"--configs: no such file {path}")
+    for precision in precisions:
+        if precision not in ("fp32", "bf16"):
+            parser.error(f"--precisions: fp32 or bf16, got {precision!r}")
+
+    device = resolve_device("auto")
+    results = {}
+    for path in configs:
         config = load_config(DDPMRunConfig, ROOT / path)
-        for precision in args.precisions.split(","):
-            if precision not in ("fp32", "bf16"):
-                parser.error(f"--precisions: fp32 or bf16, got {precision!r}")
+        for precision in precisions:
             speed = images_per_second(config, device, precision == "bf16", args.warmup, args.steps)
             results.setdefault(path, {})[precision] = round(speed, 1)
             print(f"{path} {precision}: {speed:.1f} train images/s (batch {config.optim.batch_size})", flush=True)

@@ -36,9 +36,9 @@ class LoopConfig:
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU when there is one, else the CPU; anything else is passed to torch."""
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CondgenError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
     if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CondgenError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matrix products on tensor cores, as convolutions are
     return device
 
