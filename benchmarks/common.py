@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from condgen.cli import positive_int
 from condgen.data.iclevr import load_label_file, read_train_index
 from condgen.data.imageio import save_png
 from condgen.diffusion.process import GaussianDiffusion
@@ -23,7 +24,9 @@ from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import Evaluator
 from condgen.viz.grid import save_grid
 
-SAMPLERS = {"dpmpp": 20, "ddim": 50, "ddpm": None}  # sampler -> steps (None: all T); the slowest last
+# sampler -> steps (None: all T) and eta; the slowest last. DDIM runs with eta 1 (fresh noise at every step, as
+# DDPM): on the guidance-selection label lists it scored 0.936 against 0.896 with eta 0 (benchmarks/sampling.py).
+SAMPLERS = {"dpmpp": {"steps": 20, "eta": 0.0}, "ddim": {"steps": 50, "eta": 1.0}, "ddpm": {"steps": None, "eta": 0.0}}
 SELECTION_LABELS = 128  # label lists drawn from train.json to choose the guidance scale on
 
 
@@ -33,7 +36,7 @@ def float_list(text: str) -> list[float]:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """--samplers and --guidance, the same in every diffusion benchmark."""
+    """--samplers, --guidance and --seeds, the same in every diffusion benchmark."""
     parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
     parser.add_argument(
         "--guidance",
@@ -41,6 +44,13 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.0, 2.0, 3.0, 5.0, 8.0],
         help="classifier-free guidance scales to choose from, by accuracy on label lists drawn from train.json "
         "(never the test files); one value fixes it (default 1,2,3,5,8)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="noise seeds per test file and sampler (default 3): a 32-image file is a small sample (one object is "
+        "worth about 0.013), so the benchmark reports the mean over seeds 0..N-1 and each seed's figure",
     )
 
 
@@ -74,19 +84,20 @@ def score_file(
     make_images: Callable[[torch.Tensor], torch.Tensor],
     evaluator: Evaluator,
     label_file: Path,
-    folder: Path,
-    grid: Path,
+    folder: Path | None,
+    grid: Path | None,
 ) -> tuple[float, float]:
-    """Generates one image per entry of ``label_file``, saves them as ``folder/N.png`` and an 8-per-row ``grid``;
-    returns the evaluator's accuracy and the seconds per image the generation took."""
+    """Generates one image per entry of ``label_file``, saves them as ``folder/N.png`` and an 8-per-row ``grid``
+    (unless those are None); returns the evaluator's accuracy and the seconds per image the generation took."""
     labels = load_label_file(label_file, evaluator.codec)
     start = time.perf_counter()
     images = make_images(labels)
     seconds = time.perf_counter() - start
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, image in enumerate(images):
-        save_png(image, folder / f"{i}.png")
-    save_grid(images, grid)
+    if folder is not None and grid is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(images):
+            save_png(image, folder / f"{i}.png")
+        save_grid(images, grid)
     return evaluator.accuracy(images, labels), seconds / len(images)
 
 
@@ -114,21 +125,27 @@ def choose_guidance(
     scales: list[float],
 ) -> dict:
     """The classifier-free guidance scale among ``scales`` with the best evaluator accuracy on
-    ``SELECTION_LABELS`` label lists drawn from train.json, sampled with DPM-Solver++(2M)-20, the cheapest sampler.
+    ``SELECTION_LABELS`` label lists drawn from train.json, sampled with ``sample_config``'s sampler, steps and eta.
     The test files are never looked at, so the accuracy reported on them stays a held-out figure."""
     _, labels = read_train_index(data, evaluator.codec)
     labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SELECTION_LABELS]]
     accuracy = {}
     for scale in scales:
-        sample = dataclasses.replace(sample_config, sampler="dpmpp", steps=SAMPLERS["dpmpp"], guidance=scale)
+        sample = dataclasses.replace(sample_config, guidance=scale)
         accuracy[scale] = round(evaluator.accuracy(make_images(labels, sample), labels), 4)
         print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(labels)} train.json label lists", flush=True)
     return {
         "label_lists": f"{len(labels)} drawn from train.json (seed 0)",
-        "sampler": f"dpmpp-{SAMPLERS['dpmpp']}",
+        "sampler": f"{sample_config.sampler}-{sample_config.steps}, eta {sample_config.eta}",
         "accuracy_by_scale": accuracy,
         "chosen": max(accuracy, key=accuracy.get),
     }
+
+
+def sampler_settings(sampler: str, num_steps: int) -> dict:
+    """``sampler``'s steps and eta in the benchmarks (``SAMPLERS``), with DDPM's steps as the model's T."""
+    settings = SAMPLERS[sampler]
+    return {"steps": settings["steps"] or num_steps, "eta": settings["eta"]}
 
 
 def score_samplers(
@@ -143,35 +160,42 @@ def score_samplers(
     record: dict,
     results: Path,
 ) -> None:
-    """Chooses the guidance scale among ``args.guidance`` (:func:`choose_guidance`), then samples test.json and
-    new_test.json with every sampler of ``args.samplers`` at that scale, saves the images under
-    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies and
-    seconds per image to ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass
-    never holds the others back)."""
+    """Chooses the guidance scale among ``args.guidance`` with DPM-Solver++(2M)-20, the cheapest sampler
+    (:func:`choose_guidance`), then samples test.json and new_test.json with every sampler of ``args.samplers`` at
+    that scale and with each of ``args.seeds`` noise seeds, saves seed 0's images under
+    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies (the
+    mean over seeds, and each seed's) and seconds per image to ``record["samplers"]``, written to ``results`` after
+    every sampler (so a long DDPM pass never holds the others back)."""
 
     make_images = image_maker(model, diffusion, decode)
     guidance = args.guidance[0]
     if len(args.guidance) > 1:
-        record["guidance_selection"] = choose_guidance(make_images, sample_config, evaluator, data, args.guidance)
+        cheapest = dataclasses.replace(sample_config, sampler="dpmpp", **sampler_settings("dpmpp", diffusion.num_steps))
+        record["guidance_selection"] = choose_guidance(make_images, cheapest, evaluator, data, args.guidance)
         guidance = record["guidance_selection"]["chosen"]
     sample_config = dataclasses.replace(sample_config, guidance=guidance)
     record["guidance"] = guidance
     results.write_text(json.dumps(record, indent=2) + "\n")
     for sampler in args.samplers.split(","):
-        steps = SAMPLERS[sampler] or diffusion.num_steps
-        sample = dataclasses.replace(sample_config, sampler=sampler, steps=steps)
-        result = {"steps": steps, "network_evaluations_per_image": steps * (2 if sample.guidance != 1 else 1)}
+        sample = dataclasses.replace(sample_config, sampler=sampler, **sampler_settings(sampler, diffusion.num_steps))
+        calls = 2 if sample.guidance != 1 else 1
+        result = {"steps": sample.steps, "network_evaluations_per_image": sample.steps * calls}
+        if sampler != "ddpm":  # DDPM's noise is its posterior variance, not an eta
+            result["eta"] = sample.eta
         for file in ["test.json", "new_test.json"]:
             stem = Path(file).stem
-            accuracy, seconds = score_file(
-                functools.partial(make_images, sample=sample),
-                evaluator,
-                data / file,
-                out_dir / stem / sampler,
-                out_dir / f"{stem}_{sampler}_grid.png",
-            )
-            result[f"accuracy_{stem}"] = round(accuracy, 4)
-            result[f"seconds_per_image_{stem}"] = round(seconds, 3)
+            by_seed, seconds = [], []
+            for seed in range(args.seeds):  # the images of seed 0 are kept
+                seeded = functools.partial(make_images, sample=dataclasses.replace(sample, seed=seed))
+                folder, grid = (
+                    (out_dir / stem / sampler, out_dir / f"{stem}_{sampler}_grid.png") if seed == 0 else (None, None)
+                )
+                accuracy, seconds_per_image = score_file(seeded, evaluator, data / file, folder, grid)
+                by_seed.append(round(accuracy, 4))
+                seconds.append(seconds_per_image)
+            result[f"accuracy_{stem}"] = round(sum(by_seed) / len(by_seed), 4)
+            result[f"accuracy_{stem}_by_seed"] = by_seed
+            result[f"seconds_per_image_{stem}"] = round(sum(seconds) / len(seconds), 3)
         print(sampler, json.dumps(result), flush=True)
         record["samplers"][sampler] = result
         results.write_text(json.dumps(record, indent=2) + "\n")

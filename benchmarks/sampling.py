@@ -1,11 +1,13 @@
-"""Sampling-settings sweep: how a trained ddpm or ldm run's accuracy depends on the classifier-free guidance scale
-and on the bound the samplers clamp x_0 predictions to (sample.clip_x0), measured like the benchmarks' guidance
-selection: DPM-Solver++(2M)-20 on 128 label lists drawn from train.json, never the test files.
+"""Sampling-settings sweep: how a trained ddpm or ldm run's accuracy depends on the classifier-free guidance scale,
+the bound the samplers clamp x_0 predictions to (sample.clip_x0) and the sampler's eta (fresh noise per step),
+measured like the benchmarks' guidance selection: on 128 label lists drawn from train.json, never the test files,
+with DPM-Solver++(2M)-20 unless --sampler and --steps say otherwise.
 
 Run by hand:
     python benchmarks/sampling.py --run runs/bench_ldm [--guidance 8,12,16] [--clip 1,1.5,2,3,0]
-Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (clip bound,
-guidance scale) pair.
+    python benchmarks/sampling.py --run runs/bench_diffusion_p4v --sampler ddim --steps 50 --eta 0,1 --guidance 5
+Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (eta, clip bound,
+guidance scale).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
     parser.add_argument("--guidance", type=float_list, default=[8.0, 12.0, 16.0], help="comma-separated scales")
     parser.add_argument("--clip", type=float_list, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
+    parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], default="dpmpp", help="default dpmpp")
+    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default 20; ddpm always takes T)")
+    parser.add_argument("--eta", type=float_list, default=[0.0], help="comma-separated eta values (ddim, dpmpp)")
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
     args = parser.parse_args()
 
@@ -37,18 +42,19 @@ def main() -> None:
     evaluator = load_evaluator(device=device)
 
     make_images = image_maker(model, diffusion, decode)
-    accuracy = {}
-    for bound in args.clip:
-        print(f"clip_x0 {bound}:", flush=True)
-        sample = dataclasses.replace(config.sample, clip_x0=bound)
-        selection = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)
-        accuracy[bound] = selection["accuracy_by_scale"]
+    accuracy: dict = {}
+    for eta in args.eta:
+        for bound in args.clip:
+            print(f"eta {eta}, clip_x0 {bound}:", flush=True)
+            sample = dataclasses.replace(config.sample, sampler=args.sampler, steps=args.steps, eta=eta, clip_x0=bound)
+            selection = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)
+            accuracy.setdefault(eta, {})[bound] = selection["accuracy_by_scale"]
     record = {
         **result_header(device),
         "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
         "label_lists": selection["label_lists"],
-        "sampler": selection["sampler"],
-        "accuracy_by_clip_and_guidance": accuracy,
+        "sampler": f"{args.sampler}-{diffusion.num_steps if args.sampler == 'ddpm' else args.steps}",
+        "accuracy_by_eta_clip_and_guidance": accuracy,
     }
     write_result(args.name or f"sampling_{args.run.name}", record)
 

@@ -29,6 +29,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="condgen",
@@ -176,14 +183,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], help="diffusion runs: default sample.sampler")
         p.add_argument("--steps", type=positive_int, help="sampler steps (ddim default 50, dpmpp 20; ddpm uses T)")
         p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+        p.add_argument(
+            "--eta",
+            type=non_negative_float,
+            help="ddim and dpmpp: fresh noise per step; 0 = deterministic (the ODE), 1 = as much as DDPM adds (ddim) "
+            "or the SDE solver (dpmpp); default sample.eta",
+        )
         p.add_argument("--seed", type=non_negative_int, help="noise seed; the same seed gives the same images")
 
     sample = commands.add_parser(
         "sample",
         help="generate images for label lists from a trained run (diffusion, latent diffusion or GAN)",
         description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
-        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance and --classifier apply to "
-        "diffusion runs; a GAN run uses --seed for its noise.",
+        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --eta and --classifier "
+        "apply to diffusion runs; a GAN run uses --seed for its noise.",
     )
     add_generation_options(sample)
     request = sample.add_mutually_exclusive_group(required=True)

@@ -58,7 +58,9 @@ def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool
     start_training("ddpm", out / "data", out / "ddpm", None, overrides, False, evaluator, progress=progress)
 
     print("[5/5] generating the test.json conditions and the denoising picture")
-    generation_args = dict(run=out / "ddpm", checkpoint="latest", sampler=None, steps=None, guidance=None, seed=0)
+    generation_args = dict(
+        run=out / "ddpm", checkpoint="latest", sampler=None, steps=None, guidance=None, eta=None, seed=0
+    )
     scores = sample_command(
         argparse.Namespace(
             **generation_args, labels=out / "data" / "test.json", objects=None, out=out / "samples", evaluator=evaluator

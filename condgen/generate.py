@@ -21,12 +21,12 @@ from condgen.viz.grid import save_grid
 DEFAULT_DENOISE_OBJECTS = "red sphere, cyan cylinder, cyan cube"
 
 
-def _sample_config(config, sampler, steps, guidance, seed):
-    changes = {k: v for k, v in {"sampler": sampler, "guidance": guidance, "seed": seed}.items() if v is not None}
-    if sampler is not None and steps is None:
-        changes["steps"] = DEFAULT_STEPS[sampler] or 0
-    if steps is not None:
-        changes["steps"] = steps
+def _sample_config(config, args):
+    """The run's sample settings with the command line's --sampler, --steps, --guidance, --eta and --seed."""
+    given = {key: getattr(args, key) for key in ["sampler", "steps", "guidance", "eta", "seed"]}
+    changes = {key: value for key, value in given.items() if value is not None}
+    if args.sampler is not None and args.steps is None:
+        changes["steps"] = DEFAULT_STEPS[args.sampler] or 0
     sample = dataclasses.replace(config.sample, **changes)
     if sample.sampler != "ddpm" and sample.steps > config.diffusion.num_steps:
         raise CondgenError(f"--steps: at most {config.diffusion.num_steps} (the model's T), got {sample.steps}")
@@ -62,7 +62,7 @@ def sample_command(args) -> dict:
     else:
         model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
         labels = request_labels(meta, args.labels, args.objects)
-        sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+        sample = _sample_config(config, args)
         evaluator = run_evaluator(meta, args.evaluator)
         classifier = None
         if getattr(args, "classifier", None) is not None:
@@ -102,7 +102,7 @@ def interpolate_command(args) -> Path:
 def denoise_command(args) -> Path:
     model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
     labels = request_labels(meta, None, args.objects)
-    sample = _sample_config(config, args.sampler, args.steps, args.guidance, args.seed)
+    sample = _sample_config(config, args)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step

@@ -195,9 +195,9 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert train(dataset, run, evaluator_file, "loop.steps=2") == 2  # no silent overwrite of a run
     capsys.readouterr()
 
-    def sample(out):
+    def sample(out, *options):
         argv = ["sample", "--run", str(run), "--labels", str(dataset / "test.json"), "--out", str(out)]
-        return main(argv + ["--seed", "4", "--sampler", "ddim", "--steps", "4"])
+        return main([*argv, "--seed", "4", "--sampler", "ddim", "--steps", "4", *options])
 
     out = tmp_path / "samples"
     assert sample(out) == 0
@@ -207,6 +207,14 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert sample(tmp_path / "again") == 0
     assert (out / "5.png").read_bytes() == (tmp_path / "again" / "5.png").read_bytes()  # same seed, same image
     assert sample(out) == 2  # an existing folder of images is never overwritten
+    assert sample(tmp_path / "noisy", "--eta", "1") == 0  # fresh noise at every step: other images, same seed
+    assert json.loads((tmp_path / "noisy" / "scores.json").read_text())["sample"]["eta"] == 1.0
+    assert (out / "5.png").read_bytes() != (tmp_path / "noisy" / "5.png").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
+        sample(tmp_path / "negative", "--eta", "-1")
+    assert exit_info.value.code == 2 and "--eta: must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "negative").exists()
     too_many = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "x"), "--steps", "21"]
     assert main([*too_many, "--sampler", "ddim"]) == 2  # T is 20 in the tiny config
 
@@ -256,6 +264,8 @@ def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
     assert "unknown key 'learning_rate'" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r3", evaluator_file, "sample.clip_x0=-1") == 2
     assert "sample.clip_x0: a bound >= 0" in capsys.readouterr().err and not (tmp_path / "r3").exists()
+    assert train(dataset, tmp_path / "r5", evaluator_file, "sample.eta=-0.5") == 2
+    assert "sample.eta: a noise amount >= 0" in capsys.readouterr().err and not (tmp_path / "r5").exists()
     assert train(dataset, tmp_path / "r4", evaluator_file, "model.patch_size=3") == 2  # 64 is no multiple of 3 * 2
     assert "model.patch_size: 64-pixel images do not fold" in capsys.readouterr().err and not (tmp_path / "r4").exists()
 

@@ -101,23 +101,26 @@ def test_ddim_loop_matches_diffusers(spacing, eta):
     assert torch.allclose(ours, x, atol=1e-5)
 
 
-def test_dpmpp_2m_matches_diffusers():
+@pytest.mark.parametrize(("eta", "algorithm"), [(0.0, "dpmsolver++"), (1.0, "sde-dpmsolver++")])
+def test_dpmpp_2m_matches_diffusers(eta, algorithm):
     scheduler = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=T,
         beta_schedule="squaredcos_cap_v2",
-        algorithm_type="dpmsolver++",
+        algorithm_type=algorithm,
         solver_order=2,
         final_sigmas_type="zero",
         timestep_spacing="trailing",
     )
     diffusion = GaussianDiffusion(cosine_alpha_bar_betas(T))
-    ours = sample_dpmpp_2m(dummy_eps, diffusion, noise_image(), steps=20, spacing="trailing", clip_x0=None)
+    generator = torch.Generator().manual_seed(4)
+    ours = sample_dpmpp_2m(dummy_eps, diffusion, noise_image(), steps=20, eta=eta, generator=generator, clip_x0=None)
     scheduler.set_timesteps(20)
     assert scheduler.timesteps.tolist() == timesteps(T, 20, "trailing")
-    x = noise_image()
+    x, generator = noise_image(), torch.Generator().manual_seed(4)
     for t in scheduler.timesteps:
-        x = scheduler.step(dummy_eps(x, t.repeat(len(x))), t, x).prev_sample
-    assert torch.allclose(ours, x, atol=1e-4)
+        x = scheduler.step(dummy_eps(x, t.repeat(len(x))), t, x, generator=generator).prev_sample
+    # the unbounded dummy model drives x_0 far from [-1, 1], so the comparison is relative
+    assert torch.allclose(ours, x, rtol=1e-4, atol=1e-4)
 
 
 def test_pinned_ddim_result():

@@ -41,7 +41,7 @@ class SampleConfig:
     sampler: str = "dpmpp"  # ddpm | ddim | dpmpp
     steps: int = 20  # ignored by ddpm, which always takes T steps
     guidance: float = 2.0  # classifier-free guidance scale s; 1 = none
-    eta: float = 0.0  # ddim only
+    eta: float = 0.0  # ddim and dpmpp: 0 = deterministic (the ODE), 1 = full noise (DDPM-like / the SDE)
     spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace
     seed: int = 0
     classifier_scale: float = 0.0  # classifier guidance strength; needs a noisy-classifier run at sampling time
@@ -50,6 +50,8 @@ class SampleConfig:
     def __post_init__(self):
         if self.clip_x0 < 0:
             raise CondgenError(f"sample.clip_x0: a bound >= 0 (0 for none), got {self.clip_x0}")
+        if not self.eta >= 0:
+            raise CondgenError(f"sample.eta: a noise amount >= 0 (0 for none), got {self.eta}")
 
 
 @dataclass
@@ -101,9 +103,8 @@ def generate(
         eps_fn = guided_eps_fn(model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale)
         kwargs: dict = {"generator": generator, "callback": callback, "clip_x0": sample.clip_x0}
         if sample.sampler != "ddpm":
-            kwargs |= {"steps": sample.steps or DEFAULT_STEPS[sample.sampler], "spacing": sample.spacing}
-        if sample.sampler == "ddim":
-            kwargs["eta"] = sample.eta
+            steps = sample.steps or DEFAULT_STEPS[sample.sampler]
+            kwargs |= {"steps": steps, "spacing": sample.spacing, "eta": sample.eta}
         x = SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs)
         outputs.append(bound(x, sample.clip_x0).cpu())
     return torch.cat(outputs)
