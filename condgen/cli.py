@@ -12,6 +12,8 @@ from pathlib import Path
 
 from condgen.errors import CondgenError
 
+DEFAULT_OBJECTS = "red sphere, cyan cylinder, cyan cube"  # the request of the denoising and interpolation pictures
+
 EXIT_USER_ERROR = 2
 
 
@@ -212,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write one row of snapshots of the sampler's state, from pure noise to the final image.",
     )
     add_generation_options(denoise)
-    denoise.add_argument("--objects", default="red sphere, cyan cylinder, cyan cube", help="the request")
+    denoise.add_argument("--objects", default=DEFAULT_OBJECTS, help="the request")
     denoise.add_argument("--out", type=Path, required=True, help="PNG file to write")
     denoise.add_argument("--snapshots", type=positive_int, default=10, help="images in the row (default 10)")
     interpolate = commands.add_parser(
@@ -223,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     interpolate.add_argument("--run", type=Path, required=True, help="a gan run folder")
     interpolate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
-    interpolate.add_argument("--objects", default="red sphere, cyan cylinder, cyan cube", help="the request")
+    interpolate.add_argument("--objects", default=DEFAULT_OBJECTS, help="the request")
     interpolate.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
     interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")
     interpolate.add_argument("--out", type=Path, required=True, help="PNG file to write")

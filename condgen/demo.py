@@ -3,16 +3,16 @@ model for a few CPU minutes, generate the test conditions and score them."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from condgen.cli import build_parser
 from condgen.data.check import check_dataset, format_report
 from condgen.data.iclevr import load_dataset
 from condgen.data.synth import synthesize_dataset
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
 from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
-from condgen.generate import DEFAULT_DENOISE_OBJECTS, denoise_command, sample_command
+from condgen.generate import denoise_command, sample_command
 from condgen.runs import start_training
 
 # A UNet small enough to learn something in minutes on two cores (configs/ddpm_cpu.yaml is the same family).
@@ -58,17 +58,12 @@ def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool
     start_training("ddpm", out / "data", out / "ddpm", None, overrides, False, evaluator, progress=progress)
 
     print("[5/5] generating the test.json conditions and the denoising picture")
-    generation_args = dict(
-        run=out / "ddpm", checkpoint="latest", sampler=None, steps=None, guidance=None, eta=None, seed=0
-    )
-    scores = sample_command(
-        argparse.Namespace(
-            **generation_args, labels=out / "data" / "test.json", objects=None, out=out / "samples", evaluator=evaluator
-        )
-    )
-    denoise_command(
-        argparse.Namespace(**generation_args, objects=DEFAULT_DENOISE_OBJECTS, out=out / "denoise.png", snapshots=10)
-    )
+    # through the command line's own parser, so every sampling option keeps its default here too
+    parse = build_parser().parse_args
+    run = ["--run", str(out / "ddpm"), "--checkpoint", "latest", "--seed", "0"]
+    request = ["--labels", str(out / "data" / "test.json"), "--evaluator", str(evaluator)]
+    scores = sample_command(parse(["sample", *run, *request, "--out", str(out / "samples")]))
+    denoise_command(parse(["denoise", *run, "--out", str(out / "denoise.png")]))
     print(
         f"\nevaluator accuracy on unseen rendered scenes: {evaluator_accuracy:.4f} "
         f"(held-out scenes during training: {report['val_accuracy']:.4f})\n"

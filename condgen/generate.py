@@ -18,8 +18,6 @@ from condgen.gan.trainer import sample_images
 from condgen.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
 
-DEFAULT_DENOISE_OBJECTS = "red sphere, cyan cylinder, cyan cube"
-
 
 def _sample_config(config, args):
     """The run's sample settings with the command line's --sampler, --steps, --guidance, --eta and --seed."""
