@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from common import result_header, write_result
 
+from condgen.cli import non_negative_int, positive_int
 from condgen.diffusion.trainer import DDPMRunConfig
 from condgen.diffusion.unet import UNet
 from condgen.train.config import load_config
@@ -52,8 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="configs/ddpm_cpu.yaml,configs/ddpm_gpu.yaml", help="comma-separated")
     parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps (default 10)")
     args = parser.parse_args()
 
     configs, precisions = args.configs.split(","), args.precisions.split(",")
