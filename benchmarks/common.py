@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,13 +21,20 @@ from condgen.cli import positive_int
 from condgen.data.iclevr import load_label_file, read_train_index
 from condgen.data.imageio import save_png
 from condgen.diffusion.process import GaussianDiffusion
+from condgen.diffusion.samplers import Spacing
 from condgen.diffusion.trainer import generate
 from condgen.evaluate.evaluator import Evaluator
 from condgen.viz.grid import save_grid
 
-# sampler -> steps (None: all T) and eta; the slowest last. DDIM runs with eta 1 (fresh noise at every step, as
-# DDPM): on the guidance-selection label lists it scored 0.936 against 0.896 with eta 0 (benchmarks/sampling.py).
-SAMPLERS = {"dpmpp": {"steps": 20, "eta": 0.0}, "ddim": {"steps": 50, "eta": 1.0}, "ddpm": {"steps": None, "eta": 0.0}}
+# sampler -> steps (None: all T), eta and spacing; the slowest last. DDIM runs with eta 1 (fresh noise at every step,
+# as DDPM): on the guidance-selection label lists it scored 0.936 against 0.896 with eta 0. DPM-Solver++ visits
+# quadratically spaced steps: 0.8855 against 0.8652 with trailing ones on 512 other train.json label lists
+# (benchmarks/sampling.py --spacing trailing,quadratic --guidance 5 --lists 512 --list-seed 1).
+SAMPLERS = {
+    "dpmpp": {"steps": 20, "eta": 0.0, "spacing": Spacing.QUADRATIC},
+    "ddim": {"steps": 50, "eta": 1.0, "spacing": Spacing.TRAILING},
+    "ddpm": {"steps": None},
+}
 SELECTION_LABELS = 128  # label lists drawn from train.json to choose the guidance scale on
 
 
@@ -123,29 +131,50 @@ def choose_guidance(
     evaluator: Evaluator,
     data: Path,
     scales: list[float],
+    lists: int = SELECTION_LABELS,
+    list_seed: int = 0,
 ) -> dict:
-    """The classifier-free guidance scale among ``scales`` with the best evaluator accuracy on
-    ``SELECTION_LABELS`` label lists drawn from train.json, sampled with ``sample_config``'s sampler, steps and eta.
-    The test files are never looked at, so the accuracy reported on them stays a held-out figure."""
+    """The classifier-free guidance scale among ``scales`` with the best evaluator accuracy on ``lists`` label lists
+    drawn from train.json (a permutation seeded with ``list_seed``), sampled with ``sample_config``'s sampler, steps,
+    eta and spacing. The test files are never looked at, so the accuracy reported on them stays a held-out figure."""
     _, labels = read_train_index(data, evaluator.codec)
-    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:SELECTION_LABELS]]
+    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
     accuracy = {}
     for scale in scales:
         sample = dataclasses.replace(sample_config, guidance=scale)
         accuracy[scale] = round(evaluator.accuracy(make_images(labels, sample), labels), 4)
         print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(labels)} train.json label lists", flush=True)
     return {
-        "label_lists": f"{len(labels)} drawn from train.json (seed 0)",
-        "sampler": f"{sample_config.sampler}-{sample_config.steps}, eta {sample_config.eta}",
+        "label_lists": f"{len(labels)} drawn from train.json (seed {list_seed})",
+        "sampler": f"{sample_config.sampler}-{sample_config.steps}, eta {sample_config.eta}, "
+        f"{sample_config.spacing.value} spacing",
         "accuracy_by_scale": accuracy,
         "chosen": max(accuracy, key=accuracy.get),
     }
 
 
 def sampler_settings(sampler: str, num_steps: int) -> dict:
-    """``sampler``'s steps and eta in the benchmarks (``SAMPLERS``), with DDPM's steps as the model's T."""
-    settings = SAMPLERS[sampler]
-    return {"steps": settings["steps"] or num_steps, "eta": settings["eta"]}
+    """``sampler``'s steps, eta and spacing in the benchmarks (``SAMPLERS``), with DDPM's steps as the model's T."""
+    return SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
+
+
+PASS_KEYS = {"date", "machine", "command", "guidance_selection", "guidance", "samplers"}  # not the training's
+
+
+def kept_samplers(results: Path, record: dict, rescored: list[str]) -> dict:
+    """The sampler results in ``results`` (an earlier pass) that ``record`` may keep: those not in ``rescored``, when
+    that pass scored the same training run (every key but ``PASS_KEYS`` equal) at the same guidance scale."""
+    if not results.is_file():
+        return {}
+    previous = json.loads(results.read_text())
+    same_run = all(previous.get(key) == value for key, value in record.items() if key not in PASS_KEYS)
+    if not same_run or previous.get("guidance") != record["guidance"]:
+        return {}
+    return {
+        name: {**result, "scored_on": result.get("scored_on", previous["date"])}
+        for name, result in previous.get("samplers", {}).items()
+        if name not in rescored
+    }
 
 
 def score_samplers(
@@ -165,7 +194,11 @@ def score_samplers(
     that scale and with each of ``args.seeds`` noise seeds, saves seed 0's images under
     ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies (the
     mean over seeds, and each seed's) and seconds per image to ``record["samplers"]``, written to ``results`` after
-    every sampler (so a long DDPM pass never holds the others back)."""
+    every sampler (so a long DDPM pass never holds the others back).
+
+    With --score-only, the samplers that ``results`` already holds for the same training run at the same guidance
+    scale and that ``args.samplers`` leaves out are kept, with their images and the date they were scored on: one
+    sampler can be scored again without DDPM-1000's hour."""
 
     make_images = image_maker(model, diffusion, decode)
     guidance = args.guidance[0]
@@ -175,13 +208,19 @@ def score_samplers(
         guidance = record["guidance_selection"]["chosen"]
     sample_config = dataclasses.replace(sample_config, guidance=guidance)
     record["guidance"] = guidance
+    rescored = args.samplers.split(",")
+    record["samplers"] = kept_samplers(results, record, rescored) if args.score_only else {}
+    for sampler in set(SAMPLERS) - set(record["samplers"]):  # images of an earlier pass that no longer belong
+        for stem in ["test", "new_test"]:
+            shutil.rmtree(out_dir / stem / sampler, ignore_errors=True)
+            (out_dir / f"{stem}_{sampler}_grid.png").unlink(missing_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n")
-    for sampler in args.samplers.split(","):
+    for sampler in rescored:
         sample = dataclasses.replace(sample_config, sampler=sampler, **sampler_settings(sampler, diffusion.num_steps))
         calls = 2 if sample.guidance != 1 else 1
         result = {"steps": sample.steps, "network_evaluations_per_image": sample.steps * calls}
-        if sampler != "ddpm":  # DDPM's noise is its posterior variance, not an eta
-            result["eta"] = sample.eta
+        if sampler != "ddpm":  # DDPM visits every step, and its noise is its posterior variance, not an eta
+            result |= {"eta": sample.eta, "spacing": sample.spacing.value}
         for file in ["test.json", "new_test.json"]:
             stem = Path(file).stem
             by_seed, seconds = [], []

@@ -35,7 +35,8 @@ def main() -> None:
         "--score-only",
         action="store_true",
         help="skip training and score the run already in --run (one trained by `condgen train ddpm` with the same "
-        "config and loop.max_minutes, or one whose sampling was interrupted)",
+        "config and loop.max_minutes, or one whose sampling was interrupted); with --samplers, the other samplers' "
+        "results for the same run and guidance scale are kept",
     )
     add_sampling_arguments(parser)
     args = parser.parse_args()
@@ -54,7 +55,6 @@ def main() -> None:
     images_seen = summary["step"] * config.optim.batch_size
 
     out_dir = ROOT / "benchmarks" / "results" / args.name
-    shutil.rmtree(out_dir, ignore_errors=True)
     record = {
         **result_header(device),
         "config": config_to_dict(config),

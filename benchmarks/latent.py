@@ -64,7 +64,6 @@ def main() -> None:
     trained["diffusion"]["config"] = config_to_dict(config)  # its sampling settings may have changed since
 
     out_dir = ROOT / "benchmarks" / "results" / args.name
-    shutil.rmtree(out_dir, ignore_errors=True)
     record = {
         **result_header(device),
         **trained,

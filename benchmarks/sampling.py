@@ -1,13 +1,16 @@
 """Sampling-settings sweep: how a trained ddpm or ldm run's accuracy depends on the classifier-free guidance scale,
-the bound the samplers clamp x_0 predictions to (sample.clip_x0) and the sampler's eta (fresh noise per step),
-measured like the benchmarks' guidance selection: on 128 label lists drawn from train.json, never the test files,
-with DPM-Solver++(2M)-20 unless --sampler and --steps say otherwise.
+the bound the samplers clamp x_0 predictions to (sample.clip_x0), the sampler's eta (fresh noise per step) and the
+spacing of its steps, measured like the benchmarks' guidance selection: on label lists drawn from train.json (128,
+permutation seed 0, unless --lists and --list-seed say otherwise), never the test files, with DPM-Solver++(2M)-20
+unless --sampler and --steps say otherwise.
 
 Run by hand:
     python benchmarks/sampling.py --run runs/bench_ldm [--guidance 8,12,16] [--clip 1,1.5,2,3,0]
     python benchmarks/sampling.py --run runs/bench_diffusion_p4v --sampler ddim --steps 50 --eta 0,1 --guidance 5
-Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (eta, clip bound,
-guidance scale).
+    python benchmarks/sampling.py --run runs/bench_diffusion_p4v --spacing trailing,quadratic --guidance 5 \
+        --lists 512 --list-seed 1
+Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (spacing, eta,
+clip bound, guidance scale).
 """
 
 from __future__ import annotations
@@ -16,12 +19,22 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from common import choose_guidance, float_list, image_maker, result_header, write_result
+from common import SELECTION_LABELS, choose_guidance, float_list, image_maker, result_header, write_result
 
+from condgen.cli import non_negative_int, positive_int
+from condgen.diffusion.samplers import Spacing
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_diffusion
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def spacing_list(text: str) -> list[Spacing]:
+    """A comma-separated command-line list of step spacings, "trailing,quadratic"."""
+    try:
+        return [Spacing(value) for value in text.split(",")]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; choose from {', '.join(s.value for s in Spacing)}") from None
 
 
 def main() -> None:
@@ -34,6 +47,14 @@ def main() -> None:
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], default="dpmpp", help="default dpmpp")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default 20; ddpm always takes T)")
     parser.add_argument("--eta", type=float_list, default=[0.0], help="comma-separated eta values (ddim, dpmpp)")
+    parser.add_argument(
+        "--spacing",
+        type=spacing_list,
+        default=[Spacing.TRAILING],
+        help="comma-separated step spacings (ddim, dpmpp): leading, trailing, linspace, quadratic (default trailing)",
+    )
+    parser.add_argument("--lists", type=positive_int, default=SELECTION_LABELS, help="train.json label lists (128)")
+    parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which lists: a permutation seed (0)")
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
     args = parser.parse_args()
 
@@ -43,18 +64,22 @@ def main() -> None:
 
     make_images = image_maker(model, diffusion, decode)
     accuracy: dict = {}
-    for eta in args.eta:
-        for bound in args.clip:
-            print(f"eta {eta}, clip_x0 {bound}:", flush=True)
-            sample = dataclasses.replace(config.sample, sampler=args.sampler, steps=args.steps, eta=eta, clip_x0=bound)
-            selection = choose_guidance(make_images, sample, evaluator, args.data, args.guidance)
-            accuracy.setdefault(eta, {})[bound] = selection["accuracy_by_scale"]
+    for spacing in args.spacing:
+        for eta in args.eta:
+            for bound in args.clip:
+                print(f"{spacing.value} spacing, eta {eta}, clip_x0 {bound}:", flush=True)
+                settings = {"steps": args.steps, "eta": eta, "spacing": spacing, "clip_x0": bound}
+                sample = dataclasses.replace(config.sample, sampler=args.sampler, **settings)
+                selection = choose_guidance(
+                    make_images, sample, evaluator, args.data, args.guidance, args.lists, args.list_seed
+                )
+                accuracy.setdefault(spacing.value, {}).setdefault(eta, {})[bound] = selection["accuracy_by_scale"]
     record = {
         **result_header(device),
         "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
         "label_lists": selection["label_lists"],
         "sampler": f"{args.sampler}-{diffusion.num_steps if args.sampler == 'ddpm' else args.steps}",
-        "accuracy_by_eta_clip_and_guidance": accuracy,
+        "accuracy_by_spacing_eta_clip_and_guidance": accuracy,
     }
     write_result(args.name or f"sampling_{args.run.name}", record)
 

@@ -191,14 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="ddim and dpmpp: fresh noise per step; 0 = deterministic (the ODE), 1 = as much as DDPM adds (ddim) "
             "or the SDE solver (dpmpp); default sample.eta",
         )
+        p.add_argument(
+            "--spacing",
+            choices=["leading", "trailing", "linspace", "quadratic"],  # samplers.Spacing, without importing torch
+            help="ddim and dpmpp: which of the T steps they visit; trailing = evenly from T - 1, quadratic = denser "
+            "near the end; default sample.spacing",
+        )
         p.add_argument("--seed", type=non_negative_int, help="noise seed; the same seed gives the same images")
 
     sample = commands.add_parser(
         "sample",
         help="generate images for label lists from a trained run (diffusion, latent diffusion or GAN)",
         description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
-        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --eta and --classifier "
-        "apply to diffusion runs; a GAN run uses --seed for its noise.",
+        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --eta, --spacing and "
+        "--classifier apply to diffusion runs; a GAN run uses --seed for its noise.",
     )
     add_generation_options(sample)
     request = sample.add_mutually_exclusive_group(required=True)

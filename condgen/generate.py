@@ -10,7 +10,7 @@ import torch
 from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
 from condgen.diffusion.run import load_classifier, load_run
-from condgen.diffusion.samplers import DEFAULT_STEPS
+from condgen.diffusion.samplers import DEFAULT_STEPS, Spacing
 from condgen.diffusion.trainer import generate
 from condgen.errors import CondgenError
 from condgen.gan.run import load_gan
@@ -20,9 +20,11 @@ from condgen.viz.grid import save_grid
 
 
 def _sample_config(config, args):
-    """The run's sample settings with the command line's --sampler, --steps, --guidance, --eta and --seed."""
-    given = {key: getattr(args, key) for key in ["sampler", "steps", "guidance", "eta", "seed"]}
+    """The run's sample settings with the command line's --sampler, --steps, --guidance, --eta, --spacing and --seed."""
+    given = {key: getattr(args, key) for key in ["sampler", "steps", "guidance", "eta", "spacing", "seed"]}
     changes = {key: value for key, value in given.items() if value is not None}
+    if "spacing" in changes:
+        changes["spacing"] = Spacing(changes["spacing"])
     if args.sampler is not None and args.steps is None:
         changes["steps"] = DEFAULT_STEPS[args.sampler] or 0
     sample = dataclasses.replace(config.sample, **changes)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from PIL import Image
 
-from condgen.cli import main
+from condgen.cli import build_parser, main
 from condgen.data.labels import LabelCodec
 from condgen.diffusion.guidance import classifier_gradient, guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion
-from condgen.diffusion.samplers import SAMPLERS, sample_ddim, timesteps
+from condgen.diffusion.samplers import SAMPLERS, Spacing, sample_ddim, timesteps
 from condgen.diffusion.schedules import cosine_alpha_bar_betas, linear_betas
 from condgen.diffusion.trainer import SampleConfig, generate
 from condgen.diffusion.unet import UNet, UNetConfig
@@ -72,13 +72,26 @@ def test_posterior_mean_is_the_textbook_formula():
     assert variance.item() == pytest.approx(b.item())
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-@pytest.mark.parametrize("steps", [1, 7, 50, 1000])
+@pytest.mark.parametrize("spacing", list(Spacing))
+@pytest.mark.parametrize("steps", [1, 7, 50, 100, 1000])
 def test_timestep_spacings_are_distinct_decreasing_and_in_range(spacing, steps):
     ts = timesteps(1000, steps, spacing)
     assert len(ts) == steps and ts == sorted(set(ts), reverse=True) and ts[-1] >= 0 and ts[0] <= 999
-    if spacing == "trailing":
+    if spacing in ("trailing", "quadratic"):
         assert ts[0] == 999  # starts from pure noise
+
+
+def test_quadratic_spacing_follows_the_parabola_and_is_denser_near_the_end():
+    ts = timesteps(1000, 20, "quadratic")
+    assert ts[::-1] == [round(999 * (j / 20) ** 2) for j in range(1, 21)]  # no collisions at 20 steps
+    gaps = [a - b for a, b in zip(ts, ts[1:])]
+    assert gaps == sorted(gaps, reverse=True)
+
+
+@pytest.mark.parametrize("spacing", list(Spacing))
+def test_the_command_line_offers_every_spacing(spacing):
+    argv = ["sample", "--run", "run", "--objects", "red cube", "--out", "out", "--spacing", spacing.value]
+    assert build_parser().parse_args(argv).spacing == spacing.value
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -210,6 +223,8 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert sample(tmp_path / "noisy", "--eta", "1") == 0  # fresh noise at every step: other images, same seed
     assert json.loads((tmp_path / "noisy" / "scores.json").read_text())["sample"]["eta"] == 1.0
     assert (out / "5.png").read_bytes() != (tmp_path / "noisy" / "5.png").read_bytes()
+    assert sample(tmp_path / "quadratic", "--spacing", "quadratic") == 0
+    assert json.loads((tmp_path / "quadratic" / "scores.json").read_text())["sample"]["spacing"] == "quadratic"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:  # argparse's own usage error
         sample(tmp_path / "negative", "--eta", "-1")

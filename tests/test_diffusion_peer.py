@@ -101,8 +101,9 @@ def test_ddim_loop_matches_diffusers(spacing, eta):
     assert torch.allclose(ours, x, atol=1e-5)
 
 
+@pytest.mark.parametrize("spacing", ["trailing", "quadratic"])
 @pytest.mark.parametrize(("eta", "algorithm"), [(0.0, "dpmsolver++"), (1.0, "sde-dpmsolver++")])
-def test_dpmpp_2m_matches_diffusers(eta, algorithm):
+def test_dpmpp_2m_matches_diffusers(eta, algorithm, spacing):
     scheduler = diffusers.DPMSolverMultistepScheduler(
         num_train_timesteps=T,
         beta_schedule="squaredcos_cap_v2",
@@ -113,9 +114,14 @@ def test_dpmpp_2m_matches_diffusers(eta, algorithm):
     )
     diffusion = GaussianDiffusion(cosine_alpha_bar_betas(T))
     generator = torch.Generator().manual_seed(4)
-    ours = sample_dpmpp_2m(dummy_eps, diffusion, noise_image(), steps=20, eta=eta, generator=generator, clip_x0=None)
-    scheduler.set_timesteps(20)
-    assert scheduler.timesteps.tolist() == timesteps(T, 20, "trailing")
+    ours = sample_dpmpp_2m(
+        dummy_eps, diffusion, noise_image(), steps=20, eta=eta, spacing=spacing, generator=generator, clip_x0=None
+    )
+    if spacing == "trailing":
+        scheduler.set_timesteps(20)
+        assert scheduler.timesteps.tolist() == timesteps(T, 20, "trailing")
+    else:  # diffusers has no quadratic spacing, but takes any decreasing steps
+        scheduler.set_timesteps(timesteps=timesteps(T, 20, spacing))
     x, generator = noise_image(), torch.Generator().manual_seed(4)
     for t in scheduler.timesteps:
         x = scheduler.step(dummy_eps(x, t.repeat(len(x))), t, x, generator=generator).prev_sample

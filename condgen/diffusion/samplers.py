@@ -30,6 +30,9 @@ class Spacing(str, Enum):
     LEADING = "leading"  # 0, k, 2k, ...: DDIM's original choice (Song et al. 2021); never reaches T - 1
     TRAILING = "trailing"  # T - 1, T - 1 - k, ...: starts at pure noise (Lin et al. 2024, table 2)
     LINSPACE = "linspace"  # round(linspace(0, T - 1, steps))
+    # T - 1, then denser towards t = 0: the j-th smallest is (T - 1) (j / steps)^2, Song et al. 2021's quadratic
+    # sequence (appendix D.2); few-step solvers spend their steps where the image takes its final form
+    QUADRATIC = "quadratic"
 
 
 def timesteps(num_train_steps: int, steps: int, spacing: Spacing | str = Spacing.TRAILING) -> list[int]:
@@ -43,6 +46,10 @@ def timesteps(num_train_steps: int, steps: int, spacing: Spacing | str = Spacing
     elif spacing is Spacing.TRAILING:
         ratio = num_train_steps / steps
         values = [round(num_train_steps - i * ratio) - 1 for i in range(steps)][::-1]
+    elif spacing is Spacing.QUADRATIC:
+        values = []
+        for j in range(1, steps + 1):  # where the parabola is flatter than one step per value, take the next integer
+            values.append(max(round((num_train_steps - 1) * (j / steps) ** 2), values[-1] + 1 if values else 0))
     else:
         values = torch.linspace(0, num_train_steps - 1, steps).round().long().tolist()
     return sorted(set(values), reverse=True)

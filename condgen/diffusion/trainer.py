@@ -42,7 +42,7 @@ class SampleConfig:
     steps: int = 20  # ignored by ddpm, which always takes T steps
     guidance: float = 2.0  # classifier-free guidance scale s; 1 = none
     eta: float = 0.0  # ddim and dpmpp: 0 = deterministic (the ODE), 1 = full noise (DDPM-like / the SDE)
-    spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace
+    spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace | quadratic (ddim, dpmpp)
     seed: int = 0
     classifier_scale: float = 0.0  # classifier guidance strength; needs a noisy-classifier run at sampling time
     clip_x0: float = 1.0  # every x_0 prediction (and the result) is clamped to [-clip_x0, clip_x0]; 0 = never
