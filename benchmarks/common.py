@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from condgen.cli import positive_int
-from condgen.data.iclevr import load_label_file, read_train_index
+from condgen.data.iclevr import LABEL_FILES, load_label_file, read_train_index
 from condgen.data.imageio import save_png
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import Spacing
@@ -211,7 +211,7 @@ def score_samplers(
     rescored = args.samplers.split(",")
     record["samplers"] = kept_samplers(results, record, rescored) if args.score_only else {}
     for sampler in set(SAMPLERS) - set(record["samplers"]):  # images of an earlier pass that no longer belong
-        for stem in ["test", "new_test"]:
+        for stem in (Path(file).stem for file in LABEL_FILES):
             shutil.rmtree(out_dir / stem / sampler, ignore_errors=True)
             (out_dir / f"{stem}_{sampler}_grid.png").unlink(missing_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n")
@@ -221,7 +221,7 @@ def score_samplers(
         result = {"steps": sample.steps, "network_evaluations_per_image": sample.steps * calls}
         if sampler != "ddpm":  # DDPM visits every step, and its noise is its posterior variance, not an eta
             result |= {"eta": sample.eta, "spacing": sample.spacing.value}
-        for file in ["test.json", "new_test.json"]:
+        for file in LABEL_FILES:
             stem = Path(file).stem
             by_seed, seconds = [], []
             for seed in range(args.seeds):  # the images of seed 0 are kept

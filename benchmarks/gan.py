@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from common import result_header, score_file
 
+from condgen.data.iclevr import LABEL_FILES
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
@@ -79,7 +80,7 @@ def main() -> None:
             "seconds_per_step": round(summary["seconds"] / max(1, summary["step"]), 3),
             "best_accuracy_during_training": summary["best_accuracy"],
         }
-        for file in ["test.json", "new_test.json"]:
+        for file in LABEL_FILES:
             stem = Path(file).stem
             accuracy, seconds = score_file(
                 functools.partial(sample_images, generator, seed=config.eval_seed),
