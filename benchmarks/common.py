@@ -17,12 +17,12 @@ from pathlib import Path
 
 import torch
 
-from condgen.cli import positive_int
+from condgen.cli import non_negative_int, positive_int
 from condgen.data.iclevr import LABEL_FILES, load_label_file, read_train_index
 from condgen.data.imageio import save_png
 from condgen.diffusion.process import GaussianDiffusion
-from condgen.diffusion.samplers import Spacing
-from condgen.diffusion.trainer import generate
+from condgen.diffusion.samplers import Spacing, timesteps
+from condgen.diffusion.trainer import check_sample_config, generate
 from condgen.evaluate.evaluator import Evaluator
 from condgen.viz.grid import save_grid
 
@@ -43,6 +43,14 @@ def float_list(text: str) -> list[float]:
     return [float(value) for value in text.split(",")]
 
 
+def int_list(text: str) -> list[int]:
+    """A comma-separated command-line list of whole numbers >= 0, "0,100" -> [0, 100]."""
+    values = [int(value) for value in text.split(",")]
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"whole numbers >= 0, got {text}")
+    return values
+
+
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """--samplers, --guidance and --seeds, the same in every diffusion benchmark."""
     parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
@@ -52,6 +60,12 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.0, 2.0, 3.0, 5.0, 8.0],
         help="classifier-free guidance scales to choose from, by accuracy on label lists drawn from train.json "
         "(never the test files); one value fixes it (default 1,2,3,5,8)",
+    )
+    parser.add_argument(
+        "--guidance-min-t",
+        type=non_negative_int,
+        help="guide only at steps t >= this, for every sampler and in the guidance selection (default: the run's "
+        "sample.guidance_min_t)",
     )
     parser.add_argument(
         "--seeds",
@@ -133,11 +147,15 @@ def choose_guidance(
     scales: list[float],
     lists: int = SELECTION_LABELS,
     list_seed: int = 0,
+    objects: int | None = None,
 ) -> dict:
     """The classifier-free guidance scale among ``scales`` with the best evaluator accuracy on ``lists`` label lists
-    drawn from train.json (a permutation seeded with ``list_seed``), sampled with ``sample_config``'s sampler, steps,
-    eta and spacing. The test files are never looked at, so the accuracy reported on them stays a held-out figure."""
+    drawn from train.json (a permutation seeded with ``list_seed``; only lists of ``objects`` objects when given),
+    sampled with ``sample_config``'s other settings. The test files are never looked at, so the accuracy reported on
+    them stays a held-out figure."""
     _, labels = read_train_index(data, evaluator.codec)
+    if objects is not None:
+        labels = labels[labels.sum(dim=1) == objects]
     labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
     accuracy = {}
     for scale in scales:
@@ -145,12 +163,20 @@ def choose_guidance(
         accuracy[scale] = round(evaluator.accuracy(make_images(labels, sample), labels), 4)
         print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(labels)} train.json label lists", flush=True)
     return {
-        "label_lists": f"{len(labels)} drawn from train.json (seed {list_seed})",
+        "label_lists": f"{len(labels)} drawn from train.json (seed {list_seed}"
+        + (f", {objects} objects each)" if objects is not None else ")"),
         "sampler": f"{sample_config.sampler}-{sample_config.steps}, eta {sample_config.eta}, "
-        f"{sample_config.spacing.value} spacing",
+        f"{sample_config.spacing.value} spacing, guidance from t = {sample_config.guidance_min_t}",
         "accuracy_by_scale": accuracy,
         "chosen": max(accuracy, key=accuracy.get),
     }
+
+
+def network_evaluations(sample, num_steps: int) -> int:
+    """Network calls per image: two at the steps where classifier-free guidance acts, one at the others."""
+    steps = range(num_steps) if sample.sampler == "ddpm" else timesteps(num_steps, sample.steps, sample.spacing)
+    guided = sample.guidance != 1
+    return sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)
 
 
 def sampler_settings(sampler: str, num_steps: int) -> dict:
@@ -158,22 +184,27 @@ def sampler_settings(sampler: str, num_steps: int) -> dict:
     return SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
 
 
-PASS_KEYS = {"date", "machine", "command", "guidance_selection", "guidance", "samplers"}  # not the training's
+# Each sampler runs at the guidance scale that suits it, chosen with the sampler named here. DDPM's would take hours
+# to choose (128 lists x 5 scales x 1,000 steps); DDIM with eta 1 adds the same noise as DDPM in fewer steps.
+GUIDANCE_CHOSEN_WITH = {"dpmpp": "dpmpp", "ddim": "ddim", "ddpm": "ddim"}
+
+PASS_KEYS = {"date", "machine", "command", "guidance_min_t", "samplers"}  # not the training's
 
 
 def kept_samplers(results: Path, record: dict, rescored: list[str]) -> dict:
     """The sampler results in ``results`` (an earlier pass) that ``record`` may keep: those not in ``rescored``, when
-    that pass scored the same training run (every key but ``PASS_KEYS`` equal) at the same guidance scale."""
+    that pass scored the same training run (every key but ``PASS_KEYS`` equal) with the same guidance_min_t, and
+    that recorded their guidance scale."""
     if not results.is_file():
         return {}
     previous = json.loads(results.read_text())
     same_run = all(previous.get(key) == value for key, value in record.items() if key not in PASS_KEYS)
-    if not same_run or previous.get("guidance") != record["guidance"]:
+    if not same_run or previous.get("guidance_min_t", 0) != record["guidance_min_t"]:
         return {}
     return {
         name: {**result, "scored_on": result.get("scored_on", previous["date"])}
         for name, result in previous.get("samplers", {}).items()
-        if name not in rescored
+        if name not in rescored and "guidance" in result
     }
 
 
@@ -189,25 +220,35 @@ def score_samplers(
     record: dict,
     results: Path,
 ) -> None:
-    """Chooses the guidance scale among ``args.guidance`` with DPM-Solver++(2M)-20, the cheapest sampler
-    (:func:`choose_guidance`), then samples test.json and new_test.json with every sampler of ``args.samplers`` at
-    that scale and with each of ``args.seeds`` noise seeds, saves seed 0's images under
-    ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler, and adds each sampler's accuracies (the
-    mean over seeds, and each seed's) and seconds per image to ``record["samplers"]``, written to ``results`` after
-    every sampler (so a long DDPM pass never holds the others back).
+    """Chooses each sampler's guidance scale among ``args.guidance`` (:func:`choose_guidance`), then samples
+    test.json and new_test.json with every sampler of ``args.samplers`` at its scale and with each of ``args.seeds``
+    noise seeds, saves seed 0's images under ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler,
+    and adds each sampler's guidance, accuracies (the mean over seeds, and each seed's) and seconds per image to
+    ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass never holds the others
+    back).
 
-    With --score-only, the samplers that ``results`` already holds for the same training run at the same guidance
-    scale and that ``args.samplers`` leaves out are kept, with their images and the date they were scored on: one
-    sampler can be scored again without DDPM-1000's hour."""
+    With --score-only, the samplers that ``results`` already holds for the same training run and guidance_min_t and
+    that ``args.samplers`` leaves out are kept, with their images and the date they were scored on: one sampler can
+    be scored again without DDPM-1000's hour."""
 
     make_images = image_maker(model, diffusion, decode)
-    guidance = args.guidance[0]
-    if len(args.guidance) > 1:
-        cheapest = dataclasses.replace(sample_config, sampler="dpmpp", **sampler_settings("dpmpp", diffusion.num_steps))
-        record["guidance_selection"] = choose_guidance(make_images, cheapest, evaluator, data, args.guidance)
-        guidance = record["guidance_selection"]["chosen"]
-    sample_config = dataclasses.replace(sample_config, guidance=guidance)
-    record["guidance"] = guidance
+    if args.guidance_min_t is not None:
+        sample_config = dataclasses.replace(sample_config, guidance_min_t=args.guidance_min_t)
+    check_sample_config(sample_config, diffusion.num_steps)
+    record["guidance_min_t"] = sample_config.guidance_min_t
+    selections: dict[str, dict] = {}  # by the sampler that chose
+
+    def guidance(sampler: str) -> dict:
+        """``{"guidance": scale}``, with the selection that chose it when there was a choice."""
+        if len(args.guidance) == 1:
+            return {"guidance": args.guidance[0]}
+        chooser = GUIDANCE_CHOSEN_WITH[sampler]
+        if chooser not in selections:
+            settings = sampler_settings(chooser, diffusion.num_steps)
+            chooser_config = dataclasses.replace(sample_config, sampler=chooser, **settings)
+            selections[chooser] = choose_guidance(make_images, chooser_config, evaluator, data, args.guidance)
+        return {"guidance": selections[chooser]["chosen"], "guidance_selection": selections[chooser]}
+
     rescored = args.samplers.split(",")
     record["samplers"] = kept_samplers(results, record, rescored) if args.score_only else {}
     for sampler in set(SAMPLERS) - set(record["samplers"]):  # images of an earlier pass that no longer belong
@@ -216,9 +257,13 @@ def score_samplers(
             (out_dir / f"{stem}_{sampler}_grid.png").unlink(missing_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n")
     for sampler in rescored:
-        sample = dataclasses.replace(sample_config, sampler=sampler, **sampler_settings(sampler, diffusion.num_steps))
-        calls = 2 if sample.guidance != 1 else 1
-        result = {"steps": sample.steps, "network_evaluations_per_image": sample.steps * calls}
+        result = guidance(sampler)
+        settings = sampler_settings(sampler, diffusion.num_steps)
+        sample = dataclasses.replace(sample_config, sampler=sampler, guidance=result["guidance"], **settings)
+        result |= {
+            "steps": sample.steps,
+            "network_evaluations_per_image": network_evaluations(sample, diffusion.num_steps),
+        }
         if sampler != "ddpm":  # DDPM visits every step, and its noise is its posterior variance, not an eta
             result |= {"eta": sample.eta, "spacing": sample.spacing.value}
         for file in LABEL_FILES:

@@ -1,7 +1,8 @@
 """Diffusion benchmark: train on a dataset for a fixed wall-clock budget, then sample test.json and new_test.json
 with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score every image with the shipped evaluator.
 
-The classifier-free guidance scale is chosen first, on label lists drawn from train.json (--guidance).
+Each sampler runs at the classifier-free guidance scale chosen for it on label lists drawn from train.json
+(--guidance); DDPM takes DDIM's, whose choice costs a fraction of DDPM's own.
 
 Run by hand:
     python benchmarks/diffusion.py [--budget-minutes 60] [--config configs/ddpm_cpu.yaml] [--name diffusion_cpu]
@@ -36,7 +37,7 @@ def main() -> None:
         action="store_true",
         help="skip training and score the run already in --run (one trained by `condgen train ddpm` with the same "
         "config and loop.max_minutes, or one whose sampling was interrupted); with --samplers, the other samplers' "
-        "results for the same run and guidance scale are kept",
+        "results for the same run and --guidance-min-t are kept",
     )
     add_sampling_arguments(parser)
     args = parser.parse_args()

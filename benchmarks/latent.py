@@ -1,7 +1,7 @@
 """Latent diffusion benchmark: within one wall-clock budget, train an autoencoder and then a latent diffusion model
 on a dataset, sample test.json and new_test.json with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score
-every image with the shipped evaluator, at the classifier-free guidance scale chosen on label lists drawn from
-train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
+every image with the shipped evaluator, each sampler at the classifier-free guidance scale chosen for it on label
+lists drawn from train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
 encoding the training set and the diffusion model's training.
 
 Run by hand:

@@ -1,25 +1,28 @@
 """Sampling-settings sweep: how a trained ddpm or ldm run's accuracy depends on the classifier-free guidance scale,
-the bound the samplers clamp x_0 predictions to (sample.clip_x0), the sampler's eta (fresh noise per step) and the
-spacing of its steps, measured like the benchmarks' guidance selection: on label lists drawn from train.json (128,
-permutation seed 0, unless --lists and --list-seed say otherwise), never the test files, with DPM-Solver++(2M)-20
-unless --sampler and --steps say otherwise.
+the step below which guidance is left out (sample.guidance_min_t), the bound the samplers clamp x_0 predictions to
+(sample.clip_x0), the sampler's eta (fresh noise per step) and the spacing of its steps, measured like the
+benchmarks' guidance selection: on label lists drawn from train.json (128, permutation seed 0, any number of objects,
+unless --lists, --list-seed and --objects say otherwise), never the test files, with DPM-Solver++(2M)-20 unless
+--sampler and --steps say otherwise.
 
 Run by hand:
     python benchmarks/sampling.py --run runs/bench_ldm [--guidance 8,12,16] [--clip 1,1.5,2,3,0]
     python benchmarks/sampling.py --run runs/bench_diffusion_p4v --sampler ddim --steps 50 --eta 0,1 --guidance 5
     python benchmarks/sampling.py --run runs/bench_diffusion_p4v --spacing trailing,quadratic --guidance 5 \
         --lists 512 --list-seed 1
-Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every (spacing, eta,
-clip bound, guidance scale).
+    python benchmarks/sampling.py --run runs/bench_diffusion_p4v --guidance-min-t 0,100 --guidance 5,8 --objects 3
+Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every combination of
+spacing, eta, clip bound and guidance_min_t (one row each), by guidance scale.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 from pathlib import Path
 
-from common import SELECTION_LABELS, choose_guidance, float_list, image_maker, result_header, write_result
+from common import SELECTION_LABELS, choose_guidance, float_list, image_maker, int_list, result_header, write_result
 
 from condgen.cli import non_negative_int, positive_int
 from condgen.diffusion.samplers import Spacing
@@ -43,6 +46,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="latest", help="latest (the benchmarks score it) or best")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
     parser.add_argument("--guidance", type=float_list, default=[8.0, 12.0, 16.0], help="comma-separated scales")
+    parser.add_argument(
+        "--guidance-min-t",
+        type=int_list,
+        default=[0],
+        help="comma-separated steps below which guidance is left out (sample.guidance_min_t); 0 = none (default)",
+    )
     parser.add_argument("--clip", type=float_list, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], default="dpmpp", help="default dpmpp")
     parser.add_argument("--steps", type=int, default=20, help="sampler steps (default 20; ddpm always takes T)")
@@ -55,6 +64,7 @@ def main() -> None:
     )
     parser.add_argument("--lists", type=positive_int, default=SELECTION_LABELS, help="train.json label lists (128)")
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which lists: a permutation seed (0)")
+    parser.add_argument("--objects", type=positive_int, help="only lists of this many objects (default: any)")
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
     args = parser.parse_args()
 
@@ -63,23 +73,22 @@ def main() -> None:
     evaluator = load_evaluator(device=device)
 
     make_images = image_maker(model, diffusion, decode)
-    accuracy: dict = {}
-    for spacing in args.spacing:
-        for eta in args.eta:
-            for bound in args.clip:
-                print(f"{spacing.value} spacing, eta {eta}, clip_x0 {bound}:", flush=True)
-                settings = {"steps": args.steps, "eta": eta, "spacing": spacing, "clip_x0": bound}
-                sample = dataclasses.replace(config.sample, sampler=args.sampler, **settings)
-                selection = choose_guidance(
-                    make_images, sample, evaluator, args.data, args.guidance, args.lists, args.list_seed
-                )
-                accuracy.setdefault(spacing.value, {}).setdefault(eta, {})[bound] = selection["accuracy_by_scale"]
+    rows = []
+    for spacing, eta, bound, min_t in itertools.product(args.spacing, args.eta, args.clip, args.guidance_min_t):
+        settings = {"spacing": spacing, "eta": eta, "clip_x0": bound, "guidance_min_t": min_t}
+        described = settings | {"spacing": spacing.value}
+        print(", ".join(f"{key} {value}" for key, value in described.items()) + ":", flush=True)
+        sample = dataclasses.replace(config.sample, sampler=args.sampler, steps=args.steps, **settings)
+        selection = choose_guidance(
+            make_images, sample, evaluator, args.data, args.guidance, args.lists, args.list_seed, args.objects
+        )
+        rows.append(described | {"accuracy_by_guidance": selection["accuracy_by_scale"]})
     record = {
         **result_header(device),
         "run": {"kind": meta["kind"], "checkpoint": args.checkpoint, "train_data": meta["data"]},
         "label_lists": selection["label_lists"],
         "sampler": f"{args.sampler}-{diffusion.num_steps if args.sampler == 'ddpm' else args.steps}",
-        "accuracy_by_spacing_eta_clip_and_guidance": accuracy,
+        "accuracy": rows,
     }
     write_result(args.name or f"sampling_{args.run.name}", record)
 

@@ -186,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--steps", type=positive_int, help="sampler steps (ddim default 50, dpmpp 20; ddpm uses T)")
         p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
         p.add_argument(
+            "--guidance-min-t",
+            type=non_negative_int,
+            help="guide only at steps t >= this (below it, the plain conditional prediction at half the cost); "
+            "0 = every step; default sample.guidance_min_t",
+        )
+        p.add_argument(
             "--eta",
             type=non_negative_float,
             help="ddim and dpmpp: fresh noise per step; 0 = deterministic (the ODE), 1 = as much as DDPM adds (ddim) "
@@ -203,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         "sample",
         help="generate images for label lists from a trained run (diffusion, latent diffusion or GAN)",
         description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
-        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --eta, --spacing and "
-        "--classifier apply to diffusion runs; a GAN run uses --seed for its noise.",
+        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --guidance-min-t, --eta, "
+        "--spacing and --classifier apply to diffusion runs; a GAN run uses --seed for its noise.",
     )
     add_generation_options(sample)
     request = sample.add_mutually_exclusive_group(required=True)

@@ -11,7 +11,7 @@ from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
 from condgen.diffusion.run import load_classifier, load_run
 from condgen.diffusion.samplers import DEFAULT_STEPS, Spacing
-from condgen.diffusion.trainer import generate
+from condgen.diffusion.trainer import check_sample_config, generate
 from condgen.errors import CondgenError
 from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
@@ -20,16 +20,17 @@ from condgen.viz.grid import save_grid
 
 
 def _sample_config(config, args):
-    """The run's sample settings with the command line's --sampler, --steps, --guidance, --eta, --spacing and --seed."""
-    given = {key: getattr(args, key) for key in ["sampler", "steps", "guidance", "eta", "spacing", "seed"]}
+    """The run's sample settings with the command line's --sampler, --steps, --guidance, --guidance-min-t, --eta,
+    --spacing and --seed."""
+    keys = ["sampler", "steps", "guidance", "guidance_min_t", "eta", "spacing", "seed"]
+    given = {key: getattr(args, key) for key in keys}
     changes = {key: value for key, value in given.items() if value is not None}
     if "spacing" in changes:
         changes["spacing"] = Spacing(changes["spacing"])
     if args.sampler is not None and args.steps is None:
         changes["steps"] = DEFAULT_STEPS[args.sampler] or 0
     sample = dataclasses.replace(config.sample, **changes)
-    if sample.sampler != "ddpm" and sample.steps > config.diffusion.num_steps:
-        raise CondgenError(f"--steps: at most {config.diffusion.num_steps} (the model's T), got {sample.steps}")
+    check_sample_config(sample, config.diffusion.num_steps)
     return sample
 
 

@@ -125,6 +125,32 @@ def test_classifier_free_guidance_combines_conditional_and_unconditional():
         assert torch.allclose(guided_eps_fn(model, diffusion, labels, scale)(x, t), torch.full_like(x, expected))
 
 
+def test_guidance_acts_only_from_guidance_min_t_and_saves_the_unconditional_pass_below_it():
+    diffusion = GaussianDiffusion(cosine_alpha_bar_betas(10))
+    batch_sizes = []
+
+    def model(x, t, y):
+        batch_sizes.append(len(x))
+        return x * 0 + y.sum(dim=1)[:, None, None, None]  # eps = number of objects
+
+    labels = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    eps_fn = guided_eps_fn(model, diffusion, labels, 3.0, guidance_min_t=4)
+    x = torch.randn(2, 3, 2, 2)
+    assert torch.equal(eps_fn(x, torch.tensor([4, 4]))[:, 0, 0, 0], torch.tensor([6.0, 3.0]))  # guided
+    assert torch.equal(eps_fn(x, torch.tensor([3, 3]))[:, 0, 0, 0], torch.tensor([2.0, 1.0]))  # conditional only
+    assert batch_sizes == [4, 2]
+    assert torch.equal(eps_fn(x, torch.tensor([9, 0]))[:, 0, 0, 0], torch.tensor([6.0, 1.0]))  # per sample
+
+    def classifier(x, t, y):
+        return x.flatten(1)[:, :3]
+
+    plain = guided_eps_fn(model, diffusion, labels, 1.0)
+    with_classifier = guided_eps_fn(model, diffusion, labels, 1.0, classifier, 2.0, guidance_min_t=4)
+    t = torch.tensor([5, 3])
+    moved = (with_classifier(x, t) - plain(x, t)).flatten(1).abs().sum(dim=1)
+    assert moved[0] > 0 and moved[1] == 0  # classifier guidance obeys the same bound
+
+
 def test_classifier_gradient_sums_log_sigmoid_of_requested_labels():
     weights = torch.randn(3, 12)  # a linear classifier on flattened 3x2x2 images
 
@@ -232,6 +258,14 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert not (tmp_path / "negative").exists()
     too_many = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "x"), "--steps", "21"]
     assert main([*too_many, "--sampler", "ddim"]) == 2  # T is 20 in the tiny config
+    assert sample(tmp_path / "interval", "--guidance-min-t", "10") == 0
+    assert json.loads((tmp_path / "interval" / "scores.json").read_text())["sample"]["guidance_min_t"] == 10
+    capsys.readouterr()
+    assert sample(tmp_path / "beyond", "--guidance-min-t", "20") == 2
+    assert "sample.guidance_min_t (--guidance-min-t): below 20" in capsys.readouterr().err
+    assert not (tmp_path / "beyond").exists()
+    assert train(dataset, tmp_path / "never", evaluator_file, "sample.guidance_min_t=20") == 2  # before training
+    assert not (tmp_path / "never").exists()
 
     picture = tmp_path / "denoise.png"
     assert main(["denoise", "--run", str(run), "--out", str(picture), "--sampler", "ddpm"]) == 0

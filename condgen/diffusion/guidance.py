@@ -20,6 +20,7 @@ def guided_eps_fn(
     guidance_scale: float = 1.0,
     classifier: Network | None = None,
     classifier_scale: float = 0.0,
+    guidance_min_t: int = 0,
 ) -> EpsFn:
     """The noise prediction for ``labels`` (B, C multi-hot), optionally guided.
 
@@ -30,17 +31,22 @@ def guided_eps_fn(
     Classifier guidance (Dhariwal & Nichol 2021, eq. 14), for several labels at once:
         eps <- eps - sqrt(1 - alpha_bar_t) * scale * grad_x sum_{i requested} log sigmoid(logit_i(x_t, t)),
     with ``classifier(x_t, t, labels)`` returning logits from a classifier trained on noisy images.
+
+    Both kinds of guidance act only at steps t >= ``guidance_min_t``; below it the plain conditional prediction is
+    used, at half the cost (guidance in a limited interval, Kynkäänniemi et al. 2024). Near t = 0 the objects are in
+    place already; guiding there too lowered the evaluator's accuracy on i-CLEVR (README, "Measured").
     """
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if guidance_scale == 1.0:
+        guided = (t >= guidance_min_t).view(-1, 1, 1, 1)
+        if guidance_scale == 1.0 or not guided.any():
             eps = diffusion.predict_eps(x, t, model(x, t, labels))
         else:
             both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.zeros_like(labels)]))
             conditional, unconditional = diffusion.predict_eps(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
-            eps = unconditional + guidance_scale * (conditional - unconditional)
-        if classifier is not None and classifier_scale != 0.0:
-            grad = classifier_gradient(classifier, x, t, labels)
+            eps = torch.where(guided, unconditional + guidance_scale * (conditional - unconditional), conditional)
+        if classifier is not None and classifier_scale != 0.0 and guided.any():
+            grad = classifier_gradient(classifier, x, t, labels) * guided
             eps = eps - diffusion.gather((1 - diffusion.alpha_bar).sqrt(), t, x) * classifier_scale * grad
         return eps
 

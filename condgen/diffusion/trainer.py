@@ -41,6 +41,7 @@ class SampleConfig:
     sampler: str = "dpmpp"  # ddpm | ddim | dpmpp
     steps: int = 20  # ignored by ddpm, which always takes T steps
     guidance: float = 2.0  # classifier-free guidance scale s; 1 = none
+    guidance_min_t: int = 0  # guidance (both kinds) only at steps t >= this; 0 = at every step
     eta: float = 0.0  # ddim and dpmpp: 0 = deterministic (the ODE), 1 = full noise (DDPM-like / the SDE)
     spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace | quadratic (ddim, dpmpp)
     seed: int = 0
@@ -52,6 +53,8 @@ class SampleConfig:
             raise CondgenError(f"sample.clip_x0: a bound >= 0 (0 for none), got {self.clip_x0}")
         if not self.eta >= 0:
             raise CondgenError(f"sample.eta: a noise amount >= 0 (0 for none), got {self.eta}")
+        if self.guidance_min_t < 0:
+            raise CondgenError(f"sample.guidance_min_t: a step >= 0 (0 for every step), got {self.guidance_min_t}")
 
 
 @dataclass
@@ -78,6 +81,16 @@ class DDPMRunConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
 
 
+def check_sample_config(sample: SampleConfig, num_steps: int) -> None:
+    """Rejects sample settings that a model with ``num_steps`` (T) noise levels cannot follow."""
+    if sample.sampler != "ddpm" and sample.steps > num_steps:
+        raise CondgenError(f"sample.steps (--steps): at most {num_steps}, the model's T; got {sample.steps}")
+    if sample.guidance_min_t >= num_steps:
+        raise CondgenError(
+            f"sample.guidance_min_t (--guidance-min-t): below {num_steps}, the model's T; got {sample.guidance_min_t}"
+        )
+
+
 def generate(
     model: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -91,6 +104,7 @@ def generate(
     the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step."""
     if sample.sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sample.sampler!r}")
+    check_sample_config(sample, diffusion.num_steps)
     generator = torch.Generator().manual_seed(sample.seed)
     device = next(model.parameters()).device
     size = model.config.image_size
@@ -100,7 +114,9 @@ def generate(
         x = torch.randn((len(batch), model.config.in_channels, size, size), generator=generator).to(device)
         if callback is not None:
             callback({"i": -1, "t": diffusion.num_steps, "x": x, "x0": None})  # the starting noise x_T
-        eps_fn = guided_eps_fn(model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale)
+        eps_fn = guided_eps_fn(
+            model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale, sample.guidance_min_t
+        )
         kwargs: dict = {"generator": generator, "callback": callback, "clip_x0": sample.clip_x0}
         if sample.sampler != "ddpm":
             steps = sample.steps or DEFAULT_STEPS[sample.sampler]
@@ -124,6 +140,7 @@ class DiffusionTask:
         self.model = UNet(config.model).to(self.device)
         self.ema = EMA(self.model, config.optim.ema_decay)
         self.diffusion = config.diffusion.build()
+        check_sample_config(config.sample, self.diffusion.num_steps)  # before training, not at its first evaluation
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
