@@ -52,7 +52,7 @@ def int_list(text: str) -> list[int]:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """--samplers, --guidance and --seeds, the same in every diffusion benchmark."""
+    """--samplers, --guidance, --guidance-min-t and --seeds, the same in every diffusion benchmark."""
     parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
     parser.add_argument(
         "--guidance",
