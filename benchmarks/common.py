@@ -45,10 +45,7 @@ def float_list(text: str) -> list[float]:
 
 def int_list(text: str) -> list[int]:
     """A comma-separated command-line list of whole numbers >= 0, "0,100" -> [0, 100]."""
-    values = [int(value) for value in text.split(",")]
-    if min(values) < 0:
-        raise argparse.ArgumentTypeError(f"whole numbers >= 0, got {text}")
-    return values
+    return [non_negative_int(value) for value in text.split(",")]
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
@@ -179,9 +176,11 @@ def network_evaluations(sample, num_steps: int) -> int:
     return sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)
 
 
-def sampler_settings(sampler: str, num_steps: int) -> dict:
-    """``sampler``'s steps, eta and spacing in the benchmarks (``SAMPLERS``), with DDPM's steps as the model's T."""
-    return SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
+def sampler_config(sample_config, sampler: str, num_steps: int):
+    """``sample_config`` with ``sampler`` and its steps, eta and spacing in the benchmarks (``SAMPLERS``), DDPM's
+    steps being the model's T."""
+    settings = SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
+    return dataclasses.replace(sample_config, sampler=sampler, **settings)
 
 
 # Each sampler runs at the guidance scale that suits it, chosen with the sampler named here. DDPM's would take hours
@@ -244,8 +243,7 @@ def score_samplers(
             return {"guidance": args.guidance[0]}
         chooser = GUIDANCE_CHOSEN_WITH[sampler]
         if chooser not in selections:
-            settings = sampler_settings(chooser, diffusion.num_steps)
-            chooser_config = dataclasses.replace(sample_config, sampler=chooser, **settings)
+            chooser_config = sampler_config(sample_config, chooser, diffusion.num_steps)
             selections[chooser] = choose_guidance(make_images, chooser_config, evaluator, data, args.guidance)
         return {"guidance": selections[chooser]["chosen"], "guidance_selection": selections[chooser]}
 
@@ -258,8 +256,9 @@ def score_samplers(
     results.write_text(json.dumps(record, indent=2) + "\n")
     for sampler in rescored:
         result = guidance(sampler)
-        settings = sampler_settings(sampler, diffusion.num_steps)
-        sample = dataclasses.replace(sample_config, sampler=sampler, guidance=result["guidance"], **settings)
+        sample = dataclasses.replace(
+            sampler_config(sample_config, sampler, diffusion.num_steps), guidance=result["guidance"]
+        )
         result |= {
             "steps": sample.steps,
             "network_evaluations_per_image": network_evaluations(sample, diffusion.num_steps),

@@ -54,7 +54,9 @@ def main() -> None:
     )
     parser.add_argument("--clip", type=float_list, default=[1.0], help="comma-separated x_0 bounds; 0 = no bound")
     parser.add_argument("--sampler", choices=["ddpm", "ddim", "dpmpp"], default="dpmpp", help="default dpmpp")
-    parser.add_argument("--steps", type=int, default=20, help="sampler steps (default 20; ddpm always takes T)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=20, help="sampler steps (default 20; ddpm always takes T)"
+    )
     parser.add_argument("--eta", type=float_list, default=[0.0], help="comma-separated eta values (ddim, dpmpp)")
     parser.add_argument(
         "--spacing",
