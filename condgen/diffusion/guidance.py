@@ -39,13 +39,14 @@ def guided_eps_fn(
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         guided = (t >= guidance_min_t).view(-1, 1, 1, 1)
-        if guidance_scale == 1.0 or not guided.any():
+        any_guided = bool(guided.any())  # one host sync per step, not one per kind of guidance
+        if guidance_scale == 1.0 or not any_guided:
             eps = diffusion.predict_eps(x, t, model(x, t, labels))
         else:
             both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.zeros_like(labels)]))
             conditional, unconditional = diffusion.predict_eps(torch.cat([x, x]), torch.cat([t, t]), both).chunk(2)
             eps = torch.where(guided, unconditional + guidance_scale * (conditional - unconditional), conditional)
-        if classifier is not None and classifier_scale != 0.0 and guided.any():
+        if classifier is not None and classifier_scale != 0.0 and any_guided:
             grad = classifier_gradient(classifier, x, t, labels) * guided
             eps = eps - diffusion.gather((1 - diffusion.alpha_bar).sqrt(), t, x) * classifier_scale * grad
         return eps
