@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from condgen.cli import non_negative_int, positive_int
 from condgen.data.iclevr import LABEL_FILES, load_label_file, read_train_index
 from condgen.data.imageio import save_png
-from condgen.diffusion.process import GaussianDiffusion
-from condgen.diffusion.samplers import Spacing, timesteps
-from condgen.diffusion.trainer import check_sample_config, generate
+from condgen.diffusion.options import Spacing
+from condgen.diffusion.run import DiffusionModel
+from condgen.diffusion.samplers import timesteps
+from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator
+from condgen.parser import non_negative_int, positive_int
 from condgen.viz.grid import save_grid
 
 # sampler -> steps (None: all T), eta and spacing; the slowest last. DDIM runs with eta 1 (fresh noise at every step,
@@ -125,13 +126,12 @@ def read_metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def image_maker(
-    model: torch.nn.Module, diffusion: GaussianDiffusion, decode: Callable[[torch.Tensor], torch.Tensor]
-) -> Callable[[torch.Tensor, object], torch.Tensor]:
-    """``make_images(labels, sample_config)``: samples ``model`` with those settings and decodes the result."""
+def image_maker(loaded: DiffusionModel) -> Callable[[torch.Tensor, object], torch.Tensor]:
+    """``make_images(labels, sample_config)``: samples a loaded diffusion run with those settings and decodes the
+    result."""
 
     def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
-        return decode(generate(model, diffusion, labels, sample))
+        return loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample))
 
     return make_images
 
@@ -208,10 +208,7 @@ def kept_samplers(results: Path, record: dict, rescored: list[str]) -> dict:
 
 
 def score_samplers(
-    model: torch.nn.Module,
-    diffusion: GaussianDiffusion,
-    sample_config,
-    decode: Callable[[torch.Tensor], torch.Tensor],
+    loaded: DiffusionModel,
     evaluator: Evaluator,
     data: Path,
     args: argparse.Namespace,
@@ -230,10 +227,11 @@ def score_samplers(
     that ``args.samplers`` leaves out are kept, with their images and the date they were scored on: one sampler can
     be scored again without DDPM-1000's hour."""
 
-    make_images = image_maker(model, diffusion, decode)
+    make_images = image_maker(loaded)
+    diffusion, sample_config = loaded.diffusion, loaded.config.sample
     if args.guidance_min_t is not None:
         sample_config = dataclasses.replace(sample_config, guidance_min_t=args.guidance_min_t)
-    check_sample_config(sample_config, diffusion.num_steps)
+    sample_config.check(diffusion.num_steps)
     record["guidance_min_t"] = sample_config.guidance_min_t
     selections: dict[str, dict] = {}  # by the sampler that chose
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from common import add_sampling_arguments, read_metrics, result_header, score_samplers
 
-from condgen.diffusion.run import load_run
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.runs import start_training
+from condgen.kinds import KINDS
+from condgen.launch import start_training
 from condgen.train.config import config_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,8 +50,9 @@ def main() -> None:
         shutil.rmtree(args.run, ignore_errors=True)
         overrides = [f"loop.max_minutes={args.budget_minutes}"]
         summary = start_training("ddpm", args.data, args.run, args.config, overrides, resume=False)
-    model, diffusion, config, _ = load_run(args.run, "latest")
-    device = next(model.parameters()).device
+    loaded = KINDS["ddpm"].load_model(args.run, "latest")
+    config = loaded.config
+    device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
     images_seen = summary["step"] * config.optim.batch_size
 
@@ -67,8 +68,7 @@ def main() -> None:
         "samplers": {},
     }
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
-    identity = lambda images: images  # noqa: E731
-    score_samplers(model, diffusion, config.sample, identity, evaluator, args.data, args, out_dir, record, results)
+    score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 
 def last_logged_step(run: Path) -> dict:

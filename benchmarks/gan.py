@@ -22,12 +22,12 @@ import torch
 from common import result_header, score_file
 
 from condgen.data.iclevr import LABEL_FILES
+from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.gan.run import load_gan
 from condgen.gan.trainer import sample_images
-from condgen.runs import start_training
+from condgen.kinds import KINDS
+from condgen.launch import start_training
 from condgen.train.config import config_to_dict
-from condgen.train.loop import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"acgan": "gan_acgan.yaml", "wgangp_projection": "gan_wgangp_projection.yaml"}
@@ -71,7 +71,8 @@ def main() -> None:
         shutil.rmtree(out_dir / name, ignore_errors=True)
         overrides = (CPU_OVERRIDES if args.size == "cpu" else []) + [f"loop.max_minutes={args.budget_minutes}"]
         summary = start_training("gan", args.data, run, ROOT / "configs" / MODELS[name], overrides, False)
-        generator, config, _ = load_gan(run, "best")
+        loaded = KINDS["gan"].load_model(run, "best")
+        config = loaded.config
         result = {
             **record,
             "config": config_to_dict(config),
@@ -83,7 +84,7 @@ def main() -> None:
         for file in LABEL_FILES:
             stem = Path(file).stem
             accuracy, seconds = score_file(
-                functools.partial(sample_images, generator, seed=config.eval_seed),
+                functools.partial(sample_images, loaded.generator, seed=config.eval_seed),
                 evaluator,
                 args.data / file,
                 out_dir / name / stem,

@@ -22,10 +22,11 @@ from common import add_sampling_arguments, read_metrics, result_header, score_sa
 
 from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.kinds import KINDS
 from condgen.latent.ldm import LDMRunConfig, encode_images
-from condgen.latent.run import load_autoencoder, load_ldm
+from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
-from condgen.runs import start_training
+from condgen.launch import start_training
 from condgen.train.config import config_to_dict, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +59,9 @@ def main() -> None:
         trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
     else:
         trained = train(args, ae_run, ldm_run)
-    model, diffusion, config, _, decode = load_ldm(ldm_run, "latest")
-    device = next(model.parameters()).device
+    loaded = KINDS["ldm"].load_model(ldm_run, "latest")
+    config = loaded.config
+    device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
     trained["diffusion"]["config"] = config_to_dict(config)  # its sampling settings may have changed since
 
@@ -70,7 +72,7 @@ def main() -> None:
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
         "samplers": {},
     }
-    score_samplers(model, diffusion, config.sample, decode, evaluator, args.data, args, out_dir, record, results)
+    score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 
 TRAINING_KEYS = ("budget_minutes", "minutes_until_sampling", "autoencoder", "diffusion")

@@ -24,10 +24,11 @@ from pathlib import Path
 
 from common import SELECTION_LABELS, choose_guidance, float_list, image_maker, int_list, result_header, write_result
 
-from condgen.cli import non_negative_int, positive_int
-from condgen.diffusion.samplers import Spacing
+from condgen.diffusion.options import Spacing
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.generate import load_diffusion
+from condgen.generate import load_generator
+from condgen.kinds import Generation
+from condgen.parser import non_negative_int, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,11 +71,12 @@ def main() -> None:
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
     args = parser.parse_args()
 
-    model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
-    device = next(model.parameters()).device
+    loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
+    config, meta, diffusion = loaded.config, loaded.meta, loaded.diffusion
+    device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
 
-    make_images = image_maker(model, diffusion, decode)
+    make_images = image_maker(loaded)
     rows = []
     for spacing, eta, bound, min_t in itertools.product(args.spacing, args.eta, args.clip, args.guidance_min_t):
         settings = {"spacing": spacing, "eta": eta, "clip_x0": bound, "guidance_min_t": min_t}

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from common import result_header, write_result
 
-from condgen.cli import non_negative_int, positive_int
+from condgen.device import resolve_device
 from condgen.diffusion.trainer import DDPMRunConfig
 from condgen.diffusion.unet import UNet
+from condgen.parser import non_negative_int, positive_int
 from condgen.train.config import load_config
-from condgen.train.loop import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 

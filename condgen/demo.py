@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from condgen.cli import build_parser
 from condgen.data.check import check_dataset, format_report
 from condgen.data.iclevr import load_dataset
 from condgen.data.synth import synthesize_dataset
@@ -13,7 +12,8 @@ from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
 from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
 from condgen.generate import denoise_command, sample_command
-from condgen.runs import start_training
+from condgen.launch import start_training
+from condgen.parser import build_parser
 
 # A UNet small enough to learn something in minutes on two cores (configs/ddpm_cpu.yaml is the same family).
 DEMO_DDPM = [

@@ -1,47 +1,50 @@
-"""``condgen sample``, ``denoise`` and ``interpolate``: images, grids and process pictures from any run."""
+"""``condgen sample``, ``denoise`` and ``interpolate``: images, grids and process pictures from any run whose kind
+can generate (the table in :mod:`condgen.kinds` says how)."""
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
-from condgen.diffusion.run import load_classifier, load_run
-from condgen.diffusion.samplers import DEFAULT_STEPS, Spacing
-from condgen.diffusion.trainer import check_sample_config, generate
+from condgen.device import enable_tf32
+from condgen.diffusion.run import DiffusionModel, load_classifier
+from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.errors import CondgenError
-from condgen.gan.run import load_gan
+from condgen.gan.run import GANModel
 from condgen.gan.trainer import sample_images
-from condgen.runs import read_run, request_labels, run_evaluator
+from condgen.kinds import KINDS, Generation, kind_of
+from condgen.train.config import config_to_dict
+from condgen.train.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
 
+SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "guidance_min_t", "eta", "spacing", "seed")
 
-def _sample_config(config, args):
+
+def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
+    """The trained model of a run whose kind generates in one of the ``allowed`` ways (any way when none is
+    given): a :class:`DiffusionModel` or a :class:`GANModel`."""
+    kind = kind_of(read_run(run), run)
+    if kind.generation is None or (allowed and kind.generation not in allowed):
+        able = [k.name for k in KINDS.values() if k.generation is not None and (not allowed or k.generation in allowed)]
+        others = f" (or {', '.join(able[1:])})" if len(able) > 1 else ""
+        raise CondgenError(f"{run}: a {kind.name} run; this needs a {able[0]} run{others}")
+    loaded = kind.load_model(run, checkpoint)
+    model = loaded.model if isinstance(loaded, DiffusionModel) else loaded.generator
+    enable_tf32(next(model.parameters()).device)
+    return loaded
+
+
+def sample_settings(config_sample: SampleConfig, args: argparse.Namespace, num_steps: int) -> SampleConfig:
     """The run's sample settings with the command line's --sampler, --steps, --guidance, --guidance-min-t, --eta,
-    --spacing and --seed."""
-    keys = ["sampler", "steps", "guidance", "guidance_min_t", "eta", "spacing", "seed"]
-    given = {key: getattr(args, key) for key in keys}
-    changes = {key: value for key, value in given.items() if value is not None}
-    if "spacing" in changes:
-        changes["spacing"] = Spacing(changes["spacing"])
-    if args.sampler is not None and args.steps is None:
-        changes["steps"] = DEFAULT_STEPS[args.sampler] or 0
-    sample = dataclasses.replace(config.sample, **changes)
-    check_sample_config(sample, config.diffusion.num_steps)
+    --spacing and --seed, checked against the model's T."""
+    sample = config_sample.changed(**{key: getattr(args, key) for key in SAMPLING_OPTIONS})
+    sample.check(num_steps)
     return sample
-
-
-def load_diffusion(run: Path, checkpoint: str):
-    """A ddpm or ldm run: (model, process, config, run.json, decode), where decode turns what the sampler makes
-    into images (the autoencoder's decoder for an ldm run, nothing for pixel diffusion)."""
-    if read_run(run).get("kind") == "ldm":
-        from condgen.latent.run import load_ldm
-
-        return load_ldm(run, checkpoint)
-    return (*load_run(run, checkpoint), lambda images: images)
 
 
 def _fresh_folder(out: Path) -> None:
@@ -50,64 +53,63 @@ def _fresh_folder(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def sample_command(args) -> dict:
-    """Images for label lists from a ddpm, ldm or gan run: N.png, grid.png and scores.json under ``args.out``."""
-    if read_run(args.run).get("kind") == "gan":
-        generator, config, meta = load_gan(args.run, args.checkpoint)
-        labels = request_labels(meta, args.labels, args.objects)
-        seed = config.eval_seed if args.seed is None else args.seed
-        evaluator = run_evaluator(meta, args.evaluator)
+def sample_command(args: argparse.Namespace) -> dict:
+    """Images for label lists from a generating run: N.png, grid.png and scores.json under ``args.out``."""
+    loaded = load_generator(args.run, args.checkpoint)
+    labels = request_labels(loaded.meta, args.labels, args.objects)
+    if isinstance(loaded, GANModel):
+        seed = loaded.config.eval_seed if args.seed is None else args.seed
+        evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)
-        images = sample_images(generator, labels, seed)
+        images = sample_images(loaded.generator, labels, seed)
         result = {"images": len(images), "seed": seed}
     else:
-        model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
-        labels = request_labels(meta, args.labels, args.objects)
-        sample = _sample_config(config, args)
-        evaluator = run_evaluator(meta, args.evaluator)
+        sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
+        evaluator = run_evaluator(loaded.meta, args.evaluator)
         classifier = None
         if getattr(args, "classifier", None) is not None:
-            if meta["kind"] != "ddpm":
+            if loaded.meta["kind"] != "ddpm":
                 raise CondgenError("--classifier: classifier guidance works on pixel-space (ddpm) runs only")
-            classifier = load_classifier(args.classifier, config.diffusion)
-            sample = dataclasses.replace(sample, classifier_scale=args.classifier_scale)
+            classifier = load_classifier(args.classifier, loaded.config.diffusion)
+            sample = sample.changed(classifier_scale=args.classifier_scale)
         _fresh_folder(args.out)
-        images = decode(generate(model, diffusion, labels, sample, classifier=classifier))
-        result = {"images": len(images), "sample": dataclasses.asdict(sample) | {"spacing": sample.spacing.value}}
+        images = loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier))
+        result = {"images": len(images), "sample": config_to_dict(sample)}
     for i, image in enumerate(images):
         save_png(image, args.out / f"{i}.png")
     save_grid(images, args.out / "grid.png", nrow=8)
-    if evaluator is not None and evaluator.codec.names == tuple(meta["objects"]):
+    if evaluator is not None and evaluator.codec.names == tuple(loaded.meta["objects"]):
         result["accuracy"] = evaluator.accuracy(images, labels)
     write_json(args.out / "scores.json", result)
     return result
 
 
-def interpolate_command(args) -> Path:
+def interpolate_command(args: argparse.Namespace) -> Path:
     """A GAN's images along the straight line between two noise vectors, for one fixed request."""
-    generator, config, meta = load_gan(args.run, args.checkpoint)
-    labels = request_labels(meta, None, args.objects)
+    loaded = load_generator(args.run, args.checkpoint, Generation.GAN)
+    labels = request_labels(loaded.meta, None, args.objects)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
-    source = torch.Generator().manual_seed(config.eval_seed if args.seed is None else args.seed)
-    start, end = torch.randn(2, config.model.noise_dim, generator=source)
+    source = torch.Generator().manual_seed(loaded.config.eval_seed if args.seed is None else args.seed)
+    start, end = torch.randn(2, loaded.config.model.noise_dim, generator=source)
     weights = torch.linspace(0, 1, args.frames)[:, None]
     z = (1 - weights) * start + weights * end
-    device = next(generator.parameters()).device
+    device = next(loaded.generator.parameters()).device
     with torch.no_grad():
-        images = generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu()
+        images = loaded.generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu()
     save_grid(images, args.out, nrow=args.frames)
     return args.out
 
 
-def denoise_command(args) -> Path:
-    model, diffusion, config, meta, decode = load_diffusion(args.run, args.checkpoint)
-    labels = request_labels(meta, None, args.objects)
-    sample = _sample_config(config, args)
+def denoise_command(args: argparse.Namespace) -> Path:
+    """One row of the sampler's states, from pure noise to the final image, decoded to images."""
+    loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
+    labels = request_labels(loaded.meta, None, args.objects)
+    sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
-    generate(model, diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].cpu()))
+    generate(loaded.model, loaded.diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].cpu()))
     picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
-    save_grid(decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
+    save_grid(loaded.decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
     return args.out

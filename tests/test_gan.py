@@ -10,6 +10,7 @@ from condgen.errors import CondgenError
 from condgen.gan import losses
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
 from condgen.gan.trainer import GANRunConfig
+from condgen.nn import adversarial
 
 TINY = [
     "model.g_channels=8",
@@ -24,13 +25,13 @@ TINY = [
 
 def test_loss_signs_and_values():
     real, fake = torch.tensor([2.0, 3.0]), torch.tensor([-1.0, 0.0])
-    assert losses.d_wasserstein(real, fake).item() == pytest.approx(-0.5 - 2.5)  # E[fake] - E[real]
-    assert losses.g_wasserstein(fake).item() == pytest.approx(0.5)
-    assert losses.d_hinge(real, fake).item() == pytest.approx(0 + (0 + 1) / 2)  # relu(1-real), relu(1+fake)
-    assert losses.g_hinge(fake).item() == pytest.approx(0.5)
+    assert adversarial.d_wasserstein(real, fake).item() == pytest.approx(-0.5 - 2.5)  # E[fake] - E[real]
+    assert adversarial.g_wasserstein(fake).item() == pytest.approx(0.5)
+    assert adversarial.d_hinge(real, fake).item() == pytest.approx(0 + (0 + 1) / 2)  # relu(1-real), relu(1+fake)
+    assert adversarial.g_hinge(fake).item() == pytest.approx(0.5)
     # a confident, correct discriminator has a small BCE loss; the generator then has a large one
-    assert losses.d_bce(torch.tensor([9.0]), torch.tensor([-9.0])) < 1e-3
-    assert losses.g_bce(torch.tensor([-9.0])) > 8.9
+    assert adversarial.d_bce(torch.tensor([9.0]), torch.tensor([-9.0])) < 1e-3
+    assert adversarial.g_bce(torch.tensor([-9.0])) > 8.9
 
 
 def test_auxiliary_loss_is_bce_with_logits_per_object():

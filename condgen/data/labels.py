@@ -9,12 +9,8 @@ from pathlib import Path
 import torch
 
 from condgen.data.jsonio import read_json
+from condgen.data.vocabulary import ICLEVR_OBJECTS
 from condgen.errors import CondgenError
-
-SHAPES = ("cube", "sphere", "cylinder")
-COLORS = ("gray", "red", "blue", "green", "brown", "purple", "cyan", "yellow")
-# i-CLEVR's objects.json order: shape-major (cubes 0-7, spheres 8-15, cylinders 16-23).
-ICLEVR_OBJECTS: tuple[str, ...] = tuple(f"{color} {shape}" for shape in SHAPES for color in COLORS)
 
 
 class LabelCodec:

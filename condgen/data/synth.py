@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from condgen.data.jsonio import write_json
-from condgen.data.labels import ICLEVR_OBJECTS
+from condgen.data.vocabulary import ICLEVR_OBJECTS
 from condgen.errors import CondgenError
 from condgen.progress import progress_bar
 

@@ -2,36 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from condgen.device import resolve_device
+from condgen.diffusion.classifier import ClassifierRunConfig
 from condgen.diffusion.process import GaussianDiffusion
-from condgen.diffusion.trainer import ClassifierRunConfig, DDPMRunConfig
+from condgen.diffusion.trainer import DDPMRunConfig, DiffusionConfig
 from condgen.diffusion.unet import NoisyClassifier, UNet
 from condgen.errors import CondgenError
-from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
-from condgen.train.loop import resolve_device
+from condgen.train.runs import checkpoint_folder
 
 
-def load_run(run: Path, checkpoint: str = "best") -> tuple[UNet, GaussianDiffusion, DDPMRunConfig, dict]:
-    """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, its process, config and metadata."""
-    return load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
+def _images(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
-def load_ema_unet(
-    run: Path, kind: str, config_class: type, checkpoint: str
-) -> tuple[UNet, GaussianDiffusion, Any, dict]:
+@dataclass
+class DiffusionModel:
+    """A trained diffusion run, ready to sample: its EMA network, noise process, run config and run.json, and
+    ``decode``, which turns what the sampler makes into images (the autoencoder's decoder for latent runs)."""
+
+    model: UNet
+    diffusion: GaussianDiffusion
+    config: Any
+    meta: dict
+    decode: Callable[[torch.Tensor], torch.Tensor] = _images
+
+
+def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:
     """The EMA UNet of a run of ``kind`` (ddpm or ldm), its process, config (a ``config_class``) and run.json."""
     folder, meta = checkpoint_folder(run, kind, checkpoint)
     config = load_config(config_class, run / "config.yaml")
     model = UNet(config.model)
     load_module(model, folder / "ema.safetensors")
-    return model.eval().to(resolve_device(config.device)), config.diffusion.build(), config, meta
+    return DiffusionModel(model.eval().to(resolve_device(config.device)), config.diffusion.build(), config, meta)
 
 
-def load_classifier(run: Path, diffusion_config) -> NoisyClassifier:
+def load_ddpm(run: Path, checkpoint: str = "best") -> DiffusionModel:
+    """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, with its process, config and run.json."""
+    return load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
+
+
+def load_classifier(run: Path, diffusion_config: DiffusionConfig) -> NoisyClassifier:
     """A trained noisy classifier, checked to share the guided model's noise schedule."""
     folder, _ = checkpoint_folder(run, "noisy_classifier", "best")
     config = load_config(ClassifierRunConfig, run / "config.yaml")

@@ -11,10 +11,10 @@ new state) and ``x0`` (the current prediction of the clean image), which is what
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 
 import torch
 
+from condgen.diffusion.options import Sampler, Spacing
 from condgen.diffusion.process import GaussianDiffusion
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -24,15 +24,6 @@ Callback = Callable[[dict], None] | None
 def bound(x: torch.Tensor, clip_x0: float | None) -> torch.Tensor:
     """``x`` clamped to [-clip_x0, clip_x0], or unchanged when ``clip_x0`` is None or 0."""
     return x.clamp(-clip_x0, clip_x0) if clip_x0 else x
-
-
-class Spacing(str, Enum):
-    LEADING = "leading"  # 0, k, 2k, ...: DDIM's original choice (Song et al. 2021); never reaches T - 1
-    TRAILING = "trailing"  # T - 1, T - 1 - k, ...: starts at pure noise (Lin et al. 2024, table 2)
-    LINSPACE = "linspace"  # round(linspace(0, T - 1, steps))
-    # T - 1, then denser towards t = 0: the j-th smallest is (T - 1) (j / steps)^2, Song et al. 2021's quadratic
-    # sequence (appendix D.2); few-step solvers spend their steps where the image takes its final form
-    QUADRATIC = "quadratic"
 
 
 def timesteps(num_train_steps: int, steps: int, spacing: Spacing | str = Spacing.TRAILING) -> list[int]:
@@ -179,5 +170,4 @@ def sample_dpmpp_2m(
     return x
 
 
-SAMPLERS = {"ddpm": sample_ddpm, "ddim": sample_ddim, "dpmpp": sample_dpmpp_2m}
-DEFAULT_STEPS = {"ddpm": None, "ddim": 50, "dpmpp": 20}
+SAMPLERS = {Sampler.DDPM: sample_ddpm, Sampler.DDIM: sample_ddim, Sampler.DPMPP: sample_dpmpp_2m}

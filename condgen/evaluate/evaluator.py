@@ -16,10 +16,10 @@ import torchvision
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from condgen.data.jsonio import write_atomic
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
 from condgen.evaluate.metrics import top_k_accuracy
+from condgen.files import write_atomic
 
 SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
 

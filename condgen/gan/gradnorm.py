@@ -17,8 +17,9 @@ import torch
 
 from condgen.data.iclevr import LabeledImages
 from condgen.data.imageio import to_signed
-from condgen.gan.losses import clip_weights, d_wasserstein, g_wasserstein, gradient_penalty
+from condgen.gan.losses import clip_weights, gradient_penalty
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
+from condgen.nn.adversarial import d_wasserstein, g_wasserstein
 from condgen.progress import progress_bar
 
 SETTINGS = ("weight_clipping", "gradient_penalty")

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
+from condgen.device import resolve_device
 from condgen.gan.networks import Generator
 from condgen.gan.trainer import GANRunConfig
-from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
-from condgen.train.loop import resolve_device
+from condgen.train.runs import checkpoint_folder
 
 
-def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConfig, dict]:
-    """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
+@dataclass
+class GANModel:
+    """A trained GAN run, ready to sample: its EMA generator, run config and run.json."""
+
+    generator: Generator
+    config: GANRunConfig
+    meta: dict
+
+
+def load_gan(run: Path, checkpoint: str = "best") -> GANModel:
+    """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and run.json."""
     folder, meta = checkpoint_folder(run, "gan", checkpoint)
     config = load_config(GANRunConfig, run / "config.yaml")
     generator = Generator(config.model)
     load_module(generator, folder / "ema.safetensors")
-    return generator.eval().to(resolve_device(config.device)), config, meta
+    return GANModel(generator.eval().to(resolve_device(config.device)), config, meta)

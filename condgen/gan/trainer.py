@@ -9,17 +9,13 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
+from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.gan.losses import (
-    DISCRIMINATOR_LOSSES,
-    GENERATOR_LOSSES,
-    auxiliary_classification,
-    clip_weights,
-    gradient_penalty,
-)
+from condgen.gan.losses import auxiliary_classification, clip_weights, gradient_penalty
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
-from condgen.train.loop import EMA, LoopConfig, resolve_device
+from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
+from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
 
 # loss -> (adversarial loss pair, weight clipping, gradient penalty)

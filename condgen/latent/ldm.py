@@ -15,10 +15,15 @@ import torch
 
 from condgen.data.iclevr import LabeledImages
 from condgen.data.imageio import to_signed
-from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig, SampleConfig
+from condgen.device import resolve_device
+from condgen.diffusion.run import DiffusionModel, load_ema_unet
+from condgen.diffusion.sampling import SampleConfig
+from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig
 from condgen.diffusion.unet import UNetConfig
+from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
+from condgen.latent.run import load_autoencoder
 from condgen.progress import progress_bar
 from condgen.train.loop import LoopConfig
 
@@ -99,3 +104,24 @@ def decode_latents(autoencoder: Autoencoder, latents: torch.Tensor, scale_factor
     device = next(autoencoder.parameters()).device
     images = [autoencoder.decode(z.to(device) / scale_factor).clamp(-1, 1).cpu() for z in latents.split(128)]
     return torch.cat(images)
+
+
+def make_ldm_task(
+    config: LDMRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
+) -> LatentDiffusionTask:
+    """The ``ldm`` task on the autoencoder run that ``config.autoencoder`` names (made absolute, so the run folder
+    keeps working from another directory)."""
+    if not config.autoencoder:
+        raise CondgenError("--autoencoder: required (a `condgen train vae` or `condgen train vqvae` run)")
+    config.autoencoder = str(Path(config.autoencoder).resolve())
+    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
+    return LatentDiffusionTask(config, data, data_root, evaluator, autoencoder)
+
+
+def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
+    """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder."""
+    loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
+    config = loaded.config
+    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
+    loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
+    return loaded

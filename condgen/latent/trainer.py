@@ -12,12 +12,13 @@ import torch.nn.functional as F
 
 from condgen.data.iclevr import LabeledImages, random_batch
 from condgen.data.imageio import to_signed
+from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.training import split_by_scene
-from condgen.gan.losses import d_hinge, g_hinge
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
-from condgen.train.loop import LoopConfig, optimise, resolve_device
+from condgen.nn.adversarial import d_hinge, g_hinge
+from condgen.train.loop import LoopConfig, optimise
 from condgen.viz.grid import save_grid
 
 
@@ -146,3 +147,17 @@ class AutoencoderTask:
             scores["accuracy_ratio"] = scores["accuracy_reconstructions"] / max(scores["accuracy_originals"], 1e-8)
         scores["accuracy"] = scores.get("accuracy_reconstructions", scores["psnr"])
         return scores
+
+
+def make_vae_task(
+    config: AutoencoderRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
+) -> AutoencoderTask:
+    """The ``vae`` task: a KL-regularised autoencoder."""
+    return AutoencoderTask("vae", config, data, evaluator)
+
+
+def make_vqvae_task(
+    config: AutoencoderRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
+) -> AutoencoderTask:
+    """The ``vqvae`` task: a vector-quantised autoencoder."""
+    return AutoencoderTask("vqvae", config, data, evaluator)

@@ -14,17 +14,14 @@ A checkpoint is written into a hidden temporary folder and renamed into place, t
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from condgen.data.jsonio import write_atomic
 from condgen.errors import CondgenError
+from condgen.files import staged_folder, write_atomic
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -60,8 +57,7 @@ def save_checkpoint(
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
-    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f".{final.name}.tmp-"))
-    try:
+    with staged_folder(final) as staging:
         for name, module in modules.items():
             state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
             save_file(state, staging / f"{name}.safetensors")
@@ -74,12 +70,6 @@ def save_checkpoint(
         save_file(rng, staging / "rng.safetensors")
         state = {"step": step, "optimizers": optimizer_state, **extra}
         (staging / "state.json").write_text(json.dumps(state, indent=2))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     write_atomic(folder / "latest", f"{final.name}\n".encode())
     return final
 

@@ -8,6 +8,7 @@ one training step and how to score itself. The loop owns everything else.
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import shutil
 import time
@@ -17,8 +18,8 @@ from typing import Protocol
 
 import torch
 
-from condgen.data.jsonio import write_atomic
 from condgen.errors import CondgenError
+from condgen.files import staged_folder, write_atomic
 from condgen.progress import progress_bar
 from condgen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
@@ -31,16 +32,6 @@ class LoopConfig:
     checkpoint_every: int = 500
     eval_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 2  # older step-N folders are removed; best/ is kept apart
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; anything else is passed to torch."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CondgenError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
-        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matrix products on tensor cores, as convolutions are
-    return device
 
 
 class Task(Protocol):
@@ -89,9 +80,11 @@ def optimise(optimizer: torch.optim.Optimizer, model: torch.nn.Module, loss: tor
     optimizer.step()
 
 
-def fit(task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool, progress: bool = True) -> dict:
+def fit(
+    task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool, progress: bool = True, note: str = ""
+) -> dict:
     """Trains ``task`` to ``loop.steps``; returns a summary. ``run`` receives config.yaml, metrics.jsonl,
-    checkpoints/ and best/."""
+    checkpoints/, best/ and log.txt, one line per start or resume followed by ``note`` (the device, say)."""
     run.mkdir(parents=True, exist_ok=True)
     step, best = 0, None
     checkpoint = latest_checkpoint(run)
@@ -108,6 +101,7 @@ def fit(task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool,
         if checkpoint is not None or (run / "config.yaml").exists():
             raise CondgenError(f"{run}: already holds a run; pass --resume to continue it or choose another --out")
         write_atomic(run / "config.yaml", config_yaml.encode())
+    _log(run, f"{'resumed' if resume else 'started'} at step {step}" + (f"; {note}" if note else ""))
 
     def checkpoint_now() -> Path:
         extra = {
@@ -138,15 +132,18 @@ def fit(task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool,
                 _append_metrics(run, {"step": step, **means, "seconds": round(time.perf_counter() - start, 2)})
                 sums, count = {}, 0
             evaluate = step == loop.steps or out_of_time or (loop.eval_every and step % loop.eval_every == 0)
+            new_best = False
             if evaluate:
                 scores = task.evaluate(step, run)
                 _append_metrics(run, {"step": step, **scores})
-                if best is None or scores["accuracy"] > best:
+                new_best = best is None or scores["accuracy"] > best
+                if new_best:
                     best = scores["accuracy"]
-                    path = checkpoint_now()
-                    _copy_atomic(path, run / "best")
-            if step % loop.checkpoint_every == 0 or step == loop.steps or out_of_time:
-                checkpoint_now()
+            if new_best or step % loop.checkpoint_every == 0 or step == loop.steps or out_of_time:
+                path = checkpoint_now()
+                if new_best:
+                    with staged_folder(run / "best") as staging:
+                        shutil.copytree(path, staging, dirs_exist_ok=True)
             if out_of_time:
                 stopped_by_budget = True
                 break
@@ -163,18 +160,13 @@ def _append_metrics(run: Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def _log(run: Path, line: str) -> None:
+    stamp = datetime.datetime.now().isoformat(timespec="seconds")
+    with open(run / "log.txt", "a", encoding="utf-8") as handle:
+        handle.write(f"{stamp} {line}\n")
+
+
 def _prune(run: Path, keep: int) -> None:
     folders = sorted((run / "checkpoints").glob("step-*"))
     for old in folders[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _copy_atomic(source: Path, target: Path) -> None:
-    staging = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,149 @@
+"""The one table of model kinds. Training, loading, the generation commands, the command line and the benchmarks
+all look a kind up here; adding a kind is its own module plus one entry in ``KINDS``.
+
+The table names each kind's pieces as ``"module:attribute"`` and imports them on first use, so the command line
+can list the kinds and their help without loading torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from condgen.errors import CondgenError
+
+
+class Generation(str, Enum):
+    """How ``condgen sample`` drives a kind's trained model."""
+
+    DIFFUSION = "diffusion"  # samplers, steps, guidance; `denoise` pictures the process
+    GAN = "gan"  # one pass G(z, y); `interpolate` walks between two noise vectors
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str  # as run.json and the checkpoints record it
+    command: str  # `condgen train COMMAND`
+    summary: str  # one line in `condgen train --help`
+    description: str  # `condgen train COMMAND --help`
+    config: str  # the run config dataclass
+    task: str  # (config, data, data_root, evaluator) -> a condgen.train.loop.Task
+    example_config: str = ""  # a file of configs/ that suits it, for --help
+    load: str = ""  # (run, checkpoint) -> the trained model for `sample`; "" = not a generator
+    generation: Generation | None = None
+    scored: bool = False  # an evaluator scores it during training (--evaluator)
+    needs_autoencoder: bool = False  # trains on an autoencoder run's latents (--autoencoder)
+
+    def config_class(self) -> type:
+        return _resolve(self.config)
+
+    def make_task(self, config: Any, data: Any, data_root: Path, evaluator: Any) -> Any:
+        return _resolve(self.task)(config, data, data_root, evaluator)
+
+    def load_model(self, run: Path, checkpoint: str) -> Any:
+        return _resolve(self.load)(run, checkpoint)
+
+
+def _resolve(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+_AUTOENCODER = (
+    "on DIR (64x64x3 to 16x16x4 by default; model.channel_mults sets the number of halvings). Reconstruction loss "
+    "optim.reconstruction = l1 | l2, optional PatchGAN loss optim.adversarial_weight > 0 from "
+    "optim.adversarial_start. Each evaluation reconstructs held-out scenes and logs PSNR, the evaluator's accuracy "
+    "on reconstructions against originals and, for a VQ-VAE, codebook usage; RUN/best keeps the highest accuracy on "
+    "reconstructions."
+)
+
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind(
+            "ddpm",
+            "ddpm",
+            "conditional pixel-space diffusion (DDPM/DDIM/DPM-Solver++ sampling)",
+            "Train a conditional diffusion UNet on DIR. Checkpoints land in RUN/checkpoints (the latest two) and "
+            "RUN/best (highest evaluator accuracy on test.json/new_test.json).",
+            config="condgen.diffusion.trainer:DDPMRunConfig",
+            task="condgen.diffusion.trainer:DiffusionTask",
+            example_config="configs/ddpm_cpu.yaml",
+            load="condgen.diffusion.run:load_ddpm",
+            generation=Generation.DIFFUSION,
+            scored=True,
+        ),
+        Kind(
+            "noisy_classifier",
+            "classifier",
+            "a noisy-image classifier for classifier guidance",
+            "Train a multi-label classifier on noised images x_t (the UNet encoder plus a pooled head), for `condgen "
+            "sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the guided model's.",
+            config="condgen.diffusion.classifier:ClassifierRunConfig",
+            task="condgen.diffusion.classifier:make_classifier_task",
+        ),
+        Kind(
+            "gan",
+            "gan",
+            "conditional GAN: bce (ACGAN with conditioning=auxiliary), hinge, wgan_clip, wgan_gp",
+            "Train a conditional GAN on DIR: optim.loss = bce | hinge | wgan_clip | wgan_gp, model.architecture = "
+            "dcgan | resnet, model.conditioning = projection | auxiliary (ACGAN's head, weighted by optim.aux_weight), "
+            "model.spectral_norm, model.conditional_bn. One step is optim.n_critic critic updates and one generator "
+            "update; RUN/best keeps the highest evaluator accuracy.",
+            config="condgen.gan.trainer:GANRunConfig",
+            task="condgen.gan.trainer:GANTask",
+            example_config="configs/gan_acgan.yaml",
+            load="condgen.gan.run:load_gan",
+            generation=Generation.GAN,
+            scored=True,
+        ),
+        Kind(
+            "vae",
+            "vae",
+            "a KL-regularised VAE that compresses images to a small latent, for `train ldm`",
+            f"Train a KL-regularised VAE {_AUTOENCODER}",
+            config="condgen.latent.trainer:AutoencoderRunConfig",
+            task="condgen.latent.trainer:make_vae_task",
+            example_config="configs/vae_cpu.yaml",
+            scored=True,
+        ),
+        Kind(
+            "vqvae",
+            "vqvae",
+            "a VQ-VAE (EMA codebook, dead-code restarts) that compresses images to a small latent, for `train ldm`",
+            f"Train a VQ-VAE (EMA codebook, dead-code restarts) {_AUTOENCODER}",
+            config="condgen.latent.trainer:AutoencoderRunConfig",
+            task="condgen.latent.trainer:make_vqvae_task",
+            scored=True,
+        ),
+        Kind(
+            "ldm",
+            "ldm",
+            "conditional latent diffusion on a trained vae/vqvae run",
+            "Train a conditional diffusion UNet in the latent space of --autoencoder RUN, conditioned through "
+            "cross-attention over per-object label tokens and the pooled label embedding. The training set is encoded "
+            "once at the start; the latent scale factor is computed from it. Sampled with the same `condgen sample` "
+            "and `condgen denoise` as pixel diffusion.",
+            config="condgen.latent.ldm:LDMRunConfig",
+            task="condgen.latent.ldm:make_ldm_task",
+            example_config="configs/ldm_cpu.yaml",
+            load="condgen.latent.ldm:load_ldm",
+            generation=Generation.DIFFUSION,
+            scored=True,
+            needs_autoencoder=True,
+        ),
+    )
+}
+
+BY_COMMAND: dict[str, Kind] = {kind.command: kind for kind in KINDS.values()}
+
+
+def kind_of(meta: dict, run: Path) -> Kind:
+    """The kind a run's run.json names."""
+    name = meta.get("kind")
+    if name not in KINDS:
+        raise CondgenError(f"{run}: unknown kind {name!r} in run.json (known: {', '.join(KINDS)})")
+    return KINDS[name]

@@ -1,0 +1,232 @@
+"""The ``condgen`` command line's parser: every subcommand, option and help text. It imports no torch, so
+``condgen --help`` answers at once; the commands themselves live in :mod:`condgen.cli`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from condgen.data.vocabulary import DEFAULT_OBJECTS
+from condgen.diffusion.options import DEFAULT_STEPS, Sampler, Spacing
+from condgen.kinds import KINDS
+
+# How every kind's settings are made and how a run continues, said once for every `condgen train KIND --help`.
+TRAINING = (
+    "Settings come from the dataclass defaults, then --config FILE (YAML, overrides only; see configs/), then "
+    "KEY=VALUE overrides such as loop.steps=5000. --resume continues exactly where the run stopped."
+)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="condgen",
+        description="Multi-label conditional image generation on i-CLEVR-format datasets.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="make or check a dataset folder").add_subparsers(
+        dest="data_command", required=True, metavar="COMMAND"
+    )
+    synth = data.add_parser(
+        "synth",
+        help="render a synthetic CLEVR-like dataset in the i-CLEVR format",
+        description="Render CLEVR-like scenes of 1-3 objects (3 shapes x 8 colours) into DIR, with train.json, "
+        "test.json, new_test.json and objects.json. Scenes come in triples (NNNNNN_0/1/2) that add one object "
+        "at a time, as in i-CLEVR. Deterministic for a given seed.",
+    )
+    synth.add_argument("--out", type=Path, required=True, help="new folder to create (must not exist or be empty)")
+    synth.add_argument("--n", type=positive_int, required=True, help="number of training images")
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    synth.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
+    synth.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    check = data.add_parser(
+        "check",
+        help="validate a dataset folder and count its classes",
+        description="Validate objects.json, train.json, the optional label files and every image; print counts "
+        "per class and per number of objects.",
+    )
+    check.add_argument("dir", type=Path, help="the dataset folder")
+
+    evaluator = commands.add_parser("evaluator", help="train the ResNet18 evaluator").add_subparsers(
+        dest="evaluator_command", required=True, metavar="COMMAND"
+    )
+    train = evaluator.add_parser(
+        "train",
+        help="train a ResNet18 multi-label evaluator on a dataset folder",
+        description="Train the course's evaluator architecture on DIR, holding out whole scenes for validation. "
+        "Writes RUN/evaluator.safetensors and RUN/evaluator.json (config, per-epoch held-out accuracy, time).",
+    )
+    train.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
+    train.add_argument("--out", type=Path, required=True, help="run folder to write (must not hold an evaluator)")
+    train.add_argument("--epochs", type=positive_int, default=15, help="training epochs (default 15)")
+    train.add_argument("--batch-size", type=positive_int, default=128, help="batch size (default 128)")
+    train.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+    train.add_argument("--val-fraction", type=float, default=0.1, help="share of scenes held out (default 0.1)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--half", action="store_true", help="store the weights in float16")
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="score images with the evaluator (the course's top-k accuracy)",
+        description="Score generated images against the label lists they were asked to show. PATH is a folder "
+        "of 0.png, 1.png, ... (one per label list, in order) or a .pt/.npy tensor (N, 3, H, W): uint8 in [0, 255] "
+        "or float in [-1, 1]. Alternatively --data scores a dataset folder's own images against its train.json.",
+    )
+    source = evaluate.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of N.png files, or a .pt/.npy tensor batch")
+    source.add_argument("--data", type=Path, help="a dataset folder: score its images against train.json")
+    evaluate.add_argument("--labels", type=Path, help="label file (a JSON list of object-name lists)")
+    evaluate.add_argument(
+        "--evaluator",
+        type=Path,
+        help="evaluator weights: .safetensors or the course's .pth (default: the shipped i-CLEVR evaluator)",
+    )
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="dataset folder: also report the Fréchet distance to its "
+        "images in the evaluator's 512-d feature space (not Inception FID)",
+    )
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+    train_parsers = commands.add_parser("train", help="train a generative model").add_subparsers(
+        dest="model", required=True, metavar="MODEL"
+    )
+    for kind in KINDS.values():
+        example = f" (e.g. {kind.example_config})" if kind.example_config else ""
+        p = train_parsers.add_parser(kind.command, help=kind.summary, description=f"{kind.description} {TRAINING}")
+        p.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
+        p.add_argument("--out", type=Path, required=True, help="run folder")
+        p.add_argument("--config", type=Path, help=f"YAML file of overrides{example}")
+        p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4")
+        if kind.scored:
+            p.add_argument(
+                "--evaluator",
+                type=Path,
+                help="evaluator for periodic scoring (default: the shipped one when the data uses the i-CLEVR objects)",
+            )
+        if kind.needs_autoencoder:
+            p.add_argument(
+                "--autoencoder",
+                type=Path,
+                metavar="RUN",
+                help="a `train vae` or `train vqvae` run; required for a new run (a resumed run keeps its own)",
+            )
+
+    def add_generation_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run", type=Path, required=True, help="a training run folder")
+        p.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
+        p.add_argument(
+            "--sampler", choices=[s.value for s in Sampler], help="diffusion runs; default: the run's sample.sampler"
+        )
+        p.add_argument(
+            "--steps",
+            type=positive_int,
+            help="ddim and dpmpp steps; default: the run's sample.steps, or with --sampler that sampler's default "
+            f"({', '.join(f'{s.value} {n}' for s, n in DEFAULT_STEPS.items() if n)}); ddpm always takes T",
+        )
+        p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+        p.add_argument(
+            "--guidance-min-t",
+            type=non_negative_int,
+            help="guide only at steps t >= this (below it, the plain conditional prediction at half the cost); "
+            "0 = every step; default sample.guidance_min_t",
+        )
+        p.add_argument(
+            "--eta",
+            type=non_negative_float,
+            help="ddim and dpmpp: fresh noise per step; 0 = deterministic (the ODE), 1 = as much as DDPM adds (ddim) "
+            "or the SDE solver (dpmpp); default sample.eta",
+        )
+        p.add_argument(
+            "--spacing",
+            choices=[s.value for s in Spacing],
+            help="ddim and dpmpp: which of the T steps they visit; trailing = evenly from T - 1, quadratic = denser "
+            "near the end; default sample.spacing",
+        )
+        p.add_argument("--seed", type=non_negative_int, help="noise seed; the same seed gives the same images")
+
+    sample = commands.add_parser(
+        "sample",
+        help="generate images for label lists from a trained run (diffusion, latent diffusion or GAN)",
+        description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
+        "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --guidance-min-t, --eta, "
+        "--spacing and --classifier apply to diffusion runs; a GAN run uses --seed for its noise.",
+    )
+    add_generation_options(sample)
+    request = sample.add_mutually_exclusive_group(required=True)
+    request.add_argument("--labels", type=Path, help="label file (JSON list of object-name lists)")
+    request.add_argument("--objects", help='one request, e.g. "red sphere, cyan cube"')
+    sample.add_argument("--out", type=Path, required=True, help="new folder for the images")
+    sample.add_argument("--evaluator", type=Path, help="evaluator weights (default: the run's)")
+    sample.add_argument("--classifier", type=Path, help="a `train classifier` run, for classifier guidance")
+    sample.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance strength")
+    denoise = commands.add_parser(
+        "denoise",
+        help="picture the denoising process: pure noise to the final image",
+        description="Write one row of snapshots of the sampler's state, from pure noise to the final image.",
+    )
+    add_generation_options(denoise)
+    denoise.add_argument("--objects", default=DEFAULT_OBJECTS, help="the request")
+    denoise.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    denoise.add_argument("--snapshots", type=positive_int, default=10, help="images in the row (default 10)")
+    interpolate = commands.add_parser(
+        "interpolate",
+        help="a GAN's images between two noise vectors, for one request",
+        description="Write one row of images whose noise moves linearly from one random vector to another while "
+        "the requested objects stay fixed.",
+    )
+    interpolate.add_argument("--run", type=Path, required=True, help="a gan run folder")
+    interpolate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    interpolate.add_argument("--objects", default=DEFAULT_OBJECTS, help="the request")
+    interpolate.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
+    interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")
+    interpolate.add_argument("--out", type=Path, required=True, help="PNG file to write")
+
+    gradnorm = commands.add_parser(
+        "gradnorm",
+        help="per-layer critic gradient norms: WGAN weight clipping vs gradient penalty",
+        description="Train a DCGAN-style critic (4 conv layers + a linear score) and a generator on DIR under "
+        "weight clipping and under a gradient penalty, record the norm of the critic loss's gradient for each "
+        "layer's weights, and write OUT/gradnorm.png (log scale) and OUT/gradnorm.csv.",
+    )
+    gradnorm.add_argument("--data", type=Path, required=True, help="dataset folder")
+    gradnorm.add_argument("--out", type=Path, required=True, help="folder for gradnorm.png and gradnorm.csv")
+    gradnorm.add_argument("--steps", type=positive_int, default=100, help="generator steps per setting (default 100)")
+    gradnorm.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default 32)")
+    gradnorm.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main job on embedded data: synthesise, train an evaluator and a diffusion model, generate",
+        description="Render a synthetic dataset, train an evaluator on it and score it on freshly rendered "
+        "unseen scenes, train a small conditional diffusion model for a few minutes, generate the test.json "
+        "conditions, score them, and draw the denoising process. Everything goes under OUT.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    demo.add_argument("--n", type=positive_int, default=3000, help="training images to render (default 3000)")
+    demo.add_argument("--epochs", type=positive_int, default=10, help="evaluator epochs (default 10)")
+    demo.add_argument("--ddpm-minutes", type=float, default=4.0, help="diffusion training budget (default 4)")
+    return parser

@@ -1,0 +1,69 @@
+"""Run folders, for every kind alike: what a run is, which checkpoint to load, which evaluator scores it, and which
+requests it can serve. Knows no model family; the families' loaders build on it.
+
+A run folder holds ``run.json`` (kind, vocabulary, largest scene, data and evaluator), ``config.yaml``,
+``metrics.jsonl``, ``log.txt``, ``checkpoints/`` (the latest two, plus a ``latest`` pointer) and ``best/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import load_label_file
+from condgen.data.jsonio import read_json
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import Evaluator, load_evaluator
+from condgen.train.checkpoint import latest_checkpoint, read_state
+
+
+def read_run(run: Path) -> dict:
+    """A run folder's run.json."""
+    if not (run / "run.json").exists():
+        raise CondgenError(f"{run}: not a training run folder (no run.json)")
+    return read_json(run / "run.json")
+
+
+def checkpoint_folder(run: Path, kind: str, which: str) -> tuple[Path, dict]:
+    """The ``best`` (falling back to ``latest``) or ``latest`` checkpoint of a run of ``kind``, and its run.json."""
+    meta = read_run(run)
+    if meta.get("kind") != kind:
+        raise CondgenError(f"{run}: a {meta.get('kind')} run; this needs a {kind} run")
+    folder = run / "best" if which == "best" and (run / "best").is_dir() else latest_checkpoint(run)
+    if folder is None:
+        raise CondgenError(f"{run}: no checkpoint yet")
+    state = read_state(folder)
+    if state.get("kind") != kind:
+        raise CondgenError(f"{folder}: a {state.get('kind')} checkpoint, not {kind}")
+    return folder, meta
+
+
+def run_evaluator(meta: dict, override: Path | None) -> Evaluator | None:
+    """The evaluator a run was trained with, unless ``override`` names another."""
+    if override is not None:
+        return load_evaluator(override)
+    if meta.get("evaluator") == "shipped":
+        return load_evaluator()
+    if meta.get("evaluator"):
+        path = Path(meta["evaluator"])
+        return load_evaluator(path) if path.exists() else None
+    return None
+
+
+def request_labels(meta: dict, labels_file: Path | None, objects: str | None) -> torch.Tensor:
+    """The label rows to generate, validated against the run's vocabulary and its largest training scene."""
+    codec = LabelCodec(meta["objects"])
+    if labels_file is not None:
+        rows, where = load_label_file(labels_file, codec), str(labels_file)
+    else:
+        rows, where = codec.parse(objects or "", "--objects")[None], "--objects"
+    too_many = rows.sum(dim=1) > meta["max_objects"]
+    if too_many.any():
+        first = int(torch.nonzero(too_many)[0])
+        raise CondgenError(
+            f"{where}: entry {first} asks for {int(rows[first].sum())} objects; "
+            f"the model was trained on at most {meta['max_objects']}"
+        )
+    return rows
