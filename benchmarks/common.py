@@ -27,6 +27,8 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.parser import non_negative_int, positive_int
 from condgen.viz.grid import save_grid
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # sampler -> steps (None: all T), eta and spacing; the slowest last. DDIM runs with eta 1 (fresh noise at every step,
 # as DDPM): on the guidance-selection label lists it scored 0.936 against 0.896 with eta 0. DPM-Solver++ visits
 # quadratically spaced steps: 0.8855 against 0.8652 with trailing ones on 512 other train.json label lists
@@ -50,7 +52,7 @@ def int_list(text: str) -> list[int]:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """--samplers, --guidance, --guidance-min-t and --seeds, the same in every diffusion benchmark."""
+    """--samplers, --guidance, --guidance-min-t, --seeds and --labels, the same in every diffusion benchmark."""
     parser.add_argument("--samplers", default="dpmpp,ddim,ddpm", help="comma-separated subset of dpmpp,ddim,ddpm")
     parser.add_argument(
         "--guidance",
@@ -72,6 +74,7 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
         help="noise seeds per test file and sampler (default 3): a 32-image file is a small sample (one object is "
         "worth about 0.013), so the benchmark reports the mean over seeds 0..N-1 and each seed's figure",
     )
+    add_label_arguments(parser)
 
 
 def result_header(device: torch.device) -> dict:
@@ -100,15 +103,37 @@ def machine(device: torch.device | None = None) -> str:
     )
 
 
+COMPOSITIONAL = [ROOT / "benchmarks" / "labels" / f"{name}_triples.json" for name in ("unseen", "seen")]
+
+
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    """--labels: label files scored beside test.json and new_test.json."""
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        nargs="*",
+        default=COMPOSITIONAL,
+        help="label files scored beside the data's test.json and new_test.json (default: the compositional split, "
+        "benchmarks/labels/unseen_triples.json and seen_triples.json; see benchmarks/compositional.py)",
+    )
+
+
+def label_files(data: Path, extra: list[Path]) -> dict[str, Path]:
+    """The files a benchmark scores, by stem: the data's test.json and new_test.json, then ``extra``."""
+    files = [data / name for name in LABEL_FILES] + list(extra)
+    return {path.stem: path for path in files}
+
+
 def score_file(
     make_images: Callable[[torch.Tensor], torch.Tensor],
     evaluator: Evaluator,
     label_file: Path,
     folder: Path | None,
     grid: Path | None,
-) -> tuple[float, float]:
+) -> tuple[dict[str, float], float]:
     """Generates one image per entry of ``label_file``, saves them as ``folder/N.png`` and an 8-per-row ``grid``
-    (unless those are None); returns the evaluator's accuracy and the seconds per image the generation took."""
+    (unless those are None); returns the evaluator's top-k accuracy, exact-set rate, precision and recall, and the
+    seconds per image the generation took."""
     labels = load_label_file(label_file, evaluator.codec)
     start = time.perf_counter()
     images = make_images(labels)
@@ -118,7 +143,7 @@ def score_file(
         for i, image in enumerate(images):
             save_png(image, folder / f"{i}.png")
         save_grid(images, grid)
-    return evaluator.accuracy(images, labels), seconds / len(images)
+    return evaluator.measure(images, labels), seconds / len(images)
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -217,9 +242,10 @@ def score_samplers(
     results: Path,
 ) -> None:
     """Chooses each sampler's guidance scale among ``args.guidance`` (:func:`choose_guidance`), then samples
-    test.json and new_test.json with every sampler of ``args.samplers`` at its scale and with each of ``args.seeds``
-    noise seeds, saves seed 0's images under ``out_dir/{test,new_test}/<sampler>/`` and a grid per file and sampler,
-    and adds each sampler's guidance, accuracies (the mean over seeds, and each seed's) and seconds per image to
+    test.json, new_test.json and the files of ``args.labels`` with every sampler of ``args.samplers`` at its scale
+    and with each of ``args.seeds`` noise seeds, saves seed 0's images under ``out_dir/<file stem>/<sampler>/`` and a
+    grid per file and sampler, and adds each sampler's guidance, top-k accuracies and exact-set rates (the mean over
+    seeds, and each seed's) and seconds per image to
     ``record["samplers"]``, written to ``results`` after every sampler (so a long DDPM pass never holds the others
     back).
 
@@ -248,7 +274,7 @@ def score_samplers(
     rescored = args.samplers.split(",")
     record["samplers"] = kept_samplers(results, record, rescored) if args.score_only else {}
     for sampler in set(SAMPLERS) - set(record["samplers"]):  # images of an earlier pass that no longer belong
-        for stem in (Path(file).stem for file in LABEL_FILES):
+        for stem in label_files(data, args.labels):
             shutil.rmtree(out_dir / stem / sampler, ignore_errors=True)
             (out_dir / f"{stem}_{sampler}_grid.png").unlink(missing_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n")
@@ -263,19 +289,20 @@ def score_samplers(
         }
         if sampler != "ddpm":  # DDPM visits every step, and its noise is its posterior variance, not an eta
             result |= {"eta": sample.eta, "spacing": sample.spacing.value}
-        for file in LABEL_FILES:
-            stem = Path(file).stem
-            by_seed, seconds = [], []
+        for stem, file in label_files(data, args.labels).items():
+            by_seed, seconds = {"accuracy": [], "exact_set": []}, []
             for seed in range(args.seeds):  # the images of seed 0 are kept
                 seeded = functools.partial(make_images, sample=dataclasses.replace(sample, seed=seed))
                 folder, grid = (
                     (out_dir / stem / sampler, out_dir / f"{stem}_{sampler}_grid.png") if seed == 0 else (None, None)
                 )
-                accuracy, seconds_per_image = score_file(seeded, evaluator, data / file, folder, grid)
-                by_seed.append(round(accuracy, 4))
+                scores, seconds_per_image = score_file(seeded, evaluator, file, folder, grid)
+                for key, values in by_seed.items():
+                    values.append(round(scores[key], 4))
                 seconds.append(seconds_per_image)
-            result[f"accuracy_{stem}"] = round(sum(by_seed) / len(by_seed), 4)
-            result[f"accuracy_{stem}_by_seed"] = by_seed
+            for key, values in by_seed.items():
+                result[f"{key}_{stem}"] = round(sum(values) / len(values), 4)
+                result[f"{key}_{stem}_by_seed"] = values
             result[f"seconds_per_image_{stem}"] = round(sum(seconds) / len(seconds), 3)
         print(sampler, json.dumps(result), flush=True)
         record["samplers"][sampler] = result

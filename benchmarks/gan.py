@@ -19,9 +19,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from common import result_header, score_file
+from common import add_label_arguments, label_files, result_header, score_file
 
-from condgen.data.iclevr import LABEL_FILES
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.trainer import sample_images
@@ -56,6 +55,7 @@ def main() -> None:
         help="cpu: the configs with CPU_OVERRIDES; gpu: the configs as they are (default: gpu when CUDA is available)",
     )
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    add_label_arguments(parser)
     args = parser.parse_args()
 
     out_dir = ROOT / "benchmarks" / "results" / args.name
@@ -81,16 +81,15 @@ def main() -> None:
             "seconds_per_step": round(summary["seconds"] / max(1, summary["step"]), 3),
             "best_accuracy_during_training": summary["best_accuracy"],
         }
-        for file in LABEL_FILES:
-            stem = Path(file).stem
-            accuracy, seconds = score_file(
+        for stem, file in label_files(args.data, args.labels).items():
+            scores, seconds = score_file(
                 functools.partial(sample_images, loaded.generator, seed=config.eval_seed),
                 evaluator,
-                args.data / file,
+                file,
                 out_dir / name / stem,
                 out_dir / name / f"{stem}_grid.png",
             )
-            result[f"accuracy_{stem}"] = round(accuracy, 4)
+            result |= {f"{key}_{stem}": round(value, 4) for key, value in scores.items()}
             result[f"seconds_per_image_{stem}"] = round(seconds, 4)
         (out_dir / name / "result.json").write_text(json.dumps(result, indent=2) + "\n")
         print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(result))
         else:
             print(f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects)")
+            print(
+                f"exact-set rate: {result['exact_set']:.4f} (detected above {result['threshold']:g}; "
+                f"precision {result['precision']:.4f}, recall {result['recall']:.4f})"
+            )
             if "frechet_distance" in result:
                 print(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
     elif args.command == "train":
@@ -68,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         from condgen.generate import sample_command
 
         result = sample_command(args)
-        accuracy = f", accuracy {result['accuracy']:.4f}" if "accuracy" in result else ""
+        accuracy = ""
+        if "accuracy" in result:
+            accuracy = f", accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
         print(f"wrote {result['images']} images and grid.png to {args.out}{accuracy}")
     elif args.command == "denoise":
         from condgen.generate import denoise_command
@@ -123,7 +129,12 @@ def _evaluate(args: argparse.Namespace) -> dict:
     if args.images is not None and args.labels is None:
         raise CondgenError("--images needs --labels (the label file the images were generated for)")
     return evaluate_images(
-        images=args.images, labels=args.labels, data=args.data, evaluator=args.evaluator, reference=args.reference
+        images=args.images,
+        labels=args.labels,
+        data=args.data,
+        evaluator=args.evaluator,
+        reference=args.reference,
+        threshold=args.threshold,
     )
 
 

@@ -79,7 +79,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         save_png(image, args.out / f"{i}.png")
     save_grid(images, args.out / "grid.png", nrow=8)
     if evaluator is not None and evaluator.codec.names == tuple(loaded.meta["objects"]):
-        result["accuracy"] = evaluator.accuracy(images, labels)
+        result |= evaluator.measure(images, labels)
     write_json(args.out / "scores.json", result)
     return result
 

@@ -31,6 +31,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:  # also rejects nan
@@ -88,8 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate",
-        help="score images with the evaluator (the course's top-k accuracy)",
-        description="Score generated images against the label lists they were asked to show. PATH is a folder "
+        help="score images with the evaluator (the course's top-k accuracy and the exact-set rate)",
+        description="Score generated images against the label lists they were asked to show: the course's top-k "
+        "accuracy, the exact-set rate (the share of images whose detected objects, evaluator output above "
+        "--threshold, are exactly the requested ones) and per-object precision and recall. PATH is a folder "
         "of 0.png, 1.png, ... (one per label list, in order) or a .pt/.npy tensor (N, 3, H, W): uint8 in [0, 255] "
         "or float in [-1, 1]. Alternatively --data scores a dataset folder's own images against its train.json.",
     )
@@ -107,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="dataset folder: also report the Fréchet distance to its "
         "images in the evaluator's 512-d feature space (not Inception FID)",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=probability,
+        default=0.5,
+        help="an object counts as detected when the evaluator's output exceeds this (default 0.5)",
     )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 

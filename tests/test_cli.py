@@ -153,3 +153,23 @@ def test_demo_smoke_run(tmp_path, capsys, monkeypatch):
     ]:
         assert (out / path).is_file(), path
     assert main(["demo", "--out", str(out)]) == 2  # a second run must not overwrite the first
+
+
+def test_evaluate_reports_the_exact_set_rate_at_the_threshold_it_is_given(scored_batch, capsys):
+    from condgen.evaluate.metrics import set_scores
+
+    folder, images, _ = scored_batch
+    torch.save(to_signed(images), folder / "batch.pt")
+    labels = load_dataset(folder / "data", progress=False).labels[:12]
+    probabilities = load_evaluator(folder / "e.safetensors").scores(to_signed(images))
+    threshold = float(probabilities.median())  # a random evaluator's outputs sit near 0.5: use their median
+    code = main(
+        ["evaluate", "--images", str(folder / "batch.pt"), "--labels", str(folder / "labels.json")]
+        + ["--evaluator", str(folder / "e.safetensors"), "--threshold", str(threshold), "--json"]
+    )
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["threshold"] == threshold
+    expected = set_scores(probabilities, labels, threshold)
+    assert {key: result[key] for key in expected} == pytest.approx(expected)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["evaluate", "--images", "b.pt", "--labels", "l.json", "--threshold", "1.5"])

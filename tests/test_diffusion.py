@@ -416,3 +416,22 @@ def test_a_run_asking_for_an_absent_gpu_is_refused_in_one_line(dataset, evaluato
     err = capsys.readouterr().err
     assert "device=cuda: this machine has no CUDA GPU" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_periodic_evaluation_reports_the_exact_set_rate_and_best_can_be_chosen_by_it(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert train(dataset, run, evaluator_file, "loop.steps=4", "loop.eval_every=2", "loop.best_by=exact_set") == 0
+    evaluations = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "exact_set" in r]
+    assert [r["step"] for r in evaluations] == [2, 4]
+    for record in evaluations:
+        assert 0 <= record["exact_set_test"] <= 1 and 0 <= record["recall_new_test"] <= 1
+        assert record["exact_set"] == pytest.approx((record["exact_set_test"] + record["exact_set_new_test"]) / 2)
+    chosen = max(evaluations, key=lambda r: r["exact_set"])  # the first of equals, as best/ keeps the first
+    best = json.loads((run / "best" / "state.json").read_text())
+    assert best["step"] == chosen["step"] and best["best_by"] == "exact_set"
+    capsys.readouterr()
+    assert train(dataset, tmp_path / "bad", evaluator_file, "loop.best_by=fid") == 2
+    assert "loop.best_by: 'fid' is not one of accuracy, exact_set" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from condgen.evaluate.metrics import frechet_distance, top_k_accuracy
+from condgen.evaluate.metrics import frechet_distance, set_scores, top_k_accuracy
 
 
 def reference_top_k_accuracy(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
@@ -65,3 +65,43 @@ def test_frechet_of_a_set_with_itself_is_zero_and_grows_with_shift():
     assert frechet_distance(features, features) == pytest.approx(0, abs=1e-6)
     # a pure shift by d in every dimension adds |d|^2 * D
     assert frechet_distance(features, features + 0.5) == pytest.approx(0.25 * 16, rel=1e-6)
+
+
+def reference_set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float) -> dict[str, float]:
+    """One image at a time, with Python sets."""
+    exact = hits = detected_count = requested = 0
+    for score, truth in zip(scores.tolist(), multi_hot.tolist()):
+        detected = {i for i, s in enumerate(score) if s > threshold}
+        wanted = {i for i, t in enumerate(truth) if t > 0.5}
+        exact += detected == wanted
+        hits += len(detected & wanted)
+        detected_count += len(detected)
+        requested += len(wanted)
+    return {
+        "exact_set": exact / len(scores),
+        "precision": hits / detected_count if detected_count else 1.0,
+        "recall": hits / requested,
+    }
+
+
+def test_exact_set_hand_example():
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.2, 0.7], [0.6, 0.1, 0.1]])
+    truth = torch.tensor([[1.0, 1, 0], [1, 0, 0], [1, 1, 0]])
+    # image 0 exact; image 1 has an extra object (top-1 accuracy forgives it); image 2 misses one
+    result = set_scores(scores, truth)
+    assert result == pytest.approx({"exact_set": 1 / 3, "precision": 4 / 5, "recall": 4 / 5})
+    assert top_k_accuracy(scores[1:2], truth[1:2]) == 1.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8])
+def test_exact_set_matches_reference_on_random_inputs(seed, threshold):
+    generator = torch.Generator().manual_seed(seed)
+    truth = torch.zeros(300, 24)
+    for row in truth:
+        row[torch.randperm(24, generator=generator)[: torch.randint(1, 4, (1,), generator=generator)]] = 1
+    # scores that mostly agree with the truth, so that every case (exact, extra, missing) occurs
+    scores = 0.45 * truth + 0.52 * torch.rand(300, 24, generator=generator)
+    expected = reference_set_scores(scores, truth, threshold)
+    assert 0 < expected["exact_set"] < 1 or threshold != 0.5
+    assert set_scores(scores, truth, threshold) == pytest.approx(expected, abs=1e-12)

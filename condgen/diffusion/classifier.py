@@ -14,7 +14,7 @@ from condgen.device import resolve_device
 from condgen.diffusion.trainer import DiffusionConfig, OptimConfig
 from condgen.diffusion.unet import NoisyClassifier, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
-from condgen.evaluate.metrics import top_k_accuracy
+from condgen.evaluate.metrics import set_scores, top_k_accuracy
 from condgen.evaluate.training import split_by_scene
 from condgen.train.loop import LoopConfig, optimise
 
@@ -65,7 +65,8 @@ class ClassifierTask:
 
     @torch.no_grad()
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        """Top-k accuracy on held-out scenes noised to 0%, 25% and 50% of the way to pure noise."""
+        """Top-k accuracy and the exact-set rate (sigmoid of the logits above 0.5) on held-out scenes noised to 0%,
+        25% and 50% of the way to pure noise, and their means over the three levels."""
         self.model.eval()
         generator = torch.Generator().manual_seed(0)
         x0 = to_signed(self.data.images[self.val_index[:512]]).to(self.device)
@@ -76,7 +77,10 @@ class ClassifierTask:
             noise = torch.randn(x0.shape, generator=generator).to(x0)
             logits = self.model(self.diffusion.q_sample(x0, t, noise), t)
             scores[f"accuracy_t{int(fraction * 100)}"] = top_k_accuracy(logits.cpu(), labels)
-        scores["accuracy"] = sum(scores.values()) / len(scores)
+            scores[f"exact_set_t{int(fraction * 100)}"] = set_scores(logits.sigmoid().cpu(), labels)["exact_set"]
+        for key in ("accuracy", "exact_set"):
+            levels = [value for name, value in scores.items() if name.startswith(f"{key}_t")]
+            scores[key] = sum(levels) / len(levels)
         return scores
 
 

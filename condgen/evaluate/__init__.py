@@ -1,5 +1,5 @@
 """The multi-label evaluator, the course's top-k accuracy and a feature-space Fréchet distance."""
 
-from condgen.evaluate.metrics import frechet_distance, top_k_accuracy
+from condgen.evaluate.metrics import frechet_distance, set_scores, top_k_accuracy
 
-__all__ = ["frechet_distance", "top_k_accuracy"]
+__all__ = ["frechet_distance", "set_scores", "top_k_accuracy"]

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save
 
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
-from condgen.evaluate.metrics import top_k_accuracy
+from condgen.evaluate.metrics import set_scores, top_k_accuracy
 from condgen.files import write_atomic
 
 SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
@@ -52,6 +52,14 @@ class Evaluator:
         if len(images) != len(multi_hot):
             raise CondgenError(f"{len(images)} images but {len(multi_hot)} label lists: they must match one to one")
         return top_k_accuracy(self.scores(images), multi_hot)
+
+    def measure(self, images: torch.Tensor, multi_hot: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+        """Top-k ``accuracy`` beside the exact-set rate and per-object precision and recall at ``threshold``
+        (:func:`condgen.evaluate.metrics.set_scores`), from one pass of the evaluator."""
+        if len(images) != len(multi_hot):
+            raise CondgenError(f"{len(images)} images but {len(multi_hot)} label lists: they must match one to one")
+        scores = self.scores(images)
+        return {"accuracy": top_k_accuracy(scores, multi_hot), **set_scores(scores, multi_hot, threshold)}
 
     @torch.no_grad()
     def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""The course's top-k accuracy and a Fréchet distance between two sets of feature vectors."""
+"""The course's top-k accuracy, the exact-set rate with per-object precision and recall, and a Fréchet distance
+between two sets of feature vectors."""
 
 from __future__ import annotations
 
@@ -23,6 +24,28 @@ def top_k_accuracy(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1]).expand_as(order))
     hits = (truth & (rank < k)).sum()
     return float(hits) / total
+
+
+def set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
+    """What a user asking for exactly these objects sees. An object is detected when its score exceeds
+    ``threshold``; then
+
+    - ``exact_set``: the share of images whose detected objects are exactly the requested set (an extra, a missing
+      or a substituted object each fail the image, where top-k accuracy forgives an extra one);
+    - ``precision``: detected objects that were requested / detected objects (over every image);
+    - ``recall``: requested objects that were detected / requested objects.
+
+    ``precision`` is 1 when nothing at all is detected (no wrong detection was made).
+    """
+    if scores.shape != multi_hot.shape or scores.dim() != 2:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(multi_hot.shape)} must be equal (N, C)")
+    detected, truth = scores.float() > threshold, multi_hot > 0.5
+    hits = int((detected & truth).sum())
+    return {
+        "exact_set": int((detected == truth).all(dim=1).sum()) / len(scores),
+        "precision": hits / max(1, int(detected.sum())) if detected.any() else 1.0,
+        "recall": hits / max(1, int(truth.sum())),
+    }
 
 
 def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> float:

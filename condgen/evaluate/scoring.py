@@ -63,8 +63,10 @@ def evaluate_images(
     data: Path | None = None,
     evaluator: Path | None = None,
     reference: Path | None = None,
+    threshold: float = 0.5,
 ) -> dict:
-    """Scores ``images`` against ``labels`` (or a dataset folder ``data`` against its train.json)."""
+    """Scores ``images`` against ``labels`` (or a dataset folder ``data`` against its train.json): top-k accuracy,
+    and the exact-set rate, precision and recall of the objects detected above ``threshold``."""
     model = load_evaluator(evaluator)
     if data is not None:
         dataset = load_dataset(data)
@@ -74,7 +76,8 @@ def evaluate_images(
         multi_hot = load_label_file(labels, model.codec)
         batch = read_image_batch(images, len(multi_hot))
     result = {
-        "accuracy": model.accuracy(batch, multi_hot),
+        **model.measure(batch, multi_hot, threshold),
+        "threshold": threshold,
         "images": len(batch),
         "objects": int(multi_hot.sum()),
         "evaluator": str(evaluator) if evaluator else "shipped i-CLEVR evaluator",

@@ -121,8 +121,9 @@ class AutoencoderTask:
     @torch.no_grad()
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
         """PSNR of held-out reconstructions; with an evaluator, its accuracy on them against its accuracy on the
-        originals; for a VQ-VAE, the share of codes in use and the code perplexity. ``accuracy`` (what best/ is
-        chosen by) is the accuracy on reconstructions, or the PSNR without an evaluator."""
+        originals (top-k and exact-set); for a VQ-VAE, the share of codes in use and the code perplexity. ``accuracy``
+        and ``exact_set`` (what best/ can be chosen by) are those of the reconstructions, or the PSNR without an
+        evaluator."""
         self.model.eval()
         index = self.val_index[: self.config.val_images]
         x = to_signed(self.data.images[index]).to(self.device)
@@ -142,10 +143,15 @@ class AutoencoderTask:
             scores["code_perplexity"] = torch.exp(-(p[p > 0] * p[p > 0].log()).sum()).item()
         if self.evaluator is not None:
             labels = self.data.labels[index]
-            scores["accuracy_originals"] = self.evaluator.accuracy(x.cpu(), labels)
-            scores["accuracy_reconstructions"] = self.evaluator.accuracy(reconstruction.cpu(), labels)
+            originals = self.evaluator.measure(x.cpu(), labels)
+            reconstructions = self.evaluator.measure(reconstruction.cpu(), labels)
+            scores["accuracy_originals"] = originals["accuracy"]
+            scores["accuracy_reconstructions"] = reconstructions["accuracy"]
             scores["accuracy_ratio"] = scores["accuracy_reconstructions"] / max(scores["accuracy_originals"], 1e-8)
+            scores["exact_set_originals"] = originals["exact_set"]
+            scores["exact_set_reconstructions"] = reconstructions["exact_set"]
         scores["accuracy"] = scores.get("accuracy_reconstructions", scores["psnr"])
+        scores["exact_set"] = scores.get("exact_set_reconstructions", scores["psnr"])
         return scores
 
 

@@ -23,6 +23,8 @@ from condgen.files import staged_folder, write_atomic
 from condgen.progress import progress_bar
 from condgen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
+BEST_BY = ("accuracy", "exact_set")
+
 
 @dataclass
 class LoopConfig:
@@ -32,6 +34,11 @@ class LoopConfig:
     checkpoint_every: int = 500
     eval_every: int = 1000  # 0 = only at the end
     keep_checkpoints: int = 2  # older step-N folders are removed; best/ is kept apart
+    best_by: str = "accuracy"  # the evaluation score best/ is chosen by: accuracy (top-k) | exact_set
+
+    def __post_init__(self):
+        if self.best_by not in BEST_BY:
+            raise CondgenError(f"loop.best_by: {self.best_by!r} is not one of {', '.join(BEST_BY)}")
 
 
 class Task(Protocol):
@@ -43,7 +50,8 @@ class Task(Protocol):
     def train_step(self, step: int) -> dict[str, float]: ...
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        """Scores the current model; must return ``accuracy`` (the number the best checkpoint is chosen by)."""
+        """Scores the current model; must return ``accuracy`` and ``exact_set`` (``loop.best_by`` picks which one
+        the best checkpoint is chosen by)."""
         ...
 
 
@@ -95,6 +103,8 @@ def fit(
         if state.get("kind") != task.kind:
             raise CondgenError(f"{checkpoint}: a {state.get('kind')} checkpoint, not {task.kind}")
         step, best = state["step"], state.get("best_accuracy")
+        if state.get("best_by", "accuracy") != loop.best_by:
+            best = None  # a score of another kind; the next evaluation sets the best anew
         if hasattr(task, "ema"):
             task.ema.updates = state.get("ema_updates", step)
     else:
@@ -107,6 +117,7 @@ def fit(
         extra = {
             "kind": task.kind,
             "best_accuracy": best,
+            "best_by": loop.best_by,
             "ema_updates": getattr(getattr(task, "ema", None), "updates", 0),
         }
         path = save_checkpoint(run, step, task.modules, task.optimizers, task.generators, extra)
@@ -136,9 +147,9 @@ def fit(
             if evaluate:
                 scores = task.evaluate(step, run)
                 _append_metrics(run, {"step": step, **scores})
-                new_best = best is None or scores["accuracy"] > best
+                new_best = best is None or scores[loop.best_by] > best
                 if new_best:
-                    best = scores["accuracy"]
+                    best = scores[loop.best_by]
             if new_best or step % loop.checkpoint_every == 0 or step == loop.steps or out_of_time:
                 path = checkpoint_now()
                 if new_best:
