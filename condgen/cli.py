@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
-from condgen.errors import CondgenError
+from condgen.errors import CondgenError, InterruptedTrainingError
 from condgen.parser import build_parser
 
 EXIT_USER_ERROR = 2
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "data" and args.data_command == "check":
         from condgen.data.check import check_dataset, format_report
 
-        print(format_report(check_dataset(args.dir)))
+        print(format_report(check_dataset(args.dir, strict=args.strict, max_objects=args.max_objects)))
     elif args.command == "evaluator":
         return _train_evaluator(args)
     elif args.command == "evaluate":
@@ -62,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
             if args.resume:
                 raise CondgenError("--autoencoder: a resumed run keeps the autoencoder it started with; drop it")
             overrides.append(f"autoencoder={args.autoencoder}")
-        summary = start_training(kind, args.data, args.out, args.config, overrides, args.resume, evaluator)
+        try:
+            summary = start_training(kind, args.data, args.out, args.config, overrides, args.resume, evaluator)
+        except InterruptedTrainingError as exc:
+            print(f"condgen: {exc}; continue exactly with: {_resume_command(args)}", file=sys.stderr)
+            return 130
         best = summary["best_accuracy"]
         print(
             f"stopped at step {summary['step']}; best accuracy {best if best is None else round(best, 4)}; "
@@ -102,6 +107,16 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(args.out, n=args.n, epochs=args.epochs, ddpm_minutes=args.ddpm_minutes)
     return 0
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """The command that resumes the training ``args`` started or resumed, with what it does not keep itself."""
+    command = ["condgen", "train", args.model, "--data", str(args.data), "--out", str(args.out), "--resume"]
+    if getattr(args, "evaluator", None) is not None:
+        command += ["--evaluator", str(args.evaluator)]
+    if args.resume:  # a resume's overrides are not written to config.yaml; a new run's are
+        command += list(args.overrides)
+    return shlex.join(command)
 
 
 def _train_evaluator(args: argparse.Namespace) -> int:

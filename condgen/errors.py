@@ -7,3 +7,12 @@ class CondgenError(Exception):
     The message names what is wrong and where, e.g. ``train.json: entry "a.png": unknown object "red sphre"``.
     The CLI prints it to stderr and exits with status 2.
     """
+
+
+class InterruptedTrainingError(CondgenError):
+    """SIGINT or SIGTERM stopped training after a complete step, whose checkpoint was written; ``--resume``
+    continues exactly from it. The CLI adds the command that does so and exits with status 130."""
+
+    def __init__(self, step: int, checkpoint: str):
+        super().__init__(f"interrupted after step {step}; saved {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint

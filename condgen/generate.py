@@ -58,6 +58,12 @@ def sample_command(args: argparse.Namespace) -> dict:
     loaded = load_generator(args.run, args.checkpoint)
     labels = request_labels(loaded.meta, args.labels, args.objects)
     if isinstance(loaded, GANModel):
+        given = [key for key in SAMPLING_OPTIONS if key != "seed" and getattr(args, key) is not None]
+        if getattr(args, "classifier", None) is not None:
+            given.append("classifier")
+        if given:
+            options = ", ".join("--" + key.replace("_", "-") for key in given)
+            raise CondgenError(f"{options}: diffusion runs only; {args.run} is a gan run, which takes --seed alone")
         seed = loaded.config.eval_seed if args.seed is None else args.seed
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)
@@ -75,6 +81,9 @@ def sample_command(args: argparse.Namespace) -> dict:
         _fresh_folder(args.out)
         images = loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier))
         result = {"images": len(images), "sample": config_to_dict(sample)}
+    if not torch.isfinite(images).all():
+        args.out.rmdir()  # still empty: nothing is written from a broken model
+        raise CondgenError(f"{args.run}: the model made non-finite images; its weights are broken (a diverged run?)")
     for i, image in enumerate(images):
         save_png(image, args.out / f"{i}.png")
     save_grid(images, args.out / "grid.png", nrow=8)

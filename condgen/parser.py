@@ -40,8 +40,8 @@ def probability(text: str) -> float:
 
 def non_negative_float(text: str) -> float:
     value = float(text)
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    if not 0 <= value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number >= 0 (and finite), got {text}")
     return value
 
 
@@ -71,9 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="validate a dataset folder and count its classes",
         description="Validate objects.json, train.json, the optional label files and every image; print counts "
-        "per class and per number of objects.",
+        "per class and per number of objects, the images that loading converts (any that is not 64x64 RGB) and the "
+        "label lists that ask for more objects than a model trained on the set accepts. --strict, as training "
+        "does, refuses both.",
     )
     check.add_argument("dir", type=Path, help="the dataset folder")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse images that are not 64x64 RGB and label lists longer than --max-objects (training's rule)",
+    )
+    check.add_argument(
+        "--max-objects",
+        type=positive_int,
+        help="the most objects a label list may ask for (default: the largest scene in train.json)",
+    )
 
     evaluator = commands.add_parser("evaluator", help="train the ResNet18 evaluator").add_subparsers(
         dest="evaluator_command", required=True, metavar="COMMAND"
@@ -152,7 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add_generation_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--run", type=Path, required=True, help="a training run folder")
-        p.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
+        p.add_argument(
+            "--checkpoint",
+            choices=["best", "latest"],
+            default="best",
+            help="best: the weights with the highest evaluation score (else the latest); latest: the last saved "
+            "(default best)",
+        )
         p.add_argument(
             "--sampler", choices=[s.value for s in Sampler], help="diffusion runs; default: the run's sample.sampler"
         )
@@ -162,7 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="ddim and dpmpp steps; default: the run's sample.steps, or with --sampler that sampler's default "
             f"({', '.join(f'{s.value} {n}' for s, n in DEFAULT_STEPS.items() if n)}); ddpm always takes T",
         )
-        p.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none)")
+        p.add_argument(
+            "--guidance",
+            type=non_negative_float,
+            help="diffusion runs: classifier-free guidance scale (1 = none, 0 = unconditional); default: the run's "
+            "sample.guidance",
+        )
         p.add_argument(
             "--guidance-min-t",
             type=non_negative_int,
@@ -181,7 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="ddim and dpmpp: which of the T steps they visit; trailing = evenly from T - 1, quadratic = denser "
             "near the end; default sample.spacing",
         )
-        p.add_argument("--seed", type=non_negative_int, help="noise seed; the same seed gives the same images")
+        p.add_argument(
+            "--seed",
+            type=non_negative_int,
+            help="noise seed; the same seed gives the same images (default: the run's sample.seed, or a GAN "
+            "run's eval_seed)",
+        )
 
     sample = commands.add_parser(
         "sample",
@@ -197,7 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", type=Path, required=True, help="new folder for the images")
     sample.add_argument("--evaluator", type=Path, help="evaluator weights (default: the run's)")
     sample.add_argument("--classifier", type=Path, help="a `train classifier` run, for classifier guidance")
-    sample.add_argument("--classifier-scale", type=float, default=1.0, help="classifier guidance strength")
+    sample.add_argument(
+        "--classifier-scale",
+        type=non_negative_float,
+        default=1.0,
+        help="classifier guidance strength, with --classifier (default 1)",
+    )
     denoise = commands.add_parser(
         "denoise",
         help="picture the denoising process: pure noise to the final image",
@@ -214,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         "the requested objects stay fixed.",
     )
     interpolate.add_argument("--run", type=Path, required=True, help="a gan run folder")
-    interpolate.add_argument("--checkpoint", choices=["best", "latest"], default="best")
+    interpolate.add_argument(
+        "--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)"
+    )
     interpolate.add_argument("--objects", default=DEFAULT_OBJECTS, help="the request")
     interpolate.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
     interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")

@@ -171,3 +171,33 @@ def test_broken_cache_file_is_rebuilt(dataset):
         cached.write_bytes(b"garbage")
     assert torch.equal(load_dataset(dataset, progress=False).images, first.images)
     shutil.rmtree(iclevr.cache_dir())
+
+
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        (lambda image: image.convert("L"), "64x64 L"),
+        (lambda image: image.convert("RGBA"), "64x64 RGBA"),
+        (lambda image: image.resize((128, 128)), "128x128 RGB"),
+        (lambda image: image.resize((64, 48)), "64x48 RGB"),
+    ],
+)
+def test_data_check_says_what_it_converts_and_training_refuses_it(dataset, capsys, change, what):
+    name = sorted(json.loads((dataset / "train.json").read_text()))[3]
+    path = dataset / "images" / name
+    change(Image.open(path)).save(path)
+    code, out, _ = run_cli(capsys, "data", "check", dataset)
+    assert code == 0 and f"{name} ({what})" in out and "training refuses them" in out
+    code, _, err = run_cli(capsys, "data", "check", dataset, "--strict")
+    assert code == 2 and f"{name}: {what}, not 64x64 RGB like the dataset" in err
+    code, _, err = run_cli(capsys, "train", "gan", "--data", dataset, "--out", dataset.parent / "run", "device=cpu")
+    assert code == 2 and f"{name}: {what}, not 64x64 RGB" in err and not (dataset.parent / "run").exists()
+
+
+def test_data_check_reports_label_lists_longer_than_the_largest_scene(dataset, capsys):
+    edit_json(dataset / "test.json", lambda lists: [["red cube", "red sphere", "blue cube", "gray cylinder"], *lists])
+    code, out, _ = run_cli(capsys, "data", "check", dataset)
+    assert code == 0 and "note: test.json: 1 label lists ask for more than 3 objects (entries 0)" in out
+    code, _, err = run_cli(capsys, "data", "check", dataset, "--strict")
+    assert code == 2 and "test.json: entry 0 asks for 4 objects, more than 3" in err
+    assert run_cli(capsys, "data", "check", dataset, "--strict", "--max-objects", "4")[0] == 0

@@ -47,3 +47,10 @@ def test_from_mapping_orders_by_index_and_rejects_gaps():
 def test_bad_label_lists_are_named(names, message):
     with pytest.raises(CondgenError, match=f"^test.json: entry 4: {message}"):
         LabelCodec(ICLEVR_OBJECTS).encode(names, "test.json: entry 4")
+
+
+def test_objects_json_errors_name_the_index():
+    with pytest.raises(CondgenError, match='index 0 is used twice \\("a" and "b"\\)'):
+        LabelCodec.from_mapping({"a": 0, "b": 0}, "objects.json")
+    with pytest.raises(CondgenError, match='"b" has 2 and 1 is missing'):
+        LabelCodec.from_mapping({"a": 0, "b": 2}, "objects.json")

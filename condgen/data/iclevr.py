@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
+from PIL import Image
 
 from condgen.data.imageio import decode_image, to_signed
 from condgen.data.jsonio import read_json
@@ -112,15 +113,42 @@ def check_file_name(name: str, where: str) -> None:
         raise CondgenError(f"{where}: file name must stay inside the images folder")
 
 
-def load_dataset(root: str | Path, size: int = IMAGE_SIZE, cache: bool = True, progress: bool = True) -> LabeledImages:
-    """Loads a dataset folder into memory, validating every JSON entry and every image."""
+def load_dataset(
+    root: str | Path, size: int = IMAGE_SIZE, cache: bool = True, progress: bool = True, strict: bool = False
+) -> LabeledImages:
+    """Loads a dataset folder into memory, validating every JSON entry and every image. ``strict`` refuses images
+    that are not ``size`` x ``size`` RGB (otherwise they are converted and resized: :func:`converted_images`)."""
     root = Path(root)
     if not root.is_dir():
         raise CondgenError(f"{root}: dataset folder not found")
     codec = load_codec(root)
     files, labels = read_train_index(root, codec)
+    if strict:
+        converted = converted_images(root / "images", files, size)
+        if converted:
+            (name, what), others = converted[0], len(converted) - 1
+            more = f" (and {others} other images)" if others else ""
+            raise CondgenError(
+                f"{root / 'images' / name}: {what}, not {size}x{size} RGB like the dataset{more}; convert them, "
+                f"or see what loading would convert with `condgen data check {root}`"
+            )
     images = load_images(root / "images", files, size=size, cache=cache, progress=progress)
     return LabeledImages(images=images, labels=labels, files=files, codec=codec)
+
+
+def converted_images(folder: Path, files: list[str], size: int = IMAGE_SIZE) -> list[tuple[str, str]]:
+    """The images that loading converts, read from their headers alone: (file name, what it is), e.g.
+    ``("a.png", "128x128 RGBA")``. Loading makes every image RGB and resizes it to ``size`` x ``size``."""
+    converted = []
+    for name in files:
+        try:
+            with Image.open(folder / name) as image:
+                width, height, mode = *image.size, image.mode
+        except (OSError, SyntaxError, ValueError):
+            continue  # unreadable: decoding reports it with its reason
+        if (width, height, mode) != (size, size, "RGB"):
+            converted.append((name, f"{width}x{height} {mode}"))
+    return converted
 
 
 def load_images(

@@ -43,8 +43,18 @@ class LabelCodec:
         for name, index in mapping.items():
             if not isinstance(index, int) or isinstance(index, bool):
                 raise CondgenError(f'{where}: entry "{name}": index must be an integer, got {index!r}')
-        if sorted(mapping.values()) != list(range(len(mapping))):
-            raise CondgenError(f"{where}: indices must be 0..{len(mapping) - 1}, each used once")
+        by_index: dict[int, str] = {}
+        for name, index in mapping.items():
+            if index in by_index:
+                raise CondgenError(f'{where}: index {index} is used twice ("{by_index[index]}" and "{name}")')
+            by_index[index] = name
+        outside = [index for index in by_index if not 0 <= index < len(mapping)]
+        if outside:  # with no index twice, one outside the range means one inside it is missing
+            missing = min(set(range(len(mapping))) - set(by_index))
+            raise CondgenError(
+                f'{where}: indices must be 0..{len(mapping) - 1}, each used once; "{by_index[outside[0]]}" has '
+                f"{outside[0]} and {missing} is missing"
+            )
         return cls(sorted(mapping, key=mapping.__getitem__))
 
     @classmethod

@@ -47,6 +47,8 @@ def read_image_batch(path: str | Path, count: int, size: int = IMAGE_SIZE) -> to
         batch = to_signed(batch)
     elif batch.is_floating_point():
         batch = batch.float()
+        if not torch.isfinite(batch).all():
+            raise CondgenError(f"{path}: holds non-finite values (NaN or infinity); images must lie in [-1, 1]")
         low, high = float(batch.min()), float(batch.max())
         if low < -1.01 or high > 1.01:
             raise CondgenError(f"{path}: float images must lie in [-1, 1], found values in [{low:.3g}, {high:.3g}]")

@@ -74,6 +74,15 @@ def save_checkpoint(
     return final
 
 
+def checkpoints_newest_first(run: Path) -> list[Path]:
+    """The checkpoint ``latest`` points to (when it exists), then every other ``step-N`` folder, newest first: where
+    resuming looks when the newest one turns out unreadable."""
+    pointer = run / "checkpoints" / "latest"
+    named = run / "checkpoints" / pointer.read_text().strip() if pointer.exists() else None
+    others = sorted((run / "checkpoints").glob("step-*"), reverse=True)
+    return ([named] if named is not None and named.is_dir() else []) + [c for c in others if c != named]
+
+
 def latest_checkpoint(run: Path) -> Path | None:
     pointer = run / "checkpoints" / "latest"
     if not pointer.exists():

@@ -10,18 +10,24 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import math
 import shutil
+import signal
+import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from condgen.errors import CondgenError
+from condgen.errors import CondgenError, InterruptedTrainingError
 from condgen.files import staged_folder, write_atomic
 from condgen.progress import progress_bar
-from condgen.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from condgen.train.checkpoint import checkpoints_newest_first, latest_checkpoint, load_checkpoint, save_checkpoint
 
 BEST_BY = ("accuracy", "exact_set")
 
@@ -92,35 +98,42 @@ def fit(
     task: Task, loop: LoopConfig, run: Path, config_yaml: str, resume: bool, progress: bool = True, note: str = ""
 ) -> dict:
     """Trains ``task`` to ``loop.steps``; returns a summary. ``run`` receives config.yaml, metrics.jsonl,
-    checkpoints/, best/ and log.txt, one line per start or resume followed by ``note`` (the device, say)."""
+    checkpoints/, best/ and log.txt, one line per start or resume followed by ``note`` (the device, say).
+
+    Nothing broken is ever saved: a non-finite loss, or weights that are no longer finite when a checkpoint is due,
+    stop training with :class:`CondgenError` before anything is written from that state. SIGINT and SIGTERM finish
+    the current step, save it and raise :class:`InterruptedTrainingError` (a second signal stops at once). A resume
+    starts from the newest intact checkpoint and drops the metrics records of the steps after it."""
     run.mkdir(parents=True, exist_ok=True)
     step, best = 0, None
-    checkpoint = latest_checkpoint(run)
     if resume:
-        if checkpoint is None:
-            raise CondgenError(f"{run}: nothing to resume (no checkpoints/latest)")
-        state = load_checkpoint(checkpoint, task.modules, task.optimizers, task.generators)
-        if state.get("kind") != task.kind:
-            raise CondgenError(f"{checkpoint}: a {state.get('kind')} checkpoint, not {task.kind}")
+        checkpoint, state = _resume_state(run, task)
         step, best = state["step"], state.get("best_accuracy")
         if state.get("best_by", "accuracy") != loop.best_by:
             best = None  # a score of another kind; the next evaluation sets the best anew
         if hasattr(task, "ema"):
             task.ema.updates = state.get("ema_updates", step)
+        _keep_metrics_until(run, step)
     else:
-        if checkpoint is not None or (run / "config.yaml").exists():
+        if latest_checkpoint(run) is not None or (run / "config.yaml").exists():
             raise CondgenError(f"{run}: already holds a run; pass --resume to continue it or choose another --out")
         write_atomic(run / "config.yaml", config_yaml.encode())
     _log(run, f"{'resumed' if resume else 'started'} at step {step}" + (f"; {note}" if note else ""))
 
     def checkpoint_now() -> Path:
+        _check_finite_weights(task, step, run)
         extra = {
             "kind": task.kind,
             "best_accuracy": best,
             "best_by": loop.best_by,
             "ema_updates": getattr(getattr(task, "ema", None), "updates", 0),
         }
-        path = save_checkpoint(run, step, task.modules, task.optimizers, task.generators, extra)
+        try:
+            path = save_checkpoint(run, step, task.modules, task.optimizers, task.generators, extra)
+        except OSError as exc:  # a full disk, say: the previous checkpoint and latest are untouched
+            raise CondgenError(
+                f"{run}: cannot write the checkpoint of step {step} ({exc.strerror or exc}); {_last_good(run)}"
+            ) from None
         _prune(run, loop.keep_checkpoints)
         return path
 
@@ -128,20 +141,27 @@ def fit(
     sums: dict[str, float] = {}
     count = 0
     stopped_by_budget = False
-    with progress_bar(total=loop.steps, initial=step, desc=task.kind, unit="step", enabled=progress) as bar:
+    bar = progress_bar(total=loop.steps, initial=step, desc=task.kind, unit="step", enabled=progress)
+    with bar, _stop_signals() as stop_requested:
         while step < loop.steps:
             losses = task.train_step(step)
             step += 1
+            _check_finite_losses(losses, step, run)
             count += 1
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
             out_of_time = loop.max_minutes > 0 and time.perf_counter() - start > 60 * loop.max_minutes
-            if step % loop.log_every == 0 or step == loop.steps or out_of_time:  # the last step is always logged
+            stopping = out_of_time or bool(stop_requested)
+            if step % loop.log_every == 0 or step == loop.steps or stopping:  # the last step is always logged
                 means = {k: v / count for k, v in sums.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
                 _append_metrics(run, {"step": step, **means, "seconds": round(time.perf_counter() - start, 2)})
                 sums, count = {}, 0
+            if stop_requested:
+                path = checkpoint_now()
+                _log(run, f"{stop_requested[0]} after step {step}; saved {path.name}")
+                raise InterruptedTrainingError(step, str(path))
             evaluate = step == loop.steps or out_of_time or (loop.eval_every and step % loop.eval_every == 0)
             new_best = False
             if evaluate:
@@ -166,9 +186,94 @@ def fit(
     }
 
 
+def _resume_state(run: Path, task: Task) -> tuple[Path, dict]:
+    """Loads the newest checkpoint that reads whole into ``task``; an unreadable newer one is passed over, and
+    said so on stderr and in log.txt."""
+    failures = []
+    for checkpoint in checkpoints_newest_first(run):
+        try:
+            state = load_checkpoint(checkpoint, task.modules, task.optimizers, task.generators)
+        except CondgenError as exc:
+            failures.append(str(exc))
+            continue
+        if state.get("kind") != task.kind:
+            raise CondgenError(f"{checkpoint}: a {state.get('kind')} checkpoint, not {task.kind}")
+        if failures:
+            message = (
+                f"resuming from {checkpoint.name}, the newest intact checkpoint; passed over: {'; '.join(failures)}"
+            )
+            print(f"condgen: {message}", file=sys.stderr)
+            _log(run, message)
+        return checkpoint, state
+    if failures:
+        raise CondgenError(f"{run}: no intact checkpoint to resume from ({'; '.join(failures)})")
+    raise CondgenError(f"{run}: nothing to resume (no checkpoints)")
+
+
+def _check_finite_losses(losses: dict[str, float], step: int, run: Path) -> None:
+    bad = {key: value for key, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        name, value = next(iter(bad.items()))
+        raise CondgenError(
+            f"step {step}: {name} = {value}; training stopped and nothing was saved from this state "
+            f"(lower the learning rate or look at the data; {_last_good(run)})"
+        )
+
+
+def _check_finite_weights(task: Task, step: int, run: Path) -> None:
+    for name, module in task.modules.items():
+        if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+            raise CondgenError(
+                f"step {step}: the {name} weights are no longer finite (a non-finite gradient); training stopped "
+                f"and nothing was saved from this state ({_last_good(run)})"
+            )
+
+
+def _last_good(run: Path) -> str:
+    newest = checkpoints_newest_first(run)
+    return f"the last good checkpoint is {newest[0]}" if newest else "no checkpoint was written yet"
+
+
+@contextmanager
+def _stop_signals() -> Iterator[list[str]]:
+    """Yields a list that SIGINT or SIGTERM fill with the signal's name, for the loop to stop after the current
+    step; a second signal raises KeyboardInterrupt at once. Outside the main thread (where Python allows no signal
+    handlers) the list stays empty."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _keep_metrics_until(run: Path, step: int) -> None:
+    """Drops the metrics records of steps after ``step`` (written after the checkpoint being resumed from), so
+    that the resumed run writes each step's records once."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        write_atomic(path, "".join(f"{line}\n" for line in kept).encode())
+
+
 def _append_metrics(run: Path, record: dict) -> None:
+    """One JSON line; a non-finite number is written as null, so every line stays valid JSON."""
+    plain = {key: None if isinstance(v, float) and not math.isfinite(v) else v for key, v in record.items()}
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps(plain) + "\n")
 
 
 def _log(run: Path, line: str) -> None:
