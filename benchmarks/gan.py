@@ -1,25 +1,25 @@
-"""GAN benchmark: for ACGAN and for WGAN-GP with a projection discriminator, train on a dataset for a fixed
-wall-clock budget each, then sample test.json and new_test.json from the best checkpoint and score them with the
-shipped evaluator.
+"""GAN benchmark: train each GAN of ``MODELS`` for a fixed wall-clock budget, one model at a time on the whole
+machine, then sample test.json, new_test.json and the compositional split from the best checkpoint with several
+noise seeds and score them with the shipped evaluator (top-k accuracy and the exact-set rate).
 
 Run by hand:
-    python benchmarks/gan.py [--budget-minutes 60] [--name gan_cpu] [--models acgan,wgangp_projection]
-Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/<model>/{test,new_test}/.
-Each model's result is also kept in <name>/<model>/result.json and <name>.json gathers every model present, so the
-models can be run as separate processes side by side (for example one per core with OMP_NUM_THREADS=1).
+    python benchmarks/gan.py [--budget-minutes 60] [--models hinge_s2d] [--seeds 3] [--name gan_cpu]
+    python benchmarks/gan.py --score-only --models hinge_s2d      # sample and score the trained runs again
+Writes benchmarks/results/<name>.json (every model trained so far), the scored images of seed 0 under
+benchmarks/results/<name>/<model>/<label file>/, and benchmarks/results/<name>/time_to_quality.png: each GAN's
+periodic accuracy against training minutes, beside the end points of the pixel and latent diffusion benchmarks.
+Runs are kept in runs/bench_gan_<model>.
 """
 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import functools
 import json
 import shutil
 from pathlib import Path
 
-import torch
-from common import add_label_arguments, label_files, result_header, score_file
+from common import add_label_arguments, label_files, read_metrics, result_header, score_file
 
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
@@ -29,79 +29,123 @@ from condgen.launch import start_training
 from condgen.train.config import config_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"acgan": "gan_acgan.yaml", "wgangp_projection": "gan_wgangp_projection.yaml"}
-# The configs are GPU-sized (64 channels, batch 64: even their DCGAN variant takes about 22 s per WGAN-GP step on one
-# CPU core). On a CPU the same code runs with narrower DCGAN-style nets and batch 32: about 1 s (ACGAN) and 3 s
-# (WGAN-GP: five critic steps with the penalty's double backward) per generator step on one core.
-CPU_OVERRIDES = [
-    "model.architecture=dcgan",
-    "model.g_channels=32",
-    "model.d_channels=32",
-    "optim.batch_size=32",
-    "loop.eval_every=200",
-    "loop.checkpoint_every=200",
-]
+RESULTS = ROOT / "benchmarks" / "results"
+# model -> its config file in configs/, sized for a 2-core CPU and run as it is
+MODELS = {"hinge_s2d": "gan_cpu.yaml"}
+# The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
+DIFFUSION_RESULTS = {
+    "pixel diffusion, DDIM-50": ("diffusion_cpu.json", "ddim"),
+    "latent diffusion, DDPM-1000": ("latent_cpu.json", "ddpm"),
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
-    parser.add_argument("--budget-minutes", type=float, default=60.0, help="per model")
-    parser.add_argument("--name", default="gan_cpu", help="result name (gan_cpu or gan_gpu)")
-    parser.add_argument(
-        "--size",
-        choices=["cpu", "gpu"],
-        default="gpu" if torch.cuda.is_available() else "cpu",
-        help="cpu: the configs with CPU_OVERRIDES; gpu: the configs as they are (default: gpu when CUDA is available)",
-    )
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="training minutes per model (default 60)")
+    parser.add_argument("--name", default="gan_cpu", help="result name (default gan_cpu)")
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="noise seeds per label file (default 3)")
+    parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
     add_label_arguments(parser)
     args = parser.parse_args()
 
-    out_dir = ROOT / "benchmarks" / "results" / args.name
-    evaluator = load_evaluator()
-    record = {
-        **result_header(resolve_device("auto")),
-        "budget_minutes_per_model": args.budget_minutes,
-        "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
-    }
+    results = RESULTS / f"{args.name}.json"
+    record = json.loads(results.read_text()) if results.is_file() else {"models": {}}
+    # results of an earlier protocol (one core per model, no curve, one seed) stay in git history, not here
+    record["models"] = {name: result for name, result in record["models"].items() if "curve" in result}
     for name in args.models.split(","):
-        run = ROOT / "runs" / f"bench_{name}"
-        shutil.rmtree(run, ignore_errors=True)
-        shutil.rmtree(out_dir / name, ignore_errors=True)
-        overrides = (CPU_OVERRIDES if args.size == "cpu" else []) + [f"loop.max_minutes={args.budget_minutes}"]
-        summary = start_training("gan", args.data, run, ROOT / "configs" / MODELS[name], overrides, False)
-        loaded = KINDS["gan"].load_model(run, "best")
-        config = loaded.config
-        result = {
-            **record,
-            "config": config_to_dict(config),
-            "train_steps": summary["step"],
-            "train_seconds": round(summary["seconds"], 1),
-            "seconds_per_step": round(summary["seconds"] / max(1, summary["step"]), 3),
-            "best_accuracy_during_training": summary["best_accuracy"],
-        }
-        for stem, file in label_files(args.data, args.labels).items():
+        run = ROOT / "runs" / f"bench_gan_{name}"
+        out_dir = RESULTS / args.name / name
+        if not args.score_only:
+            shutil.rmtree(run, ignore_errors=True)
+            overrides = [f"loop.max_minutes={args.budget_minutes}"]
+            start_training("gan", args.data, run, ROOT / "configs" / MODELS[name], overrides, resume=False)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        record["models"][name] = score_run(run, out_dir, args)
+        results.write_text(json.dumps(record, indent=2) + "\n")
+        print(name, json.dumps({k: v for k, v in record["models"][name].items() if k != "config"}), flush=True)
+    plot_time_to_quality(record, RESULTS / args.name / "time_to_quality.png")
+
+
+def score_run(run: Path, out_dir: Path, args: argparse.Namespace) -> dict:
+    """The run's training figures and periodic curve, and every label file's scores over ``args.seeds`` noise
+    seeds (mean and each seed) from its best checkpoint; seed 0's images are saved."""
+    loaded = KINDS["gan"].load_model(run, "best")
+    evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
+    records = read_metrics(run)
+    trained = [r for r in records if "seconds" in r]
+    result = {
+        **result_header(resolve_device(loaded.config.device)),
+        "config": config_to_dict(loaded.config),
+        "train_steps": trained[-1]["step"],
+        "train_minutes": round(trained[-1]["seconds"] / 60, 2),
+        "seconds_per_step": round(trained[-1]["seconds"] / trained[-1]["step"], 3),
+        "best_step": json.loads((run / "best" / "state.json").read_text())["step"],
+        "curve": time_to_quality(records),
+        "seeds": args.seeds,
+    }
+    for stem, file in label_files(args.data, args.labels).items():
+        by_seed: dict[str, list[float]] = {"accuracy": [], "exact_set": []}
+        for seed in range(args.seeds):
+            keep = seed == 0
             scores, seconds = score_file(
-                functools.partial(sample_images, loaded.generator, seed=config.eval_seed),
+                functools.partial(sample_images, loaded.generator, seed=seed),
                 evaluator,
                 file,
-                out_dir / name / stem,
-                out_dir / name / f"{stem}_grid.png",
+                out_dir / stem if keep else None,
+                out_dir / f"{stem}_grid.png" if keep else None,
             )
-            result |= {f"{key}_{stem}": round(value, 4) for key, value in scores.items()}
-            result[f"seconds_per_image_{stem}"] = round(seconds, 4)
-        (out_dir / name / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-        print(name, json.dumps({k: v for k, v in result.items() if k != "config"}), flush=True)
-        gather(out_dir, ROOT / "benchmarks" / "results" / f"{args.name}.json")
+            for key, values in by_seed.items():
+                values.append(round(scores[key], 4))
+        for key, values in by_seed.items():
+            result[f"{key}_{stem}"] = round(sum(values) / len(values), 4)
+            result[f"{key}_{stem}_by_seed"] = values
+        result[f"seconds_per_image_{stem}"] = round(seconds, 5)
+    return result
 
 
-def gather(out_dir: Path, target: Path) -> None:
-    """Write every model's result.json under out_dir into one file; locked, since models may finish together."""
-    with open(target.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        models = {path.parent.name: json.loads(path.read_text()) for path in sorted(out_dir.glob("*/result.json"))}
-        target.write_text(json.dumps({"models": models}, indent=2) + "\n")
+def time_to_quality(records: list[dict]) -> list[dict]:
+    """The periodic evaluations as (training minutes, step, accuracy per file): an evaluation's time is that of the
+    loss record of its step, which the loop writes just before it."""
+    seconds_at = {r["step"]: r["seconds"] for r in records if "seconds" in r}
+    curve = []
+    for r in records:
+        if "accuracy" in r and r["step"] in seconds_at:
+            point = {"minutes": round(seconds_at[r["step"]] / 60, 2), "step": r["step"]}
+            curve.append(point | {k: round(v, 4) for k, v in r.items() if k.startswith(("accuracy_", "exact_set_"))})
+    return curve
+
+
+def plot_time_to_quality(record: dict, path: Path) -> None:
+    """Accuracy (mean of the two test files) against training minutes, one curve per GAN, with the diffusion
+    benchmarks' results at the end of their hour as single points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for name, result in record["models"].items():
+        curve = result["curve"]
+        mean = [(p["accuracy_test"] + p["accuracy_new_test"]) / 2 for p in curve]
+        axis.plot([p["minutes"] for p in curve], mean, marker=".", label=f"GAN {name} (periodic, seed 0)")
+    for label, (file, sampler) in DIFFUSION_RESULTS.items():
+        if (RESULTS / file).is_file():
+            result = json.loads((RESULTS / file).read_text())
+            scores = result["samplers"][sampler]
+            minutes = result.get("minutes_until_sampling", result.get("budget_minutes"))
+            mean = (scores["accuracy_test"] + scores["accuracy_new_test"]) / 2
+            axis.scatter([minutes], [mean], marker="*", s=120, label=f"{label} (after training)", zorder=3)
+    axis.set_xlabel("training minutes (2-core CPU)")
+    axis.set_ylabel("top-k accuracy, mean of test.json and new_test.json")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 if __name__ == "__main__":

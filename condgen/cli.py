@@ -89,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         from condgen.generate import interpolate_command
 
         print(f"wrote {interpolate_command(args)}")
+    elif args.command == "export":
+        from condgen.export import export_model
+
+        print(f"wrote {export_model(args.run, args.out, args.checkpoint, args.half)}")
     elif args.command == "gradnorm":
         from condgen.data.iclevr import load_dataset
         from condgen.gan.gradnorm import SETTINGS, GradNormConfig, measure, write_report

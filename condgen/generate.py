@@ -47,6 +47,14 @@ def sample_settings(config_sample: SampleConfig, args: argparse.Namespace, num_s
     return sample
 
 
+def check_gan_options(args: argparse.Namespace, run: Path) -> None:
+    """A GAN takes a seed alone: refuses the diffusion sampling options (and --classifier) that ``args`` sets."""
+    given = [key for key in (*SAMPLING_OPTIONS, "classifier") if key != "seed" and getattr(args, key, None) is not None]
+    if given:
+        options = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise CondgenError(f"{options}: diffusion runs only; {run} is a gan run, which takes --seed alone")
+
+
 def _fresh_folder(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
@@ -58,12 +66,7 @@ def sample_command(args: argparse.Namespace) -> dict:
     loaded = load_generator(args.run, args.checkpoint)
     labels = request_labels(loaded.meta, args.labels, args.objects)
     if isinstance(loaded, GANModel):
-        given = [key for key in SAMPLING_OPTIONS if key != "seed" and getattr(args, key) is not None]
-        if getattr(args, "classifier", None) is not None:
-            given.append("classifier")
-        if given:
-            options = ", ".join("--" + key.replace("_", "-") for key in given)
-            raise CondgenError(f"{options}: diffusion runs only; {args.run} is a gan run, which takes --seed alone")
+        check_gan_options(args, args.run)
         seed = loaded.config.eval_seed if args.seed is None else args.seed
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)

@@ -163,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     def add_generation_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run", type=Path, required=True, help="a training run folder")
+        p.add_argument(
+            "--run",
+            "--model",
+            dest="run",
+            type=Path,
+            required=True,
+            help="a training run folder, or a model folder written by `condgen export`",
+        )
         p.add_argument(
             "--checkpoint",
             choices=["best", "latest"],
@@ -246,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write one row of images whose noise moves linearly from one random vector to another while "
         "the requested objects stay fixed.",
     )
-    interpolate.add_argument("--run", type=Path, required=True, help="a gan run folder")
+    interpolate.add_argument(
+        "--run", "--model", dest="run", type=Path, required=True, help="a gan run folder or exported gan model folder"
+    )
     interpolate.add_argument(
         "--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)"
     )
@@ -254,6 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     interpolate.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
     interpolate.add_argument("--seed", type=non_negative_int, help="seed of the two noise vectors")
     interpolate.add_argument("--out", type=Path, required=True, help="PNG file to write")
+
+    export = commands.add_parser(
+        "export",
+        help="write a run's generator as an inference-only model folder",
+        description="Write the EMA weights of a ddpm, gan or ldm run (and an ldm's autoencoder), its config, its "
+        "object vocabulary and a model card (README.md) into a new folder that `sample`, `denoise`, `interpolate` "
+        "(--model DIR) and condgen.load(DIR) open like the run itself. Nothing in it is pickled.",
+    )
+    export.add_argument("--run", type=Path, required=True, help="a ddpm, gan or ldm training run")
+    export.add_argument("--out", type=Path, required=True, help="the model folder to create")
+    export.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
+    export.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
 
     gradnorm = commands.add_parser(
         "gradnorm",

@@ -14,7 +14,7 @@ import condgen
 
 PACKAGE = Path(condgen.__file__).parent
 FAMILIES = {"diffusion", "gan", "latent"}
-TOP = {"cli", "parser", "generate", "launch", "demo", "kinds"}
+TOP = {"cli", "parser", "generate", "launch", "demo", "kinds", "export", "pipeline"}
 
 # package -> the condgen packages and top-level modules it must never pull in
 FORBIDDEN = {

@@ -122,6 +122,7 @@ def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
     """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder."""
     loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
     config = loaded.config
-    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
+    autoencoder_run = run / config.autoencoder  # relative in an exported model folder, absolute in a training run
+    autoencoder = load_autoencoder(autoencoder_run).to(resolve_device(config.device))
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
     return loaded

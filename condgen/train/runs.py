@@ -18,12 +18,23 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.train.checkpoint import latest_checkpoint, read_state
 
+# The layout version of exported model folders (`condgen export`); a training run's run.json has none (0).
+MODEL_FORMAT = 1
+
 
 def read_run(run: Path) -> dict:
-    """A run folder's run.json."""
+    """A run folder's (or an exported model folder's) run.json."""
     if not (run / "run.json").exists():
-        raise CondgenError(f"{run}: not a training run folder (no run.json)")
-    return read_json(run / "run.json")
+        raise CondgenError(f"{run}: not a training run or model folder (no run.json)")
+    meta = read_json(run / "run.json")
+    if not isinstance(meta, dict) or "kind" not in meta:
+        raise CondgenError(f"{run / 'run.json'}: not a condgen run (no kind)")
+    if meta.get("format", 0) > MODEL_FORMAT:
+        raise CondgenError(
+            f"{run}: a model folder of format {meta['format']}, from a newer condgen; this one reads up to "
+            f"{MODEL_FORMAT}"
+        )
+    return meta
 
 
 def checkpoint_folder(run: Path, kind: str, which: str) -> tuple[Path, dict]:

@@ -1,0 +1,108 @@
+"""``condgen export``: a training run's generator as a self-describing, inference-only model folder.
+
+A model folder is the part of a run folder that sampling reads, so every command that takes ``--run`` takes it
+too (``--model`` is the same option), and :func:`condgen.load` opens either:
+
+    run.json          kind, object vocabulary, largest scene, "format" (the layout version), where it came from
+    config.yaml       the run's config (an ldm's ``autoencoder`` is the folder ``autoencoder/`` beside it)
+    best/             ema.safetensors (the sampled weights, float16 with ``--half``) and state.json (kind, step)
+    autoencoder/      an ldm's autoencoder, as a model folder of its own
+    README.md         the model card: how it was trained and what it scored
+
+Nothing in it is pickled: safetensors, JSON and YAML.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file, save_file
+
+from condgen.data.jsonio import read_json, write_json
+from condgen.errors import CondgenError
+from condgen.files import staged_folder
+from condgen.kinds import kind_of
+from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_run
+
+
+def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = False) -> Path:
+    """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist."""
+    meta = read_run(run)
+    kind = kind_of(meta, run)
+    if kind.generation is None:
+        raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes a ddpm, gan or ldm run")
+    if out.exists():
+        raise CondgenError(f"{out}: already exists; choose a new --out")
+    with staged_folder(out) as staging:
+        step = _export_weights(run, kind.name, checkpoint, "ema.safetensors", staging, half)
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        if kind.needs_autoencoder:
+            autoencoder = Path(config["autoencoder"])
+            ae_meta = read_run(autoencoder)
+            target = staging / "autoencoder"
+            ae_step = _export_weights(autoencoder, ae_meta["kind"], "best", "model.safetensors", target, half)
+            ae_meta |= {"format": MODEL_FORMAT, "exported_from": str(autoencoder), "step": ae_step}
+            write_json(target / "run.json", ae_meta)
+            shutil.copy(autoencoder / "config.yaml", staging / "autoencoder" / "config.yaml")
+            config["autoencoder"] = "autoencoder"
+        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        write_json(staging / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
+        (staging / "README.md").write_text(model_card(run, out, meta, step, half))
+    return out
+
+
+def _export_weights(run: Path, kind: str, checkpoint: str, name: str, target: Path, half: bool) -> int:
+    """Copies one weights file of a run's checkpoint into ``target/best/`` (in float16 when ``half``), with a
+    state.json that names its kind and step; returns the step."""
+    folder, _ = checkpoint_folder(run, kind, checkpoint)
+    state = read_json(folder / "state.json")
+    tensors = load_file(folder / name)
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    (target / "best").mkdir(parents=True)
+    save_file(tensors, target / "best" / name)
+    write_json(target / "best" / "state.json", {"kind": kind, "step": state["step"]})
+    return state["step"]
+
+
+def model_card(run: Path, out: Path, meta: dict, step: int, half: bool) -> str:
+    """README.md of a model folder: what it is, how it was trained (from the run's own records) and what its periodic
+    evaluation scored at the exported step."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    trained = [r for r in records if "seconds" in r]
+    scores = next((r for r in records if r["step"] == step and "accuracy" in r), None)
+    lines = [
+        f"# condgen {meta['kind']} model",
+        "",
+        f"A conditional generator of 64x64 scenes of up to {meta['max_objects']} objects out of "
+        f"{len(meta['objects'])} ({', '.join(meta['objects'][:3])}, ...), exported from the run `{run}` at step {step}"
+        + (" with its weights in float16." if half else "."),
+        "",
+        "```python",
+        "import condgen",
+        "",
+        f'model = condgen.load("{out}")  # this folder',
+        'images = model.generate(["red sphere, cyan cube"], seed=0)  # (1, 3, 64, 64) in [-1, 1]',
+        "```",
+        "",
+        "## Training",
+        "",
+        f"- data: `{meta['data']}`; evaluator: {meta.get('evaluator') or 'none'}",
+        f"- {trained[-1]['step']} steps in {trained[-1]['seconds'] / 60:.1f} minutes of the last invocation"
+        if trained
+        else "- no training record",
+        "- config: `config.yaml` beside this file (YAML over the dataclass defaults of its kind)",
+        "",
+        "## Scores",
+        "",
+    ]
+    if scores is None:
+        lines.append("No periodic evaluation was recorded at this step.")
+    else:
+        lines.append(f"The training run's own evaluation at step {step} (one noise seed, its evaluator):")
+        lines.append("")
+        lines += [f"- {key}: {value:.4f}" for key, value in scores.items() if key.startswith(("accuracy", "exact_set"))]
+    return "\n".join(lines) + "\n"

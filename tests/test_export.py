@@ -1,0 +1,79 @@
+"""Model folders: `condgen export` writes what sampling needs, `--model` and `condgen.load` open it, and sampling
+it gives the same images as sampling the run."""
+
+import json
+
+import pytest
+import torch
+
+import condgen
+from condgen.cli import main
+
+TINY = {
+    "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
+             "diffusion.num_steps=20", "sample.steps=3"],
+    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
+    "vae": ["model.channels=8", "model.channel_mults=[1,2,2]"],
+    "ldm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[8]", "model.heads=2",
+            "diffusion.num_steps=20", "sample.steps=3"],
+}  # fmt: skip
+
+
+def train(kind, dataset, run, evaluator_file, *extra):
+    argv = ["train", kind, "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file), *extra]
+    assert main([*argv, *TINY[kind], "optim.batch_size=4", "loop.steps=2", "device=cpu"]) == 0
+
+
+def sample(folder, out, *options):
+    argv = ["sample", "--model", str(folder), "--objects", "red cube, blue sphere", "--out", str(out), *options]
+    assert main([*argv, "--seed", "1"]) == 0
+    return (out / "0.png").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "gan", "ldm"])
+def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    if kind == "ldm":
+        train("vae", dataset, tmp_path / "vae", evaluator_file)
+        train("ldm", dataset, run, evaluator_file, "--autoencoder", str(tmp_path / "vae"))
+    else:
+        train(kind, dataset, run, evaluator_file)
+    model = tmp_path / "exported" / "model"
+    assert main(["export", "--run", str(run), "--out", str(model)]) == 0
+    assert (model / "README.md").read_text().startswith(f"# condgen {kind} model")
+    assert json.loads((model / "run.json").read_text())["format"] == 1
+    assert not list(model.rglob("*optimizer*")) and not list(model.rglob("*.pt*"))  # inference only, no pickles
+    from_run = sample(run, tmp_path / "b")
+    run.rename(tmp_path / "moved")  # the model folder stands alone, an ldm's autoencoder included
+    if kind == "ldm":
+        (tmp_path / "vae").rename(tmp_path / "vae-moved")
+    assert sample(model, tmp_path / "a") == from_run
+    pipeline = condgen.load(model)
+    images = pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1)
+    assert images.shape == (2, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1))
+
+
+def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tmp_path, capsys):
+    train("vae", dataset, tmp_path / "vae", evaluator_file)
+    train("gan", dataset, tmp_path / "gan", evaluator_file)
+    capsys.readouterr()
+    assert main(["export", "--run", str(tmp_path / "vae"), "--out", str(tmp_path / "m")]) == 2
+    assert "a vae run generates no images" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    model = tmp_path / "gan-model"
+    assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model), "--half"]) == 0
+    assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model)]) == 2  # never over an export
+    assert condgen.load(model).generate("red cube").shape == (1, 3, 64, 64)  # float16 weights load into the model
+    with pytest.raises(condgen.errors.CondgenError, match="diffusion runs only"):
+        condgen.load(model).generate("red cube", steps=5)
+    meta = json.loads((model / "run.json").read_text())
+    (model / "run.json").write_text(json.dumps(meta | {"format": 2}))
+    capsys.readouterr()
+    assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    assert "a model folder of format 2, from a newer condgen; this one reads up to 1" in capsys.readouterr().err
+    (model / "run.json").write_text(json.dumps(meta))
+    weights = model / "best" / "ema.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "ema.safetensors: truncated or corrupt" in err and err.count("\n") == 1
