@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from condgen.gan.networks import Generator
+from condgen.gan.networks import Generator, build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
@@ -16,6 +16,6 @@ def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConf
     """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
     folder, meta = checkpoint_folder(run, "gan", checkpoint)
     config = load_config(GANRunConfig, run / "config.yaml")
-    generator = Generator(config.model)
+    generator = build_generator(config.model)
     load_module(generator, folder / "ema.safetensors")
     return generator.eval().to(resolve_device(config.device)), config, meta
