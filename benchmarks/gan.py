@@ -130,13 +130,13 @@ def plot_time_to_quality(record: dict, path: Path) -> None:
         curve = result["curve"]
         mean = [(p["accuracy_test"] + p["accuracy_new_test"]) / 2 for p in curve]
         axis.plot([p["minutes"] for p in curve], mean, marker=".", label=f"GAN {name} (periodic, seed 0)")
-    for label, (file, sampler) in DIFFUSION_RESULTS.items():
+    for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("tab:green", "tab:purple")):
         if (RESULTS / file).is_file():
             result = json.loads((RESULTS / file).read_text())
             scores = result["samplers"][sampler]
             minutes = result.get("minutes_until_sampling", result.get("budget_minutes"))
             mean = (scores["accuracy_test"] + scores["accuracy_new_test"]) / 2
-            axis.scatter([minutes], [mean], marker="*", s=120, label=f"{label} (after training)", zorder=3)
+            axis.scatter([minutes], [mean], marker="*", s=120, color=color, label=f"{label} (after training)", zorder=3)
     axis.set_xlabel("training minutes (2-core CPU)")
     axis.set_ylabel("top-k accuracy, mean of test.json and new_test.json")
     axis.set_ylim(0, 1)

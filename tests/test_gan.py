@@ -8,7 +8,8 @@ from condgen.cli import main
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
 from condgen.gan import losses
-from condgen.gan.networks import Discriminator, GANModelConfig, Generator
+from condgen.gan.augment import augment, cutout, translate
+from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.nn import adversarial
 
@@ -156,3 +157,119 @@ def test_gradnorm_writes_a_plot_and_one_csv_row_per_layer(dataset, tmp_path, cap
     assert all(float(v) > 0 for r in rows[1:] for v in r.split(",")[2:])
     assert Image.open(out / "gradnorm.png").size[0] > 300
     assert main(["gradnorm", "--data", str(tmp_path / "gradnorm"), "--out", str(out)]) == 2  # no overwrite
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "auxiliary", "both"])
+def test_s2d_networks_shapes_and_label_dependence(conditioning):
+    config = GANModelConfig(
+        architecture="s2d",
+        conditioning=conditioning,
+        g_channels=8,
+        d_channels=8,
+        noise_dim=16,
+        label_dim=16,
+        conditional_bn=True,
+        spectral_norm=True,
+        g_blocks=2,
+        d_blocks=1,
+    )
+    generator, critic = build_generator(config).eval(), build_discriminator(config)
+    labels = LabelCodec.iclevr().encode_many([["red cube"], ["blue sphere", "cyan cube"]])
+    z = torch.randn(2, config.noise_dim)
+    images = generator(z, labels)
+    assert images.shape == (2, 3, 64, 64) and images.abs().max() <= 1
+    assert not torch.allclose(images, generator(z, labels.flip(0)))
+    score, aux = critic(images, labels)
+    assert score.shape == (2,)
+    assert (aux is None) == (conditioning == "projection")
+    if aux is not None:
+        assert aux.shape == (2, 24)
+    if conditioning != "auxiliary":
+        assert not torch.allclose(score, critic(images, labels.flip(0))[0])
+
+
+def test_both_conditioning_on_the_dcgan_discriminator():
+    critic = Discriminator(GANModelConfig(architecture="dcgan", d_channels=8, conditioning="both"))
+    score, aux = critic(torch.zeros(3, 3, 64, 64), torch.zeros(3, 24))
+    assert score.shape == (3,) and aux.shape == (3, 24)
+
+
+def test_translation_moves_pixels_without_changing_colours():
+    x = torch.zeros(1, 3, 16, 16)
+    x[0, :, 6:10, 6:10] = torch.tensor([0.9, -0.3, 0.1])[:, None, None]  # one coloured square on grey
+    shifted = translate(x.expand(64, -1, -1, -1), 0.125, torch.Generator().manual_seed(0))
+    assert shifted.shape == (64, 3, 16, 16)
+    # every pixel is either the background or the square's exact colour: no new colours, nothing blended
+    colours = shifted.permute(0, 2, 3, 1).reshape(-1, 3).unique(dim=0)
+    assert {tuple(round(v, 4) for v in c.tolist()) for c in colours} == {(0.0, 0.0, 0.0), (0.9, -0.3, 0.1)}
+    # shifts are at most 2 pixels (0.125 * 16), so the square stays whole, and some images did move
+    assert torch.allclose(shifted.abs().sum(dim=(1, 2, 3)), x.abs().sum().expand(64))
+    assert not torch.all(shifted == x)
+
+
+def test_translation_is_differentiable_and_cutout_hides_one_square():
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    translate(x, 0.25, torch.Generator().manual_seed(1)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    ones = torch.ones(8, 3, 16, 16)
+    hidden = cutout(ones, 0.25, torch.Generator().manual_seed(0))
+    assert torch.all((hidden == 0).sum(dim=(1, 2, 3)) == 3 * 4 * 4)
+    assert torch.equal(augment(ones, "none", torch.Generator()), ones)
+
+
+def test_r1_penalty_of_a_linear_critic():
+    w = torch.full((3, 2, 2), 0.5)  # |w|^2 = 3
+    real = torch.randn(5, 3, 2, 2, requires_grad=True)
+    assert losses.r1_penalty((real * w).flatten(1).sum(1), real).item() == pytest.approx(3.0)
+    assert losses.d_hinge_mismatched(torch.tensor([-2.0, 0.0])).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.architecture", "vit", "model.architecture"),
+        ("model.conditioning", "concat", "model.conditioning"),
+        ("optim.augment", "colour", "optim.augment"),
+        ("optim.translate_fraction", 0.5, "optim.translate_fraction"),
+        ("optim.r1_gamma", -1.0, "optim.r1_gamma"),
+        ("optim.mismatch_weight", 1.0, "optim.mismatch_weight"),  # the default loss is wgan_gp
+        ("model.g_blocks", 0, "model.g_blocks"),
+    ],
+)
+def test_config_rejects_bad_new_settings(key, value, message):
+    config = GANRunConfig()
+    section, name = key.split(".")
+    setattr(getattr(config, section), name, value)
+    with pytest.raises(CondgenError, match=message):
+        config.validate()
+
+
+S2D = [
+    "model.architecture=s2d",
+    "model.conditioning=both",
+    "optim.loss=hinge",
+    "model.spectral_norm=true",
+    "model.conditional_bn=true",
+    "optim.augment=translation_cutout",
+    "optim.mismatch_weight=1",
+    "optim.r1_gamma=1",
+]
+
+
+def test_s2d_trains_and_resumes_exactly(dataset, evaluator_file, tmp_path):
+    assert train(dataset, tmp_path / "straight", evaluator_file, "loop.steps=4", *S2D) == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=2", *S2D) == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=4", *S2D, resume=True) == 0
+
+    def read(run):
+        return [
+            (r["d_loss"], r["g_loss"])
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if "d_loss" in r
+        ]
+
+    losses_straight = read(tmp_path / "straight")
+    assert len(losses_straight) == 4 and read(tmp_path / "split") == losses_straight
+    out = tmp_path / "samples"
+    argv = ["sample", "--run", str(tmp_path / "straight"), "--labels", str(dataset / "test.json"), "--out", str(out)]
+    assert main(argv) == 0 and (out / "grid.png").exists()

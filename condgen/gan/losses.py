@@ -37,3 +37,16 @@ def clip_weights(module: torch.nn.Module, clip_value: float) -> None:
     [-c, c]."""
     for parameter in module.parameters():
         parameter.clamp_(-clip_value, clip_value)
+
+
+def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mescheder et al. 2018, eq. 9 without the factor gamma / 2: E[||grad_x D(x)||^2] on real images. ``real`` must
+    have had ``requires_grad_`` set before ``scores`` were computed from it; multiply by gamma / 2 outside."""
+    (gradient,) = torch.autograd.grad(scores.sum(), real, create_graph=True)
+    return gradient.flatten(1).square().sum(dim=1).mean()
+
+
+def d_hinge_mismatched(scores: torch.Tensor) -> torch.Tensor:
+    """The hinge loss's fake side, E[max(0, 1 + D(x, y'))], for real images paired with labels that are not theirs:
+    the matching-aware negatives of Reed et al. 2016 (section 4.2), which push a projection term to check the label."""
+    return F.relu(1 + scores).mean()

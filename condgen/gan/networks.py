@@ -1,4 +1,5 @@
-"""Conditional generators and discriminators for 64x64 images, DCGAN-style or residual.
+"""Conditional generators and discriminators for 64x64 images, DCGAN-style, residual, or residual at 16x16 and 8x8
+folded to and from 64x64 by pixel shuffle (``s2d``, sized for a CPU).
 
 The generator takes noise and the multi-hot label vector (embedded by a Linear and concatenated with the noise;
 optionally also modulating every batch norm). The discriminator is conditioned by projection (Miyato & Koyama
@@ -17,16 +18,18 @@ from torch.nn.utils import spectral_norm
 
 @dataclass
 class GANModelConfig:
-    architecture: str = "resnet"  # dcgan | resnet
+    architecture: str = "resnet"  # dcgan | resnet | s2d (residual nets at 16x16 and 8x8, pixel (un)shuffle by 4)
     noise_dim: int = 128
     num_labels: int = 24
     label_dim: int = 128  # width of the generator's label embedding
     g_channels: int = 64
     d_channels: int = 64
     conditional_bn: bool = False  # generator: labels also set every batch norm's scale and shift
-    conditioning: str = "projection"  # discriminator: projection | auxiliary
+    conditioning: str = "projection"  # discriminator: projection | auxiliary | both (projection + auxiliary head)
     spectral_norm: bool = False  # on every discriminator layer
     d_batch_norm: bool = False  # never together with a gradient penalty (it couples the samples of a batch)
+    g_blocks: int = 2  # s2d: generator residual blocks at 16x16 (one more runs at 8x8 before them)
+    d_blocks: int = 1  # s2d: discriminator residual blocks at 16x16 before the two that halve to 8x8 and 4x4
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -118,9 +121,13 @@ class Discriminator(nn.Module):
             self.norms.append(nn.BatchNorm2d(b) if use_norm else nn.Identity())
         self.score = wrap(nn.Linear(8 * c, 1))
         self.projection = (
-            wrap(nn.Linear(config.num_labels, 8 * c, bias=False)) if config.conditioning == "projection" else None
+            wrap(nn.Linear(config.num_labels, 8 * c, bias=False))
+            if config.conditioning in ("projection", "both")
+            else None
         )
-        self.auxiliary = wrap(nn.Linear(8 * c, config.num_labels)) if config.conditioning == "auxiliary" else None
+        self.auxiliary = (
+            wrap(nn.Linear(8 * c, config.num_labels)) if config.conditioning in ("auxiliary", "both") else None
+        )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -155,3 +162,110 @@ class DiscriminatorBlock(nn.Module):
         h = x if self.first else F.relu(x)
         h = F.avg_pool2d(self.conv2(F.relu(self.conv1(h))), 2)
         return h + F.avg_pool2d(self.skip(x), 2)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block (He et al. 2016) at one resolution, or doubling it first by nearest upsampling,
+    or halving it by average pooling between its two convolutions (the second conv and the 1x1 shortcut then run
+    at the lower resolution, a quarter of the cost); (conditional) batch norm for a generator, spectral norm
+    through ``wrap`` for a discriminator."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        label_dim: int | None = None,
+        norm: bool = True,
+        upsample: bool = False,
+        downsample: bool = False,
+        wrap=lambda m: m,
+    ):
+        super().__init__()
+        self.upsample, self.downsample, self.use_norm = upsample, downsample, norm
+        self.norm1 = ConditionalBatchNorm(in_channels, label_dim) if norm else None
+        self.conv1 = wrap(nn.Conv2d(in_channels, out_channels, 3, padding=1))
+        self.norm2 = ConditionalBatchNorm(out_channels, label_dim) if norm else None
+        self.conv2 = wrap(nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        changes = in_channels != out_channels or upsample or downsample
+        self.skip = wrap(nn.Conv2d(in_channels, out_channels, 1)) if changes else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.relu(self.norm1(x, emb) if self.use_norm else x)
+        skip = x
+        if self.upsample:
+            h, skip = F.interpolate(h, scale_factor=2), F.interpolate(skip, scale_factor=2)
+        h = self.conv1(h)
+        if self.downsample:
+            h, skip = F.avg_pool2d(h, 2), F.avg_pool2d(skip, 2)
+        h = self.conv2(F.relu(self.norm2(h, emb) if self.use_norm else h))
+        return h + self.skip(skip)
+
+
+class FoldGenerator(nn.Module):
+    """(z, y) -> 64x64 image with the compute at 8x8 and 16x16: an 8x8 seed map of 2c channels, one residual block
+    there, nearest upsampling to 16x16, ``g_blocks`` residual blocks of c channels, then BN-ReLU-conv to 48 channels
+    folded into 3x64x64 by pixel shuffle (Shi et al. 2016, sub-pixel convolution with r = 4) and tanh."""
+
+    def __init__(self, config: GANModelConfig):
+        super().__init__()
+        self.config = config
+        c = config.g_channels
+        label_dim = config.label_dim if config.conditional_bn else None
+        self.label_emb = nn.Linear(config.num_labels, config.label_dim)
+        self.seed = nn.Linear(config.noise_dim + config.label_dim, 2 * c * 64)
+        blocks = [ResidualBlock(2 * c, 2 * c, label_dim), ResidualBlock(2 * c, c, label_dim, upsample=True)]
+        blocks += [ResidualBlock(c, c, label_dim) for _ in range(config.g_blocks - 1)]
+        self.blocks = nn.ModuleList(blocks)
+        self.out_norm = nn.BatchNorm2d(c)
+        self.out = nn.Conv2d(c, 3 * 16, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        emb = self.label_emb(labels)
+        h = self.seed(torch.cat([z, emb], dim=1)).view(len(z), -1, 8, 8)
+        for block in self.blocks:
+            h = block(h, emb)
+        return torch.tanh(F.pixel_shuffle(self.out(F.relu(self.out_norm(h))), 4))
+
+
+class FoldDiscriminator(nn.Module):
+    """x -> phi(x) with a 4x4 space-to-depth stem (pixel unshuffle: 3x64x64 -> 48x16x16) and a 3x3 conv, ``d_blocks``
+    residual blocks at 16x16, then residual blocks halving to 8x8 (2c) and 4x4 (4c), ReLU and global sum pooling;
+    the score, projection term and auxiliary head are those of :class:`Discriminator`."""
+
+    def __init__(self, config: GANModelConfig):
+        super().__init__()
+        self.config = config
+        c = config.d_channels
+        wrap = spectral_norm if config.spectral_norm else (lambda m: m)
+        self.stem = wrap(nn.Conv2d(3 * 16, c, 3, padding=1))
+        blocks = [ResidualBlock(c, c, norm=False, wrap=wrap) for _ in range(config.d_blocks)]
+        blocks += [
+            ResidualBlock(c, 2 * c, norm=False, downsample=True, wrap=wrap),
+            ResidualBlock(2 * c, 4 * c, norm=False, downsample=True, wrap=wrap),
+        ]
+        self.blocks = nn.Sequential(*blocks)
+        self.score = wrap(nn.Linear(4 * c, 1))
+        self.projection = (
+            wrap(nn.Linear(config.num_labels, 4 * c, bias=False))
+            if config.conditioning in ("projection", "both")
+            else None
+        )
+        self.auxiliary = (
+            wrap(nn.Linear(4 * c, config.num_labels)) if config.conditioning in ("auxiliary", "both") else None
+        )
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem(F.pixel_unshuffle(x, 4)))
+        return F.relu(h).sum(dim=(2, 3))
+
+    forward = Discriminator.forward
+
+
+def build_generator(config: GANModelConfig) -> nn.Module:
+    """The generator that ``config.architecture`` names."""
+    return FoldGenerator(config) if config.architecture == "s2d" else Generator(config)
+
+
+def build_discriminator(config: GANModelConfig) -> nn.Module:
+    """The discriminator that ``config.architecture`` names."""
+    return FoldDiscriminator(config) if config.architecture == "s2d" else Discriminator(config)

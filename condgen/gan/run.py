@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from condgen.device import resolve_device
-from condgen.gan.networks import Generator
+from condgen.gan.networks import build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
@@ -17,7 +19,7 @@ from condgen.train.runs import checkpoint_folder
 class GANModel:
     """A trained GAN run, ready to sample: its EMA generator, run config and run.json."""
 
-    generator: Generator
+    generator: torch.nn.Module  # Generator or FoldGenerator (condgen.gan.networks.build_generator)
     config: GANRunConfig
     meta: dict
 
@@ -26,6 +28,6 @@ def load_gan(run: Path, checkpoint: str = "best") -> GANModel:
     """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and run.json."""
     folder, meta = checkpoint_folder(run, "gan", checkpoint)
     config = load_config(GANRunConfig, run / "config.yaml")
-    generator = Generator(config.model)
+    generator = build_generator(config.model)
     load_module(generator, folder / "ema.safetensors")
     return GANModel(generator.eval().to(resolve_device(config.device)), config, meta)

@@ -12,8 +12,15 @@ from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.gan.losses import auxiliary_classification, clip_weights, gradient_penalty
-from condgen.gan.networks import Discriminator, GANModelConfig, Generator
+from condgen.gan.augment import AUGMENTS, augment
+from condgen.gan.losses import (
+    auxiliary_classification,
+    clip_weights,
+    d_hinge_mismatched,
+    gradient_penalty,
+    r1_penalty,
+)
+from condgen.gan.networks import GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
@@ -38,7 +45,11 @@ class GANOptimConfig:
     betas: tuple[float, ...] = (0.0, 0.9)  # Adam only
     clip_value: float = 0.01  # wgan_clip
     gp_lambda: float = 10.0  # wgan_gp
-    aux_weight: float = 1.0  # weight of the auxiliary classification loss (conditioning = auxiliary)
+    aux_weight: float = 1.0  # weight of the auxiliary classification loss (conditioning = auxiliary or both)
+    augment: str = "none"  # none | translation | translation_cutout: DiffAugment before every critic call
+    translate_fraction: float = 0.125  # largest shift, as a fraction of the image side (augment = translation...)
+    r1_gamma: float = 0.0  # R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the critic; 0 = off
+    mismatch_weight: float = 0.0  # hinge only: real images with shuffled labels as extra negatives; 0 = off
     ema_decay: float = 0.999
     hflip: bool = True
     seed: int = 0
@@ -56,10 +67,22 @@ class GANRunConfig:
         """Rejects combinations that cannot work, naming the keys."""
         if self.optim.loss not in LOSSES:
             raise CondgenError(f"optim.loss: {self.optim.loss!r} is not one of {sorted(LOSSES)}")
-        if self.model.architecture not in ("dcgan", "resnet"):
-            raise CondgenError(f"model.architecture: {self.model.architecture!r} is not dcgan or resnet")
-        if self.model.conditioning not in ("projection", "auxiliary"):
-            raise CondgenError(f"model.conditioning: {self.model.conditioning!r} is not projection or auxiliary")
+        if self.model.architecture not in ("dcgan", "resnet", "s2d"):
+            raise CondgenError(f"model.architecture: {self.model.architecture!r} is not dcgan, resnet or s2d")
+        if self.model.conditioning not in ("projection", "auxiliary", "both"):
+            raise CondgenError(f"model.conditioning: {self.model.conditioning!r} is not projection, auxiliary or both")
+        if self.model.architecture == "s2d" and self.model.d_batch_norm:
+            raise CondgenError("model.d_batch_norm: the s2d discriminator has no batch norm")
+        if self.model.g_blocks < 1 or self.model.d_blocks < 0:
+            raise CondgenError("model.g_blocks / model.d_blocks: need g_blocks >= 1 and d_blocks >= 0")
+        if self.optim.augment not in AUGMENTS:
+            raise CondgenError(f"optim.augment: {self.optim.augment!r} is not one of {', '.join(AUGMENTS)}")
+        if not 0 <= self.optim.translate_fraction < 0.5:
+            raise CondgenError(f"optim.translate_fraction: {self.optim.translate_fraction} is not in [0, 0.5)")
+        if self.optim.r1_gamma < 0:
+            raise CondgenError(f"optim.r1_gamma: {self.optim.r1_gamma} is negative")
+        if self.optim.mismatch_weight < 0 or (self.optim.mismatch_weight > 0 and self.optim.loss != "hinge"):
+            raise CondgenError("optim.mismatch_weight: must be >= 0, and above 0 only with optim.loss=hinge")
         if self.optim.optimizer not in ("adam", "rmsprop"):
             raise CondgenError(f"optim.optimizer: {self.optim.optimizer!r} is not adam or rmsprop")
         if self.optim.loss == "wgan_gp" and self.model.d_batch_norm:
@@ -92,8 +115,8 @@ class GANTask:
         o = config.optim
         torch.manual_seed(o.seed)
         self.device = resolve_device(config.device)
-        self.generator_net = Generator(config.model).to(self.device)
-        self.critic = Discriminator(config.model).to(self.device)
+        self.generator_net = build_generator(config.model).to(self.device)
+        self.critic = build_discriminator(config.model).to(self.device)
         self.ema = EMA(self.generator_net, o.ema_decay)
         self.opt_g, self.opt_d = (
             self._optimizer(net, lr) for net, lr in ((self.generator_net, o.lr_g), (self.critic, o.lr_d))
@@ -119,12 +142,27 @@ class GANTask:
     def _noise(self, count: int) -> torch.Tensor:
         return torch.randn(count, self.config.model.noise_dim, generator=self.random).to(self.device)
 
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.config.optim
+        return augment(x, o.augment, self.random, o.translate_fraction)
+
     def critic_loss(self, real: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         o = self.config.optim
-        fake = self.generator_net(self._noise(len(real)), labels).detach()
+        with torch.no_grad():
+            fake = self.generator_net(self._noise(len(real)), labels)
+        real = self._augment(real).requires_grad_(o.r1_gamma > 0)
+        fake = self._augment(fake)
         real_score, real_aux = self.critic(real, labels)
         fake_score, _ = self.critic(fake, labels)
         loss = DISCRIMINATOR_LOSSES[self.adversarial](real_score, fake_score)
+        if o.r1_gamma > 0:
+            loss = loss + o.r1_gamma / 2 * r1_penalty(real_score, real)
+        if o.mismatch_weight > 0:
+            shuffled = labels[torch.randperm(len(labels), generator=self.random).to(labels.device)]
+            differs = (shuffled != labels).any(dim=1)
+            if differs.any():
+                mismatched_score, _ = self.critic(real[differs], shuffled[differs])
+                loss = loss + o.mismatch_weight * d_hinge_mismatched(mismatched_score)
         if self.penalty:
             critic_score = lambda x, y: self.critic(x, y)[0]  # noqa: E731
             loss = loss + o.gp_lambda * gradient_penalty(critic_score, real, fake, labels, self.random)
@@ -145,7 +183,8 @@ class GANTask:
             if self.clip:
                 clip_weights(self.critic, o.clip_value)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
-        fake_score, fake_aux = self.critic(self.generator_net(self._noise(len(labels)), labels), labels)
+        fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
+        fake_score, fake_aux = self.critic(fake, labels)
         g_loss = GENERATOR_LOSSES[self.adversarial](fake_score)
         if fake_aux is not None:
             g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
