@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from condgen.gan.networks import Generator, build_generator
+from condgen.gan.networks import FoldGenerator, Generator, build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.runs import checkpoint_folder
 from condgen.train.checkpoint import load_module
@@ -12,7 +12,7 @@ from condgen.train.config import load_config
 from condgen.train.loop import resolve_device
 
 
-def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator, GANRunConfig, dict]:
+def load_gan(run: Path, checkpoint: str = "best") -> tuple[Generator | FoldGenerator, GANRunConfig, dict]:
     """The EMA generator of a gan run's ``best`` (or ``latest``) checkpoint, its config and metadata."""
     folder, meta = checkpoint_folder(run, "gan", checkpoint)
     config = load_config(GANRunConfig, run / "config.yaml")
