@@ -258,14 +258,20 @@ class FoldDiscriminator(nn.Module):
         h = self.blocks(self.stem(F.pixel_unshuffle(x, 4)))
         return F.relu(h).sum(dim=(2, 3))
 
-    forward = Discriminator.forward
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the adversarial score (B,) and the auxiliary logits (B, num_labels) or None."""
+        phi = self.features(x)
+        score = self.score(phi).squeeze(1)
+        if self.projection is not None:
+            score = score + (self.projection(labels) * phi).sum(dim=1)
+        return score, (self.auxiliary(phi) if self.auxiliary is not None else None)
 
 
-def build_generator(config: GANModelConfig) -> nn.Module:
+def build_generator(config: GANModelConfig) -> Generator | FoldGenerator:
     """The generator that ``config.architecture`` names."""
     return FoldGenerator(config) if config.architecture == "s2d" else Generator(config)
 
 
-def build_discriminator(config: GANModelConfig) -> nn.Module:
+def build_discriminator(config: GANModelConfig) -> Discriminator | FoldDiscriminator:
     """The discriminator that ``config.architecture`` names."""
     return FoldDiscriminator(config) if config.architecture == "s2d" else Discriminator(config)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from condgen.device import resolve_device
-from condgen.gan.networks import build_generator
+from condgen.gan.networks import FoldGenerator, Generator, build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
@@ -19,7 +17,7 @@ from condgen.train.runs import checkpoint_folder
 class GANModel:
     """A trained GAN run, ready to sample: its EMA generator, run config and run.json."""
 
-    generator: torch.nn.Module  # Generator or FoldGenerator (condgen.gan.networks.build_generator)
+    generator: Generator | FoldGenerator
     config: GANRunConfig
     meta: dict
 

@@ -20,7 +20,7 @@ from condgen.gan.losses import (
     gradient_penalty,
     r1_penalty,
 )
-from condgen.gan.networks import GANModelConfig, Generator, build_discriminator, build_generator
+from condgen.gan.networks import FoldGenerator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
@@ -89,7 +89,9 @@ class GANRunConfig:
             raise CondgenError("model.d_batch_norm: a critic trained with a gradient penalty must not use batch norm")
 
 
-def sample_images(generator: Generator, labels: torch.Tensor, seed: int, batch_size: int = 64) -> torch.Tensor:
+def sample_images(
+    generator: Generator | FoldGenerator, labels: torch.Tensor, seed: int, batch_size: int = 64
+) -> torch.Tensor:
     """G(z, y) for every row of ``labels`` with noise from ``seed``: the same seed gives the same images."""
     noise_source = torch.Generator().manual_seed(seed)
     device = next(generator.parameters()).device
