@@ -73,7 +73,8 @@ def reference(dataset, evaluator_file, tmp_path):
 def start(kind, dataset, run, evaluator_file) -> subprocess.Popen:
     code = "import sys; from condgen.cli import main; sys.exit(main(sys.argv[1:]))"
     command = [sys.executable, "-c", code, *argv(kind, dataset, run, evaluator_file, "loop.steps=1000")]
-    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    threads = str(torch.get_num_threads())  # as many as this process uses, so that both compute alike
+    return subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": threads})
 
 
 def wait_for_step(process: subprocess.Popen, run: Path, step: int) -> None:
