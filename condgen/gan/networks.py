@@ -100,7 +100,32 @@ class Generator(nn.Module):
         return torch.tanh(self.out(F.relu(self.out_norm(h))))
 
 
-class Discriminator(nn.Module):
+class ConditionedCritic(nn.Module):
+    """What every discriminator shares once its ``features`` give phi(x): score = w . phi + [projection] <V y, phi>
+    (Miyato & Koyama 2018), and optionally auxiliary logits A phi for every object (ACGAN)."""
+
+    def add_heads(self, width: int, config: GANModelConfig, wrap) -> None:
+        """The score, projection and auxiliary layers on ``width``-wide features, as ``config.conditioning`` asks."""
+        self.score = wrap(nn.Linear(width, 1))
+        conditioning = config.conditioning
+        projection = conditioning in ("projection", "both")
+        self.projection = wrap(nn.Linear(config.num_labels, width, bias=False)) if projection else None
+        auxiliary = conditioning in ("auxiliary", "both")
+        self.auxiliary = wrap(nn.Linear(width, config.num_labels)) if auxiliary else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns the adversarial score (B,) and the auxiliary logits (B, num_labels) or None."""
+        phi = self.features(x)
+        score = self.score(phi).squeeze(1)
+        if self.projection is not None:
+            score = score + (self.projection(labels) * phi).sum(dim=1)
+        return score, (self.auxiliary(phi) if self.auxiliary is not None else None)
+
+
+class Discriminator(ConditionedCritic):
     """x -> features phi(x) through four halving layers; score = w . phi + [projection] <V y, phi>; optionally
     auxiliary logits A phi for every object."""
 
@@ -119,15 +144,7 @@ class Discriminator(nn.Module):
                 self.layers.append(wrap(nn.Conv2d(a, b, 4, stride=2, padding=1)))
             use_norm = config.d_batch_norm and i > 0
             self.norms.append(nn.BatchNorm2d(b) if use_norm else nn.Identity())
-        self.score = wrap(nn.Linear(8 * c, 1))
-        self.projection = (
-            wrap(nn.Linear(config.num_labels, 8 * c, bias=False))
-            if config.conditioning in ("projection", "both")
-            else None
-        )
-        self.auxiliary = (
-            wrap(nn.Linear(8 * c, config.num_labels)) if config.conditioning in ("auxiliary", "both") else None
-        )
+        self.add_heads(8 * c, config, wrap)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -138,14 +155,6 @@ class Discriminator(nn.Module):
         if self.config.architecture == "resnet":
             h = F.relu(h)
         return h.sum(dim=(2, 3))  # global sum pooling, as in the projection discriminator
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the adversarial score (B,) and the auxiliary logits (B, num_labels) or None."""
-        phi = self.features(x)
-        score = self.score(phi).squeeze(1)
-        if self.projection is not None:
-            score = score + (self.projection(labels) * phi).sum(dim=1)
-        return score, (self.auxiliary(phi) if self.auxiliary is not None else None)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -227,7 +236,7 @@ class FoldGenerator(nn.Module):
         return torch.tanh(F.pixel_shuffle(self.out(F.relu(self.out_norm(h))), 4))
 
 
-class FoldDiscriminator(nn.Module):
+class FoldDiscriminator(ConditionedCritic):
     """x -> phi(x) with a 4x4 space-to-depth stem (pixel unshuffle: 3x64x64 -> 48x16x16) and a 3x3 conv, ``d_blocks``
     residual blocks at 16x16, then residual blocks halving to 8x8 (2c) and 4x4 (4c), ReLU and global sum pooling;
     the score, projection term and auxiliary head are those of :class:`Discriminator`."""
@@ -244,27 +253,11 @@ class FoldDiscriminator(nn.Module):
             ResidualBlock(2 * c, 4 * c, norm=False, downsample=True, wrap=wrap),
         ]
         self.blocks = nn.Sequential(*blocks)
-        self.score = wrap(nn.Linear(4 * c, 1))
-        self.projection = (
-            wrap(nn.Linear(config.num_labels, 4 * c, bias=False))
-            if config.conditioning in ("projection", "both")
-            else None
-        )
-        self.auxiliary = (
-            wrap(nn.Linear(4 * c, config.num_labels)) if config.conditioning in ("auxiliary", "both") else None
-        )
+        self.add_heads(4 * c, config, wrap)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         h = self.blocks(self.stem(F.pixel_unshuffle(x, 4)))
         return F.relu(h).sum(dim=(2, 3))
-
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Returns the adversarial score (B,) and the auxiliary logits (B, num_labels) or None."""
-        phi = self.features(x)
-        score = self.score(phi).squeeze(1)
-        if self.projection is not None:
-            score = score + (self.projection(labels) * phi).sum(dim=1)
-        return score, (self.auxiliary(phi) if self.auxiliary is not None else None)
 
 
 def build_generator(config: GANModelConfig) -> Generator | FoldGenerator:
