@@ -17,14 +17,19 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LABEL_FILES, load_label_file, read_train_index
+from condgen.data.iclevr import LABEL_FILES, load_dataset, load_label_file, read_train_index
 from condgen.data.imageio import save_png
 from condgen.diffusion.options import Spacing
 from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.samplers import timesteps
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator
+from condgen.latent.latents import encode_images
+from condgen.latent.run import load_autoencoder
+from condgen.latent.trainer import AutoencoderRunConfig
+from condgen.launch import start_training
 from condgen.parser import non_negative_int, positive_int
+from condgen.train.config import config_to_dict, load_config
 from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,3 +312,23 @@ def score_samplers(
         print(sampler, json.dumps(result), flush=True)
         record["samplers"][sampler] = result
         results.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def train_autoencoder(kind: str, data: Path, run: Path, config: Path, minutes: float) -> dict:
+    """Trains a ``kind`` (vae or vqvae) run for ``minutes`` from scratch; returns its record for a result file,
+    with ``encode_minutes``: how long encoding the whole training set will take (timed on 512 images), which a
+    latent model's budget must pay before its own training starts."""
+    shutil.rmtree(run, ignore_errors=True)
+    summary = start_training(kind, data, run, config, [f"loop.max_minutes={minutes}"], resume=False)
+    scores = [record for record in read_metrics(run) if "psnr" in record]
+    images = load_dataset(data, progress=False).images
+    start = time.perf_counter()
+    encode_images(load_autoencoder(run), images[:512])
+    return {
+        "kind": kind,
+        "config": config_to_dict(load_config(AutoencoderRunConfig, run / "config.yaml")),
+        "train_steps": summary["step"],
+        "train_seconds": round(summary["seconds"], 1),
+        "best_held_out_scores": max(scores, key=lambda r: r["accuracy"]),
+        "encode_minutes": round((time.perf_counter() - start) / 60 * len(images) / 512, 2),
+    }

@@ -3,12 +3,15 @@ machine, then sample test.json, new_test.json and the compositional split from t
 noise seeds and score them with the shipped evaluator (top-k accuracy and the exact-set rate).
 
 Run by hand:
-    python benchmarks/gan.py [--budget-minutes 60] [--models hinge_s2d] [--seeds 3] [--name gan_cpu]
+    python benchmarks/gan.py [--budget-minutes 60] [--models hinge_s2d,latent_hinge_s2d] [--seeds 3] [--name gan_cpu]
     python benchmarks/gan.py --score-only --models hinge_s2d      # sample and score the trained runs again
+
+A latent GAN's budget covers its autoencoder too, as in the latent diffusion benchmark: the autoencoder trains for
+--autoencoder-minutes, encoding the training set is timed, and the GAN trains for what is left.
 Writes benchmarks/results/<name>.json (every model trained so far), the scored images of seed 0 under
 benchmarks/results/<name>/<model>/<label file>/, and benchmarks/results/<name>/time_to_quality.png: each GAN's
 periodic accuracy against training minutes, beside the end points of the pixel and latent diffusion benchmarks.
-Runs are kept in runs/bench_gan_<model>.
+Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/bench_gan_<model>_vae).
 """
 
 from __future__ import annotations
@@ -19,19 +22,18 @@ import json
 import shutil
 from pathlib import Path
 
-from common import add_label_arguments, label_files, read_metrics, result_header, score_file
+from common import add_label_arguments, label_files, read_metrics, result_header, score_file, train_autoencoder
 
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.gan.trainer import sample_images
 from condgen.kinds import KINDS
 from condgen.launch import start_training
 from condgen.train.config import config_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# model -> its config file in configs/, sized for a 2-core CPU and run as it is
-MODELS = {"hinge_s2d": "gan_cpu.yaml"}
+# model -> its kind and its config file in configs/, sized for a 2-core CPU and run as it is
+MODELS = {"hinge_s2d": ("gan", "gan_cpu.yaml"), "latent_hinge_s2d": ("latent_gan", "latent_gan_cpu.yaml")}
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {
     "pixel diffusion, DDIM-50": ("diffusion_cpu.json", "ddim"),
@@ -47,6 +49,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds per label file (default 3)")
     parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
+    parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="a latent GAN's autoencoder share")
+    parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
     add_label_arguments(parser)
     args = parser.parse_args()
 
@@ -57,32 +61,52 @@ def main() -> None:
     for name in args.models.split(","):
         run = ROOT / "runs" / f"bench_gan_{name}"
         out_dir = RESULTS / args.name / name
+        kind, config = MODELS[name]
+        trained = record["models"].get(name, {}).get("autoencoder")
         if not args.score_only:
-            shutil.rmtree(run, ignore_errors=True)
-            overrides = [f"loop.max_minutes={args.budget_minutes}"]
-            start_training("gan", args.data, run, ROOT / "configs" / MODELS[name], overrides, resume=False)
+            trained = train(kind, ROOT / "configs" / config, run, args)
         shutil.rmtree(out_dir, ignore_errors=True)
-        record["models"][name] = score_run(run, out_dir, args)
+        record["models"][name] = score_run(kind, run, out_dir, args, trained)
         results.write_text(json.dumps(record, indent=2) + "\n")
         print(name, json.dumps({k: v for k, v in record["models"][name].items() if k != "config"}), flush=True)
     plot_time_to_quality(record, RESULTS / args.name / "time_to_quality.png")
 
 
-def score_run(run: Path, out_dir: Path, args: argparse.Namespace) -> dict:
-    """The run's training figures and periodic curve, and every label file's scores over ``args.seeds`` noise
-    seeds (mean and each seed) from its best checkpoint; seed 0's images are saved."""
-    loaded = KINDS["gan"].load_model(run, "best")
+def train(kind: str, config: Path, run: Path, args: argparse.Namespace) -> dict | None:
+    """Trains one GAN from scratch within ``args.budget_minutes``; a latent GAN's autoencoder first, on the same
+    budget. Returns the autoencoder's record, or None for a pixel GAN."""
+    shutil.rmtree(run, ignore_errors=True)
+    minutes, overrides, autoencoder = args.budget_minutes, [], None
+    if KINDS[kind].needs_autoencoder:
+        ae_run = run.with_name(run.name + "_vae")
+        autoencoder = train_autoencoder("vae", args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes)
+        minutes -= autoencoder["train_seconds"] / 60 + autoencoder["encode_minutes"]
+        overrides.append(f"autoencoder={ae_run}")
+    overrides.append(f"loop.max_minutes={minutes:.2f}")
+    start_training(kind, args.data, run, config, overrides, resume=False)
+    return autoencoder
+
+
+def score_run(kind: str, run: Path, out_dir: Path, args: argparse.Namespace, autoencoder: dict | None) -> dict:
+    """The run's training figures and periodic curve (in minutes of the whole budget: a latent GAN's start after
+    its autoencoder's training and the encoding), and every label file's scores over ``args.seeds`` noise seeds
+    (mean and each seed) from its best checkpoint; seed 0's images are saved."""
+    loaded = KINDS[kind].load_model(run, "best")
     evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
     records = read_metrics(run)
     trained = [r for r in records if "seconds" in r]
+    before = autoencoder["train_seconds"] / 60 + autoencoder["encode_minutes"] if autoencoder else 0.0
     result = {
         **result_header(resolve_device(loaded.config.device)),
+        "kind": kind,
         "config": config_to_dict(loaded.config),
+        **({"autoencoder": autoencoder} if autoencoder else {}),
         "train_steps": trained[-1]["step"],
         "train_minutes": round(trained[-1]["seconds"] / 60, 2),
+        "minutes_until_sampling": round(before + trained[-1]["seconds"] / 60, 2),
         "seconds_per_step": round(trained[-1]["seconds"] / trained[-1]["step"], 3),
         "best_step": json.loads((run / "best" / "state.json").read_text())["step"],
-        "curve": time_to_quality(records),
+        "curve": time_to_quality(records, before),
         "seeds": args.seeds,
     }
     for stem, file in label_files(args.data, args.labels).items():
@@ -90,7 +114,7 @@ def score_run(run: Path, out_dir: Path, args: argparse.Namespace) -> dict:
         for seed in range(args.seeds):
             keep = seed == 0
             scores, seconds = score_file(
-                functools.partial(sample_images, loaded.generator, seed=seed),
+                functools.partial(loaded.sample, seed=seed),
                 evaluator,
                 file,
                 out_dir / stem if keep else None,
@@ -105,14 +129,14 @@ def score_run(run: Path, out_dir: Path, args: argparse.Namespace) -> dict:
     return result
 
 
-def time_to_quality(records: list[dict]) -> list[dict]:
-    """The periodic evaluations as (training minutes, step, accuracy per file): an evaluation's time is that of the
-    loss record of its step, which the loop writes just before it."""
+def time_to_quality(records: list[dict], before: float = 0.0) -> list[dict]:
+    """The periodic evaluations as (minutes, step, accuracy per file): an evaluation's time is that of the loss
+    record of its step, which the loop writes just before it, plus the ``before`` minutes spent before training."""
     seconds_at = {r["step"]: r["seconds"] for r in records if "seconds" in r}
     curve = []
     for r in records:
         if "accuracy" in r and r["step"] in seconds_at:
-            point = {"minutes": round(seconds_at[r["step"]] / 60, 2), "step": r["step"]}
+            point = {"minutes": round(before + seconds_at[r["step"]] / 60, 2), "step": r["step"]}
             curve.append(point | {k: round(v, 4) for k, v in r.items() if k.startswith(("accuracy_", "exact_set_"))})
     return curve
 
@@ -137,7 +161,7 @@ def plot_time_to_quality(record: dict, path: Path) -> None:
             minutes = result.get("minutes_until_sampling", result.get("budget_minutes"))
             mean = (scores["accuracy_test"] + scores["accuracy_new_test"]) / 2
             axis.scatter([minutes], [mean], marker="*", s=120, color=color, label=f"{label} (after training)", zorder=3)
-    axis.set_xlabel("training minutes (2-core CPU)")
+    axis.set_xlabel("training minutes (2-core CPU; a latent model's autoencoder included)")
     axis.set_ylabel("top-k accuracy, mean of test.json and new_test.json")
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)

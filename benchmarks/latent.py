@@ -18,14 +18,11 @@ import shutil
 import time
 from pathlib import Path
 
-from common import add_sampling_arguments, read_metrics, result_header, score_samplers
+from common import add_sampling_arguments, result_header, score_samplers, train_autoencoder
 
-from condgen.data.iclevr import load_dataset
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
-from condgen.latent.ldm import LDMRunConfig, encode_images
-from condgen.latent.run import load_autoencoder
-from condgen.latent.trainer import AutoencoderRunConfig
+from condgen.latent.ldm import LDMRunConfig
 from condgen.launch import start_training
 from condgen.train.config import config_to_dict, load_config
 
@@ -82,37 +79,19 @@ def train(args: argparse.Namespace, ae_run: Path, ldm_run: Path) -> dict:
     """Trains the autoencoder, then the diffusion model on what is left of the budget; returns the record's
     training part (``TRAINING_KEYS``)."""
     start = time.perf_counter()
-    for run in (ae_run, ldm_run):
-        shutil.rmtree(run, ignore_errors=True)
-    ae_summary = start_training(
-        args.autoencoder,
-        args.data,
-        ae_run,
-        args.autoencoder_config,
-        [f"loop.max_minutes={args.autoencoder_minutes}"],
-        resume=False,
+    shutil.rmtree(ldm_run, ignore_errors=True)
+    autoencoder = train_autoencoder(
+        args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes
     )
-    ae_scores = [record for record in read_metrics(ae_run) if "psnr" in record]
-    best_ae = max(ae_scores, key=lambda r: r["accuracy"])
-    # the diffusion model gets what is left; encoding the training set comes out of its share, so time a sample
-    images = load_dataset(args.data, progress=False).images
-    timer = time.perf_counter()
-    encode_images(load_autoencoder(ae_run), images[:512])
-    encode_minutes = (time.perf_counter() - timer) / 60 * len(images) / 512
-    left = args.budget_minutes - (time.perf_counter() - start) / 60 - encode_minutes
+    # the diffusion model gets what is left; encoding the training set comes out of its share
+    left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
     ldm_summary = start_training("ldm", args.data, ldm_run, args.config, overrides, resume=False)
     batch_size = load_config(LDMRunConfig, ldm_run / "config.yaml").optim.batch_size
     return {
         "budget_minutes": args.budget_minutes,
         "minutes_until_sampling": round((time.perf_counter() - start) / 60, 2),
-        "autoencoder": {
-            "kind": args.autoencoder,
-            "config": config_to_dict(load_config(AutoencoderRunConfig, ae_run / "config.yaml")),
-            "train_steps": ae_summary["step"],
-            "train_seconds": round(ae_summary["seconds"], 1),
-            "best_held_out_scores": best_ae,
-        },
+        "autoencoder": autoencoder,
         "diffusion": {
             "train_steps": ldm_summary["step"],
             "train_seconds": round(ldm_summary["seconds"], 1),

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from condgen.data.jsonio import read_json, write_json
 from condgen.errors import CondgenError
 from condgen.files import staged_folder
-from condgen.kinds import kind_of
+from condgen.kinds import KINDS, kind_of
 from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_run
 
 
@@ -33,7 +33,8 @@ def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = Fa
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
-        raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes a ddpm, gan or ldm run")
+        able = ", ".join(k.name for k in KINDS.values() if k.generation is not None)
+        raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes one of: {able}")
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
     with staged_folder(out) as staging:

@@ -16,7 +16,6 @@ from condgen.diffusion.run import DiffusionModel, load_classifier
 from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.errors import CondgenError
 from condgen.gan.run import GANModel
-from condgen.gan.trainer import sample_images
 from condgen.kinds import KINDS, Generation, kind_of
 from condgen.train.config import config_to_dict
 from condgen.train.runs import read_run, request_labels, run_evaluator
@@ -70,7 +69,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         seed = loaded.config.eval_seed if args.seed is None else args.seed
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)
-        images = sample_images(loaded.generator, labels, seed)
+        images = loaded.sample(labels, seed)
         result = {"images": len(images), "seed": seed}
     else:
         sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
@@ -108,7 +107,7 @@ def interpolate_command(args: argparse.Namespace) -> Path:
     z = (1 - weights) * start + weights * end
     device = next(loaded.generator.parameters()).device
     with torch.no_grad():
-        images = loaded.generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu()
+        images = loaded.decode(loaded.generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu())
     save_grid(images, args.out, nrow=args.frames)
     return args.out
 

@@ -135,6 +135,21 @@ KINDS: dict[str, Kind] = {
             scored=True,
             needs_autoencoder=True,
         ),
+        Kind(
+            "latent_gan",
+            "latent-gan",
+            "conditional GAN in the latent space of a trained vae/vqvae run",
+            "Train a conditional GAN whose generator makes --autoencoder RUN's 16x16 latents and whose discriminator "
+            "judges them (model.architecture = s2d); images are the autoencoder's decoding. Every gan setting "
+            "applies. The training set is encoded once at the start; the latent scale factor is computed from it.",
+            config="condgen.latent.gan:LatentGANRunConfig",
+            task="condgen.latent.gan:make_latent_gan_task",
+            example_config="configs/latent_gan_cpu.yaml",
+            load="condgen.latent.gan:load_latent_gan",
+            generation=Generation.GAN,
+            scored=True,
+            needs_autoencoder=True,
+        ),
     )
 }
 

@@ -267,11 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write a run's generator as an inference-only model folder",
-        description="Write the EMA weights of a ddpm, gan or ldm run (and an ldm's autoencoder), its config, its "
-        "object vocabulary and a model card (README.md) into a new folder that `sample`, `denoise`, `interpolate` "
-        "(--model DIR) and condgen.load(DIR) open like the run itself. Nothing in it is pickled.",
+        description="Write the EMA weights of a generating run (ddpm, gan, ldm, latent_gan; a latent model's "
+        "autoencoder too), its config, its object vocabulary and a model card (README.md) into a new folder that "
+        "`sample`, `denoise`, `interpolate` (--model DIR) and condgen.load(DIR) open like the run itself. Nothing in "
+        "it is pickled.",
     )
-    export.add_argument("--run", type=Path, required=True, help="a ddpm, gan or ldm training run")
+    export.add_argument("--run", type=Path, required=True, help="a ddpm, gan, ldm or latent_gan training run")
     export.add_argument("--out", type=Path, required=True, help="the model folder to create")
     export.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
     export.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")

@@ -11,7 +11,6 @@ import torch
 from condgen.data.labels import LabelCodec
 from condgen.diffusion.sampling import generate
 from condgen.gan.run import GANModel
-from condgen.gan.trainer import sample_images
 from condgen.generate import check_gan_options, load_generator, sample_settings
 from condgen.train.runs import request_labels
 
@@ -45,7 +44,7 @@ class Pipeline:
         options.spacing, options.seed = spacing, seed
         if isinstance(self.loaded, GANModel):
             check_gan_options(options, self.folder)
-            return sample_images(self.loaded.generator, labels, self.loaded.config.eval_seed if seed is None else seed)
+            return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed)
         sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
         return self.loaded.decode(generate(self.loaded.model, self.loaded.diffusion, labels, sample))
 

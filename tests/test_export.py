@@ -16,6 +16,8 @@ TINY = {
     "vae": ["model.channels=8", "model.channel_mults=[1,2,2]"],
     "ldm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[8]", "model.heads=2",
             "diffusion.num_steps=20", "sample.steps=3"],
+    "latent-gan": ["model.architecture=s2d", "model.g_channels=8", "model.d_channels=8", "model.noise_dim=16",
+                   "model.label_dim=16"],
 }  # fmt: skip
 
 
@@ -30,22 +32,23 @@ def sample(folder, out, *options):
     return (out / "0.png").read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "gan", "ldm"])
+@pytest.mark.parametrize("kind", ["ddpm", "gan", "ldm", "latent-gan"])
 def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, tmp_path):
     run = tmp_path / "run"
-    if kind == "ldm":
+    latent = kind in ("ldm", "latent-gan")
+    if latent:
         train("vae", dataset, tmp_path / "vae", evaluator_file)
-        train("ldm", dataset, run, evaluator_file, "--autoencoder", str(tmp_path / "vae"))
+        train(kind, dataset, run, evaluator_file, "--autoencoder", str(tmp_path / "vae"))
     else:
         train(kind, dataset, run, evaluator_file)
     model = tmp_path / "exported" / "model"
     assert main(["export", "--run", str(run), "--out", str(model)]) == 0
-    assert (model / "README.md").read_text().startswith(f"# condgen {kind} model")
+    assert (model / "README.md").read_text().startswith(f"# condgen {kind.replace('-', '_')} model")
     assert json.loads((model / "run.json").read_text())["format"] == 1
     assert not list(model.rglob("*optimizer*")) and not list(model.rglob("*.pt*"))  # inference only, no pickles
     from_run = sample(run, tmp_path / "b")
-    run.rename(tmp_path / "moved")  # the model folder stands alone, an ldm's autoencoder included
-    if kind == "ldm":
+    run.rename(tmp_path / "moved")  # the model folder stands alone, a latent model's autoencoder included
+    if latent:
         (tmp_path / "vae").rename(tmp_path / "vae-moved")
     assert sample(model, tmp_path / "a") == from_run
     pipeline = condgen.load(model)

@@ -10,6 +10,14 @@ from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, VectorQua
 from condgen.latent.trainer import psnr, random_crop
 
 TINY_AE = ["model.channels=8", "model.channel_mults=[1,2,2]", "model.codebook_size=16", "optim.batch_size=4"]
+TINY_LATENT_GAN = [
+    "model.architecture=s2d",
+    "model.g_channels=8",
+    "model.d_channels=8",
+    "model.noise_dim=16",
+    "model.label_dim=16",
+    "optim.batch_size=4",
+]
 TINY_LDM = [
     "model.channels=16",
     "model.channel_mults=[1,2]",
@@ -29,7 +37,8 @@ def train(kind, dataset, run, evaluator_file, *overrides, resume=False, autoenco
     argv = ["train", kind, "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
     argv += ["--resume"] if resume else []
     argv += ["--autoencoder", str(autoencoder)] if autoencoder else []
-    return main(argv + (TINY_LDM if kind == "ldm" else TINY_AE) + ["loop.log_every=1", *overrides])
+    tiny = {"ldm": TINY_LDM, "latent-gan": TINY_LATENT_GAN}.get(kind, TINY_AE)
+    return main(argv + tiny + ["loop.log_every=1", *overrides])
 
 
 @pytest.mark.parametrize("vq", [False, True])
@@ -174,3 +183,35 @@ def test_latent_diffusion_end_to_end(dataset, evaluator_file, tmp_path, capsys):
     guided = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "g")]
     assert main([*guided, "--classifier", str(autoencoder)]) == 2
     assert "pixel-space" in capsys.readouterr().err
+
+
+def test_latent_gan_end_to_end(dataset, evaluator_file, tmp_path, capsys):
+    autoencoder = tmp_path / "vae"
+    assert train("vae", dataset, autoencoder, evaluator_file, "loop.steps=2") == 0
+    run = tmp_path / "lgan"
+    assert train("latent-gan", dataset, run, evaluator_file, "loop.steps=2") == 2  # --autoencoder is required
+    assert "--autoencoder: required" in capsys.readouterr().err
+    pixel_nets = ["model.architecture=resnet"]
+    assert train("latent-gan", dataset, run, evaluator_file, *pixel_nets, autoencoder=autoencoder) == 2
+    assert "a latent GAN uses s2d" in capsys.readouterr().err
+    assert train("latent-gan", dataset, run, evaluator_file, "loop.steps=2", autoencoder=autoencoder) == 0
+    config = (run / "config.yaml").read_text()
+    assert "latent_channels: 4" in config and "scale_factor: 0.0\n" not in config
+    generator = load_file(run / "best" / "ema.safetensors")
+    assert generator["out.weight"].shape[0] == 4  # the generator makes 4-channel latents, not 48 folded channels
+
+    # resume continues exactly, with the scale factor and latents of the first start
+    whole = tmp_path / "whole"
+    assert train("latent-gan", dataset, whole, evaluator_file, "loop.steps=4", autoencoder=autoencoder) == 0
+    assert train("latent-gan", dataset, run, evaluator_file, "loop.steps=4", resume=True) == 0
+    losses = [[(r["d_loss"], r["g_loss"]) for r in records(path) if "d_loss" in r] for path in (run, whole)]
+    assert losses[0] == losses[1]
+
+    out = tmp_path / "samples"
+    assert main(["sample", "--run", str(run), "--labels", str(dataset / "test.json"), "--out", str(out)]) == 0
+    assert Image.open(out / "0.png").size == (64, 64)  # decoded images, not 16x16 latents
+    assert 0 <= json.loads((out / "scores.json").read_text())["accuracy"] <= 1
+    strip = tmp_path / "strip.png"
+    assert main(["interpolate", "--run", str(run), "--objects", "red cube", "--out", str(strip), "--frames", "3"]) == 0
+    assert Image.open(strip).size == (3 * (64 + 2) + 2, 64 + 4)
+    assert main(["denoise", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "d.png")]) == 2

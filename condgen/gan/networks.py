@@ -30,6 +30,7 @@ class GANModelConfig:
     d_batch_norm: bool = False  # never together with a gradient penalty (it couples the samples of a batch)
     g_blocks: int = 2  # s2d: generator residual blocks at 16x16 (one more runs at 8x8 before them)
     d_blocks: int = 1  # s2d: discriminator residual blocks at 16x16 before the two that halve to 8x8 and 4x4
+    latent_channels: int = 0  # s2d: > 0 = the nets make and read 16x16 latents of this many channels, not images
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -213,7 +214,10 @@ class ResidualBlock(nn.Module):
 class FoldGenerator(nn.Module):
     """(z, y) -> 64x64 image with the compute at 8x8 and 16x16: an 8x8 seed map of 2c channels, one residual block
     there, nearest upsampling to 16x16, ``g_blocks`` residual blocks of c channels, then BN-ReLU-conv to 48 channels
-    folded into 3x64x64 by pixel shuffle (Shi et al. 2016, sub-pixel convolution with r = 4) and tanh."""
+    folded into 3x64x64 by pixel shuffle (Shi et al. 2016, sub-pixel convolution with r = 4) and tanh.
+
+    With ``latent_channels`` the last conv makes a 16x16 latent of that many channels instead, unbounded (scaled
+    autoencoder latents are not confined to [-1, 1])."""
 
     def __init__(self, config: GANModelConfig):
         super().__init__()
@@ -226,27 +230,29 @@ class FoldGenerator(nn.Module):
         blocks += [ResidualBlock(c, c, label_dim) for _ in range(config.g_blocks - 1)]
         self.blocks = nn.ModuleList(blocks)
         self.out_norm = nn.BatchNorm2d(c)
-        self.out = nn.Conv2d(c, 3 * 16, 3, padding=1)
+        self.out = nn.Conv2d(c, config.latent_channels or 3 * 16, 3, padding=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         emb = self.label_emb(labels)
         h = self.seed(torch.cat([z, emb], dim=1)).view(len(z), -1, 8, 8)
         for block in self.blocks:
             h = block(h, emb)
-        return torch.tanh(F.pixel_shuffle(self.out(F.relu(self.out_norm(h))), 4))
+        out = self.out(F.relu(self.out_norm(h)))
+        return out if self.config.latent_channels else torch.tanh(F.pixel_shuffle(out, 4))
 
 
 class FoldDiscriminator(ConditionedCritic):
     """x -> phi(x) with a 4x4 space-to-depth stem (pixel unshuffle: 3x64x64 -> 48x16x16) and a 3x3 conv, ``d_blocks``
     residual blocks at 16x16, then residual blocks halving to 8x8 (2c) and 4x4 (4c), ReLU and global sum pooling;
-    the score, projection term and auxiliary head are those of :class:`Discriminator`."""
+    the score, projection term and auxiliary head are those of :class:`Discriminator`. With ``latent_channels`` it
+    reads 16x16 latents as they are, without the stem's unfolding."""
 
     def __init__(self, config: GANModelConfig):
         super().__init__()
         self.config = config
         c = config.d_channels
         wrap = spectral_norm if config.spectral_norm else (lambda m: m)
-        self.stem = wrap(nn.Conv2d(3 * 16, c, 3, padding=1))
+        self.stem = wrap(nn.Conv2d(config.latent_channels or 3 * 16, c, 3, padding=1))
         blocks = [ResidualBlock(c, c, norm=False, wrap=wrap) for _ in range(config.d_blocks)]
         blocks += [
             ResidualBlock(c, 2 * c, norm=False, downsample=True, wrap=wrap),
@@ -256,7 +262,7 @@ class FoldDiscriminator(ConditionedCritic):
         self.add_heads(4 * c, config, wrap)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.stem(F.pixel_unshuffle(x, 4)))
+        h = self.blocks(self.stem(x if self.config.latent_channels else F.pixel_unshuffle(x, 4)))
         return F.relu(h).sum(dim=(2, 3))
 
 

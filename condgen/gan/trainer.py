@@ -196,11 +196,9 @@ class GANTask:
         self.ema.update(self.generator_net)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
+    def sample(self, labels: torch.Tensor) -> torch.Tensor:
+        """Images from the EMA generator with the fixed evaluation noise."""
+        return sample_images(self.ema.model.eval(), labels, self.config.eval_seed)
+
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        return score_label_files(
-            self.label_files,
-            lambda labels: sample_images(self.ema.model.eval(), labels, self.config.eval_seed),
-            self.evaluator,
-            step,
-            run,
-        )
+        return score_label_files(self.label_files, self.sample, self.evaluator, step, run)

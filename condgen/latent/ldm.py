@@ -2,8 +2,8 @@
 
 Everything but the data is shared with pixel diffusion: the noise process, the UNet (here with cross-attention over
 per-object label tokens, the paper's spatial transformer conditioning, on top of the pooled label embedding), the
-samplers, guidance and the training loop. Latents are multiplied by a scale factor computed from the data so that
-they have unit variance, as the noise schedules assume (Rombach et al., section 4.3.2 and appendix G).
+samplers, guidance and the training loop. Latents are scaled to unit variance, as the noise schedules assume
+(:mod:`condgen.latent.latents`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages
-from condgen.data.imageio import to_signed
 from condgen.device import resolve_device
 from condgen.diffusion.run import DiffusionModel, load_ema_unet
 from condgen.diffusion.sampling import SampleConfig
@@ -23,8 +22,8 @@ from condgen.diffusion.unet import UNetConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
+from condgen.latent.latents import decode_latents, encode_images, mirrored_batch, unit_variance_scale
 from condgen.latent.run import load_autoencoder
-from condgen.progress import progress_bar
 from condgen.train.loop import LoopConfig
 
 
@@ -53,19 +52,6 @@ class LDMRunConfig:
     device: str = "auto"
 
 
-@torch.no_grad()
-def encode_images(autoencoder: Autoencoder, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """uint8 images (N, 3, S, S) -> latents (N, 2, C, s, s) of each image and of its mirror image, on the CPU."""
-    device = next(autoencoder.parameters()).device
-    out = []
-    with progress_bar(total=len(images), desc="encoding", unit="img") as bar:
-        for start in range(0, len(images), batch_size):
-            x = to_signed(images[start : start + batch_size]).to(device)
-            out.append(torch.stack([autoencoder.latent(x), autoencoder.latent(x.flip(-1))], dim=1).cpu())
-            bar.update(len(x))
-    return torch.cat(out)
-
-
 class LatentDiffusionTask(DiffusionTask):
     """A :class:`condgen.train.loop.Task` for ``ldm`` runs: the dataset is encoded once at the start."""
 
@@ -83,27 +69,18 @@ class LatentDiffusionTask(DiffusionTask):
         config.model.image_size = autoencoder.config.latent_size
         latents = encode_images(autoencoder, data.images)
         if config.scale_factor == 0:
-            config.scale_factor = round(1.0 / latents.std().item(), 6)
+            config.scale_factor = unit_variance_scale(latents)
         self.latents = latents * config.scale_factor
         self.autoencoder = autoencoder
         super().__init__(config, data, data_root, evaluator)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.config.optim
-        index = torch.randint(0, len(self.latents), (o.batch_size,), generator=self.generator)
-        mirrored = (torch.rand(o.batch_size, generator=self.generator) < 0.5).long() if o.hflip else 0
-        return self.latents[index, mirrored].to(self.device), self.data.labels[index].clone()
+        latents, labels = mirrored_batch(self.latents, self.data.labels, o.batch_size, o.hflip, self.generator)
+        return latents.to(self.device), labels
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         return decode_latents(self.autoencoder, super().sample(labels), self.config.scale_factor)
-
-
-@torch.no_grad()
-def decode_latents(autoencoder: Autoencoder, latents: torch.Tensor, scale_factor: float) -> torch.Tensor:
-    """Scaled latents -> images in [-1, 1] on the CPU."""
-    device = next(autoencoder.parameters()).device
-    images = [autoencoder.decode(z.to(device) / scale_factor).clamp(-1, 1).cpu() for z in latents.split(128)]
-    return torch.cat(images)
 
 
 def make_ldm_task(
