@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         from condgen.export import export_model
 
         print(f"wrote {export_model(args.run, args.out, args.checkpoint, args.half)}")
+    elif args.command == "serve":
+        from condgen.serve.command import serve_command
+
+        serve_command(args)
     elif args.command == "gradnorm":
         from condgen.data.iclevr import load_dataset
         from condgen.gan.gradnorm import SETTINGS, GradNormConfig, measure, write_report

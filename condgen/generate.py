@@ -101,15 +101,23 @@ def interpolate_command(args: argparse.Namespace) -> Path:
     labels = request_labels(loaded.meta, None, args.objects)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
-    source = torch.Generator().manual_seed(loaded.config.eval_seed if args.seed is None else args.seed)
+    images = interpolation_images(
+        loaded, labels, loaded.config.eval_seed if args.seed is None else args.seed, args.frames
+    )
+    save_grid(images, args.out, nrow=args.frames)
+    return args.out
+
+
+def interpolation_images(loaded: GANModel, labels: torch.Tensor, seed: int, frames: int) -> torch.Tensor:
+    """``frames`` images of one request (a (1, C) label row) whose noise moves in a straight line between two
+    random vectors drawn from ``seed``: (frames, 3, H, W) in [-1, 1]."""
+    source = torch.Generator().manual_seed(seed)
     start, end = torch.randn(2, loaded.config.model.noise_dim, generator=source)
-    weights = torch.linspace(0, 1, args.frames)[:, None]
+    weights = torch.linspace(0, 1, frames)[:, None]
     z = (1 - weights) * start + weights * end
     device = next(loaded.generator.parameters()).device
     with torch.no_grad():
-        images = loaded.decode(loaded.generator(z.to(device), labels.expand(args.frames, -1).to(device)).cpu())
-    save_grid(images, args.out, nrow=args.frames)
-    return args.out
+        return loaded.decode(loaded.generator(z.to(device), labels.expand(frames, -1).to(device)).cpu())
 
 
 def denoise_command(args: argparse.Namespace) -> Path:

@@ -45,6 +45,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="condgen",
@@ -276,6 +283,57 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the model folder to create")
     export.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
     export.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+
+    serve = commands.add_parser(
+        "serve",
+        help="a local web page: pick objects and settings, see the image, its denoising and the evaluator's verdict",
+        description="Start a web server with a page where one picks up to three objects (colour and shape), a "
+        "sampler, steps, guidance and a seed, and gets the image, its denoising strip (a GAN: its interpolation "
+        "strip), the evaluator's probability for each requested object (detected above 0.5) and any unrequested "
+        "object it detects, and the time it took; with --model repeated, every model answers the same request side "
+        "by side. POST /api/generate takes the same request as JSON. One image per request, at most --max-steps "
+        "sampler steps, --max-concurrent generations at once. Needs the web extra: pip install 'condgen[serve]'.",
+    )
+    serve.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a training run folder or a model folder written by `condgen export`; required, since no pretrained "
+        "model ships yet; repeat it to compare models side by side",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)",
+    )
+    serve.add_argument("--port", type=port, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--checkpoint", choices=["best", "latest"], default="best", help="a run's weights (default best)"
+    )
+    serve.add_argument(
+        "--evaluator", type=Path, help="evaluator that judges the images (default: the shipped i-CLEVR evaluator)"
+    )
+    serve.add_argument(
+        "--max-steps",
+        type=positive_int,
+        default=100,
+        help="the most sampler steps one request may take (default 100); ddpm takes all of a model's T steps, so "
+        "it is refused for models with a larger T",
+    )
+    serve.add_argument(
+        "--max-concurrent",
+        type=positive_int,
+        default=1,
+        help="generations running at once (default 1); later requests wait for a free slot",
+    )
+    serve.add_argument(
+        "--queue-timeout",
+        type=non_negative_float,
+        default=30.0,
+        help="seconds a request waits for a free slot before the server answers 503 busy (default 30)",
+    )
 
     gradnorm = commands.add_parser(
         "gradnorm",

@@ -4,14 +4,16 @@ object names, with the same settings and defaults as ``condgen sample``."""
 from __future__ import annotations
 
 from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from condgen.data.labels import LabelCodec
 from condgen.diffusion.sampling import generate
+from condgen.errors import CondgenError
 from condgen.gan.run import GANModel
-from condgen.generate import check_gan_options, load_generator, sample_settings
+from condgen.generate import check_gan_options, interpolation_images, load_generator, sample_settings
 from condgen.train.runs import request_labels
 
 
@@ -34,19 +36,43 @@ class Pipeline:
         guidance_min_t: int | None = None,
         eta: float | None = None,
         spacing: str | None = None,
+        callback: Callable[[dict], None] | None = None,
     ) -> torch.Tensor:
         """One image per request, each a comma-separated list of objects ("red sphere, cyan cube"): a (N, 3, 64, 64)
         tensor in [-1, 1]. Options left at None take the model's own settings; the same seed gives the same images.
-        A GAN takes ``seed`` alone."""
+        A GAN takes ``seed`` alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]`` before the
+        first step and after each; ``decode`` turns such states into images."""
         requests = [requests] if isinstance(requests, str) else list(requests)
-        labels = torch.cat([request_labels(self.loaded.meta, None, request) for request in requests])
+        labels = self.labels(requests)
         options = Namespace(sampler=sampler, steps=steps, guidance=guidance, guidance_min_t=guidance_min_t, eta=eta)
         options.spacing, options.seed = spacing, seed
         if isinstance(self.loaded, GANModel):
             check_gan_options(options, self.folder)
+            if callback is not None:
+                raise CondgenError(f"callback: diffusion models only; {self.folder} is a gan, made in one pass")
             return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed)
         sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
-        return self.loaded.decode(generate(self.loaded.model, self.loaded.diffusion, labels, sample))
+        return self.loaded.decode(generate(self.loaded.model, self.loaded.diffusion, labels, sample, callback=callback))
+
+    def decode(self, states: torch.Tensor) -> torch.Tensor:
+        """Sampler states seen by a ``callback`` (a latent model's latents, a pixel model's noisy images) -> images
+        clamped to [-1, 1]."""
+        if isinstance(self.loaded, GANModel):
+            raise CondgenError(f"decode: diffusion models only; {self.folder} is a gan, whose output is an image")
+        return self.loaded.decode(states).clamp(-1, 1)
+
+    def interpolate(self, request: str, seed: int | None = None, frames: int = 8) -> torch.Tensor:
+        """A GAN's ``frames`` images of one request whose noise walks between two random vectors drawn from
+        ``seed``: a (frames, 3, 64, 64) tensor in [-1, 1]."""
+        if not isinstance(self.loaded, GANModel):
+            raise CondgenError(f"interpolate: gan models only; {self.folder} is a {self.kind} model")
+        seed = self.loaded.config.eval_seed if seed is None else seed
+        return interpolation_images(self.loaded, self.labels([request]), seed, frames)
+
+    def labels(self, requests: list[str]) -> torch.Tensor:
+        """Requests ("red sphere, cyan cube") -> (N, C) multi-hot rows, checked against the model's vocabulary and
+        the most objects it was trained on."""
+        return torch.cat([request_labels(self.loaded.meta, None, request) for request in requests])
 
 
 def load(folder: str | Path, checkpoint: str = "best") -> Pipeline:

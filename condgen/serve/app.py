@@ -1,0 +1,88 @@
+"""The web server of ``condgen serve``: the page, the models it offers and one generation per request, with at
+most ``Limits.max_concurrent`` generations at once. Needs the ``serve`` extra (FastAPI and uvicorn)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import Evaluator
+from condgen.serve.models import ServedModel
+from condgen.serve.requests import FIELDS, Limits, parse_request
+from condgen.serve.requests import Request as Wanted
+
+
+class BusyError(Exception):
+    """Every generation slot stayed taken for the whole queue timeout."""
+
+
+def create_app(models: list[ServedModel], evaluator: Evaluator | None, limits: Limits) -> FastAPI:
+    """The application: ``GET /`` the page, ``GET /api/models`` what it offers, ``POST /api/generate`` one image
+    from every model. Errors are JSON ``{"error": "..."}`` with a 4xx status for the caller's mistakes."""
+    app = FastAPI(title="condgen", docs_url=None, redoc_url=None, openapi_url=None)
+    # A thread semaphore, since generation runs in worker threads; requests past it wait, then get 503.
+    app.state.slots = threading.BoundedSemaphore(limits.max_concurrent)
+    page = resources.files("condgen.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    def generate_all(wanted: Wanted) -> dict:
+        if not app.state.slots.acquire(timeout=limits.queue_timeout):
+            raise BusyError
+        try:
+            return {"results": [model.answer(wanted, evaluator, limits) for model in models]}
+        finally:
+            app.state.slots.release()
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:  # async: never waits behind generations for a worker thread
+        return page
+
+    @app.get("/api/models")
+    async def offer() -> dict:
+        return {
+            "models": [model.describe() for model in models],
+            "fields": list(FIELDS),
+            "limits": {"max_steps": limits.max_steps, "max_concurrent": limits.max_concurrent},
+            "evaluator": evaluator is not None,
+        }
+
+    @app.post("/api/generate")
+    async def generate(request: Request) -> JSONResponse:
+        body = b""
+        async for chunk in request.stream():  # read at most max_body bytes, however long the body says it is
+            body += chunk
+            if len(body) > limits.max_body:
+                return _error(413, f"the request is over {limits.max_body} bytes; one request is a few dozen")
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _error(400, f"the request body is not JSON ({exc})")
+        try:
+            wanted = parse_request(payload, limits)
+            for model in models:  # every model checks before any works, so a bad request costs nothing
+                model.check(wanted, limits)
+        except CondgenError as exc:
+            return _error(400, str(exc))
+        try:
+            return JSONResponse(await run_in_threadpool(generate_all, wanted))
+        except BusyError:
+            message = f"busy: {limits.max_concurrent} generation(s) running and others waiting; try again shortly"
+            return _error(503, message, headers={"Retry-After": "5"})
+        except CondgenError as exc:  # a model that fails at generation (non-finite weights, say)
+            return _error(500, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail))
+
+    return app
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)

@@ -1,0 +1,31 @@
+"""``condgen serve``: load the models and the evaluator, then run the web server until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+
+from condgen.errors import CondgenError
+from condgen.serve.requests import Limits
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    """Serves the page for ``args.models`` on ``args.host``:``args.port`` (127.0.0.1 unless told otherwise)."""
+    if not args.models:
+        raise CondgenError(
+            "serve: --model DIR is required (no pretrained model ships yet): a training run or a `condgen export` "
+            "folder"
+        )
+    try:
+        import fastapi  # noqa: F401  (only to learn whether the extra is installed)
+        import uvicorn
+    except ImportError:
+        raise CondgenError("condgen serve needs the web extra: pip install 'condgen[serve]'") from None
+    from condgen.evaluate.evaluator import load_evaluator
+    from condgen.serve.app import create_app
+    from condgen.serve.models import load_models
+
+    limits = Limits(max_steps=args.max_steps, max_concurrent=args.max_concurrent, queue_timeout=args.queue_timeout)
+    models = load_models(args.models, args.checkpoint)
+    app = create_app(models, load_evaluator(args.evaluator), limits)
+    print(f"serving {', '.join(model.name for model in models)} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

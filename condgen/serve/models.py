@@ -1,0 +1,179 @@
+"""The models a server holds, and how one answers a request: the image, its strip (a diffusion model's denoising,
+a GAN's interpolation), the evaluator's verdict on it and the time it took."""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+from argparse import Namespace
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+from condgen.data.imageio import to_uint8
+from condgen.diffusion.options import Sampler
+from condgen.diffusion.sampling import SampleConfig
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import Evaluator
+from condgen.generate import sample_settings
+from condgen.kinds import KINDS, Generation
+from condgen.pipeline import Pipeline
+from condgen.serve.requests import Limits, Request
+
+STRIP = 8  # images in a denoising or interpolation strip
+THRESHOLD = 0.5  # an object counts as detected when the evaluator's probability exceeds this
+
+
+@dataclass
+class ServedModel:
+    """A loaded model under the name the page shows."""
+
+    name: str
+    pipeline: Pipeline
+
+    @property
+    def generation(self) -> Generation:
+        return KINDS[self.pipeline.kind].generation
+
+    def describe(self) -> dict:
+        """What the page needs to know about the model: its kind, objects and default sampling settings."""
+        meta = self.pipeline.loaded.meta
+        info = {
+            "name": self.name,
+            "kind": self.pipeline.kind,
+            "generation": self.generation.value,
+            "objects": list(self.pipeline.codec.names),
+            "max_objects": meta["max_objects"],
+        }
+        if self.generation == Generation.DIFFUSION:
+            sample = self.pipeline.loaded.config.sample
+            info |= {
+                "noise_steps": self.pipeline.loaded.diffusion.num_steps,
+                "sampler": Sampler(sample.sampler).value,
+                "steps": self.steps(sample),
+                "guidance": sample.guidance,
+            }
+        return info
+
+    def check(self, request: Request, limits: Limits) -> None:
+        """Refuses a request this model cannot serve within ``limits``, naming the model."""
+        try:
+            self.pipeline.codec.check_names(list(request.objects), "objects")
+            most = self.pipeline.loaded.meta["max_objects"]
+            if len(request.objects) > most:
+                raise CondgenError(f"objects: {len(request.objects)} asked for; the model takes at most {most}")
+            if self.generation == Generation.DIFFUSION:
+                self.settings(request, limits)
+        except CondgenError as exc:
+            raise CondgenError(f"{self.name}: {exc}") from None
+
+    def settings(self, request: Request, limits: Limits) -> SampleConfig:
+        """A diffusion model's sampling settings for ``request``, refused when they take more than
+        ``limits.max_steps`` network steps (ddpm always takes all T)."""
+        options = Namespace(sampler=request.sampler, steps=request.steps, guidance=request.guidance, seed=request.seed)
+        options.guidance_min_t = options.eta = options.spacing = None
+        sample = sample_settings(self.pipeline.loaded.config.sample, options, self.pipeline.loaded.diffusion.num_steps)
+        cost = self.steps(sample)
+        if cost > limits.max_steps:
+            raise CondgenError(
+                f"sampler {Sampler(sample.sampler).value} takes {cost} steps here; this server allows at most "
+                f"{limits.max_steps} (--max-steps)"
+            )
+        return sample
+
+    def steps(self, sample: SampleConfig) -> int:
+        """The sampler steps ``sample`` takes: ddpm all T, ddim and dpmpp their ``steps``."""
+        return self.pipeline.loaded.diffusion.num_steps if sample.sampler == Sampler.DDPM else sample.sampler_steps()
+
+    @torch.no_grad()
+    def answer(self, request: Request, evaluator: Evaluator | None, limits: Limits) -> dict:
+        """Generates the request's image and strip and judges the image: a JSON-ready dict."""
+        names = ", ".join(request.objects)
+        started = time.perf_counter()
+        if self.generation == Generation.DIFFUSION:
+            sample = self.settings(request, limits)
+            states: list[torch.Tensor] = []  # x_T, then the state after every sampler step
+            image = self.pipeline.generate(
+                names,
+                seed=request.seed,
+                sampler=Sampler(sample.sampler).value,
+                steps=None if sample.sampler == Sampler.DDPM else sample.sampler_steps(),
+                guidance=sample.guidance,
+                callback=lambda info: states.append(info["x"][0].cpu()),
+            )[0]
+            seconds = time.perf_counter() - started
+            picks = torch.linspace(0, len(states) - 1, min(STRIP, len(states))).round().long().tolist()
+            strip = self.pipeline.decode(torch.stack([states[i] for i in picks]))
+            settings = {"sampler": Sampler(sample.sampler).value, "steps": self.steps(sample)}
+            settings |= {"guidance": sample.guidance, "seed": request.seed}
+            strip_kind = "denoising"
+        else:
+            image = self.pipeline.generate(names, seed=request.seed)[0]
+            seconds = time.perf_counter() - started
+            strip = self.pipeline.interpolate(names, seed=request.seed, frames=STRIP)
+            settings, strip_kind = {"seed": request.seed}, "interpolation"
+        if not torch.isfinite(image).all():
+            raise CondgenError(f"{self.name}: the model made a non-finite image; its weights are broken")
+        return {
+            "model": self.name,
+            "kind": self.pipeline.kind,
+            "settings": settings,
+            "image": png_data_url(image[None]),
+            "strip": png_data_url(strip),
+            "strip_kind": strip_kind,
+            "verdict": verdict(evaluator, image, request.objects),
+            "seconds": round(seconds, 4),
+        }
+
+
+def load_models(folders: list[Path], checkpoint: str = "best") -> list[ServedModel]:
+    """Opens every training run or model folder; each is shown under its folder's name, made unique."""
+    models: list[ServedModel] = []
+    for folder in folders:
+        if not folder.is_dir():
+            raise CondgenError(
+                f"--model {folder}: no such folder (no pretrained model ships yet: give a training run or a folder "
+                "written by `condgen export`)"
+            )
+        base, taken, copy = folder.resolve().name, {model.name for model in models}, 1
+        name = base
+        while name in taken:  # the same folder twice, or two runs both called "run"
+            copy += 1
+            name = f"{base} ({copy})"
+        models.append(ServedModel(name, Pipeline(folder, checkpoint)))
+    return models
+
+
+def verdict(evaluator: Evaluator | None, image: torch.Tensor, requested: tuple[str, ...]) -> dict | None:
+    """The evaluator's probability for each requested object and whether it counts as detected, and the objects it
+    detects that were not asked for; None without an evaluator that knows the requested objects."""
+    if evaluator is None or not set(requested) <= set(evaluator.codec.names):
+        return None
+    scores = evaluator.scores(image[None].float())[0].tolist()
+    probability = dict(zip(evaluator.codec.names, scores))
+    objects = [{"name": name, "probability": round(probability[name], 4)} for name in requested]
+    for entry in objects:
+        entry["detected"] = entry["probability"] > THRESHOLD
+    extra = [
+        {"name": name, "probability": round(p, 4)}
+        for name, p in sorted(probability.items(), key=lambda item: -item[1])
+        if p > THRESHOLD and name not in requested
+    ]
+    return {
+        "threshold": THRESHOLD,
+        "objects": objects,
+        "unrequested": extra,
+        "exact": all(entry["detected"] for entry in objects) and not extra,
+    }
+
+
+def png_data_url(images: torch.Tensor) -> str:
+    """A row of (N, 3, H, W) images in [-1, 1] as one PNG ``data:`` URL (white 2-pixel gaps between images)."""
+    row = images[0] if len(images) == 1 else make_grid(images.float(), nrow=len(images), padding=2, pad_value=1.0)
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(row).permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,260 @@
+"""`condgen serve`: the HTTP API (a good request, every kind of bad one, the cost bounds, models side by side), the
+command line, and the page itself in a headless browser. The models are tiny runs trained once for the module."""
+
+import base64
+import io
+import json
+import shutil
+import socket
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import condgen
+from condgen.cli import main
+from condgen.data.imageio import to_uint8
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+
+pytest.importorskip("fastapi", reason="condgen serve needs the web extra (pip install 'condgen[serve]')")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from condgen.serve.app import create_app  # noqa: E402
+from condgen.serve.models import load_models  # noqa: E402
+from condgen.serve.requests import Limits  # noqa: E402
+
+TINY = {
+    "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
+             "diffusion.num_steps=20", "sample.steps=3"],
+    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
+}  # fmt: skip
+LIMITS = Limits(max_steps=10, queue_timeout=0.2)
+GOOD = {"objects": ["red cube", "blue sphere"], "sampler": "ddim", "steps": 4, "guidance": 2.0, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, synth_template):
+    """A ddpm run and a gan run, two training steps each on the small rendered set."""
+    root = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    scorer = root / "evaluator.safetensors"
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), scorer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONDGEN_CACHE_DIR", str(root / "cache"))
+        for kind, settings in TINY.items():
+            argv = ["train", kind, "--data", str(synth_template), "--out", str(root / kind), "--evaluator", str(scorer)]
+            assert main([*argv, *settings, "optim.batch_size=4", "loop.steps=2", "device=cpu"]) == 0
+    return {kind: root / kind for kind in TINY}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_evaluator()
+
+
+@pytest.fixture(scope="module")
+def client(runs, shipped):
+    return TestClient(create_app(load_models([runs["ddpm"]]), shipped, LIMITS))
+
+
+def png(url: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url[len(prefix) :])))
+
+
+def test_a_request_gets_the_image_its_denoising_strip_and_the_evaluators_verdict(client, runs, shipped):
+    answer = client.post("/api/generate", json=GOOD)
+    assert answer.status_code == 200, answer.text
+    (result,) = answer.json()["results"]
+    assert result["model"] == "ddpm" and result["kind"] == "ddpm" and result["seconds"] > 0
+    assert result["settings"] == {"sampler": "ddim", "steps": 4, "guidance": 2.0, "seed": 3}
+    assert png(result["image"]).size == (64, 64)
+    assert result["strip_kind"] == "denoising" and png(result["strip"]).size == (5 * 64 + 6 * 2, 64 + 2 * 2)  # x_T + 4
+    # the verdict is the shipped evaluator's on exactly the image the Python API makes for the same settings
+    image = condgen.load(runs["ddpm"]).generate("red cube, blue sphere", seed=3, sampler="ddim", steps=4, guidance=2)
+    expected = dict(zip(shipped.codec.names, shipped.scores(image)[0].tolist()))
+    verdict = result["verdict"]
+    assert [entry["name"] for entry in verdict["objects"]] == GOOD["objects"]
+    for entry in verdict["objects"]:
+        assert entry["probability"] == pytest.approx(expected[entry["name"]], abs=1e-4)
+        assert entry["detected"] == (entry["probability"] > 0.5)
+    assert [entry["name"] for entry in verdict["unrequested"]] == [
+        name
+        for name, p in sorted(expected.items(), key=lambda item: -item[1])
+        if p > 0.5 and name not in GOOD["objects"]
+    ]
+    assert client.post("/api/generate", json=GOOD).json()["results"][0]["image"] == result["image"]  # same seed
+    assert client.post("/api/generate", json=GOOD | {"seed": 4}).json()["results"][0]["image"] != result["image"]
+    default = client.post("/api/generate", json={"objects": ["gray cylinder"]}).json()["results"][0]
+    assert default["settings"] | {"guidance": None} == {"sampler": "dpmpp", "steps": 3, "guidance": None, "seed": 0}
+
+
+BAD = [
+    (b"{not json", 400, "the request body is not JSON"),
+    (b"[1, 2]", 400, "the request must be a JSON object"),
+    ({"objects": ["red cube", "pink cube"]}, 400, 'ddpm: objects: unknown object "pink cube"'),
+    ({"objects": ["red cub"]}, 400, 'did you mean "red cube"?'),
+    ({"objects": ["red cube", "blue cube", "green cube", "gray cube"]}, 400, "4 asked for; the model takes at most 3"),
+    ({"objects": ["red cube", "red cube"]}, 400, 'object "red cube" appears twice'),
+    ({"objects": []}, 400, "objects: a list of object names is needed"),
+    ({"objects": "red cube"}, 400, "objects: a list of object names is needed"),
+    (GOOD | {"steps": -1}, 400, "steps: a whole number from 1 to 10, got -1"),
+    (GOOD | {"steps": 11}, 400, "steps: a whole number from 1 to 10, got 11"),
+    (GOOD | {"steps": 2.5}, 400, "steps: a whole number from 1 to 10, got 2.5"),
+    (GOOD | {"sampler": "euler"}, 400, "sampler: unknown sampler 'euler'; choose ddpm, ddim or dpmpp"),
+    (GOOD | {"guidance": -1}, 400, "guidance: a number >= 0"),
+    (GOOD | {"seed": "seven"}, 400, "seed: a whole number from 0 to 4294967295"),
+    (GOOD | {"n": 4}, 400, 'unknown field "n": a request takes objects, sampler, steps, guidance, seed (one image'),
+    (GOOD | {"sampler": "ddpm"}, 400, "sampler ddpm takes 20 steps here; this server allows at most 10 (--max-steps)"),
+    (json.dumps(GOOD | {"objects": ["red cube"] * 2000}).encode(), 413, "the request is over 4096 bytes"),
+]
+
+
+def test_bad_requests_get_a_clear_json_error_and_the_server_keeps_serving(client):
+    for body, status, message in BAD:
+        sent = (
+            client.post("/api/generate", content=body)
+            if isinstance(body, bytes)
+            else client.post("/api/generate", json=body)
+        )
+        assert (sent.status_code, message in sent.json()["error"]) == (status, True), (body, sent.text)
+    assert client.get("/api/nothing").json() == {"error": "Not Found"}
+    assert client.get("/api/generate").status_code == 405
+    assert client.post("/api/generate", json=GOOD).status_code == 200
+
+
+def test_a_request_waits_for_a_free_slot_and_gets_503_when_none_frees(runs, shipped):
+    app = create_app(load_models([runs["gan"]]), shipped, Limits(max_concurrent=1, queue_timeout=0.3))
+    client = TestClient(app)
+    assert app.state.slots.acquire(blocking=False)  # a generation in progress holds the only slot
+    started = time.perf_counter()
+    busy = client.post("/api/generate", json={"objects": ["red cube"]})
+    assert busy.status_code == 503 and "busy" in busy.json()["error"] and busy.headers["retry-after"] == "5"
+    assert time.perf_counter() - started >= 0.3  # it waited its turn first
+    threading.Timer(0.1, app.state.slots.release).start()  # the running generation ends while the next one waits
+    assert client.post("/api/generate", json={"objects": ["red cube"]}).status_code == 200
+    assert app.state.slots.acquire(blocking=False)  # the slot was given back
+    app.state.slots.release()
+
+
+def test_two_models_answer_the_same_request_side_by_side(runs, shipped):
+    client = TestClient(create_app(load_models([runs["ddpm"], runs["gan"], runs["ddpm"]]), shipped, LIMITS))
+    offer = client.get("/api/models").json()
+    assert [(m["name"], m["generation"]) for m in offer["models"]] == [
+        ("ddpm", "diffusion"), ("gan", "gan"), ("ddpm (2)", "diffusion")
+    ]  # fmt: skip
+    assert offer["models"][0]["noise_steps"] == 20 and offer["limits"]["max_steps"] == 10
+    results = client.post("/api/generate", json=GOOD).json()["results"]
+    assert [r["model"] for r in results] == ["ddpm", "gan", "ddpm (2)"]
+    assert results[0]["image"] == results[2]["image"]  # the same model, the same request
+    gan = results[1]
+    assert gan["settings"] == {"seed": 3} and gan["strip_kind"] == "interpolation"  # a GAN takes the seed alone
+    assert png(gan["strip"]).size == (8 * 64 + 9 * 2, 64 + 2 * 2)
+    assert [entry["name"] for entry in gan["verdict"]["objects"]] == GOOD["objects"]
+    image = condgen.load(runs["gan"]).generate("red cube, blue sphere", seed=3)[0]
+    assert torch.equal(torch.from_numpy(np.asarray(png(gan["image"]))), to_uint8(image).permute(1, 2, 0))
+
+
+def test_the_command_needs_a_model_and_the_extra_and_binds_to_localhost(runs, monkeypatch, capsys):
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--model DIR is required (no pretrained model ships yet)" in err
+    assert main(["serve", "--model", str(runs["ddpm"].parent / "nowhere")]) == 2
+    assert "no such folder (no pretrained model ships yet" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "no pretrained model ships yet" in " ".join(capsys.readouterr().out.split())
+    started = {}
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(options, app=app))
+    assert main(["serve", "--model", str(runs["gan"]), "--max-steps", "5"]) == 0
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
+    assert TestClient(started["app"]).get("/api/models").json()["limits"]["max_steps"] == 5
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the extra were not installed
+    capsys.readouterr()
+    assert main(["serve", "--model", str(runs["gan"])]) == 2
+    assert (
+        capsys.readouterr().err == "condgen: error: condgen serve needs the web extra: pip install 'condgen[serve]'\n"
+    )
+
+
+def _browser():
+    """A headless chromium driven by selenium, or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("no chromium and chromedriver found (Debian: apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+@pytest.fixture
+def server(runs, shipped):
+    """The page's server on a free local port, in a thread, for the browser."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    app = create_app(load_models([runs["ddpm"], runs["gan"]]), shipped, LIMITS)
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.started
+    yield f"http://127.0.0.1:{port}/"
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_the_page_generates_in_a_real_browser(server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    browser = _browser()
+    try:
+        browser.get(server)
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda b: b.find_element(By.ID, "generate").is_enabled())
+        colours, shapes = (
+            browser.find_elements(By.CSS_SELECTOR, ".colour"),
+            browser.find_elements(By.CSS_SELECTOR, ".shape"),
+        )
+        for i, (colour, shape) in enumerate([("red", "cube"), ("blue", "sphere")]):
+            Select(colours[i]).select_by_value(colour)
+            Select(shapes[i]).select_by_value(shape)
+        browser.find_element(By.ID, "steps").send_keys("3")
+        browser.find_element(By.ID, "generate").click()
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".result img.image")) == 2)
+        assert browser.find_element(By.ID, "error").text == ""
+        cards = browser.find_elements(By.CSS_SELECTOR, ".result")
+        assert [card.find_element(By.TAG_NAME, "h2").text for card in cards] == ["ddpm (ddpm)", "gan (gan)"]
+        for card in cards:
+            image = card.find_element(By.CSS_SELECTOR, "img.image")
+            assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", image) == 64
+            rows = [row.text for row in card.find_elements(By.CSS_SELECTOR, "tr.requested")]
+            assert [row.split(" ")[0:2] for row in rows] == [["red", "cube"], ["blue", "sphere"]]
+            assert all(row.endswith(("detected", "missing")) for row in rows)
+        assert "steps 3" in cards[0].text and "made in" in cards[0].text and "seed 0" in cards[1].text
+        assert [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")] == []
+        Select(colours[1]).select_by_value("red")
+        Select(shapes[1]).select_by_value("cube")
+        browser.find_element(By.ID, "generate").click()  # the same object twice: the server's message shows
+        wait.until(lambda b: "appears twice" in b.find_element(By.ID, "error").text)
+    finally:
+        browser.quit()
