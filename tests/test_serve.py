@@ -185,15 +185,30 @@ def test_the_command_needs_a_model_and_the_extra_and_binds_to_localhost(runs, mo
     )
 
 
+def _chromium() -> tuple[str | None, str | None]:
+    """The paths of a chromium and its driver, or None for each that is not installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return browser, shutil.which("chromedriver")
+
+
+def _no_browser() -> str:
+    """Why the browser test cannot run here, or "" when it can."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "the browser test needs selenium (pip install -e '.[test]')"
+    if None in _chromium():
+        return "no chromium and chromedriver found (Debian: apt-get install chromium chromium-driver)"
+    return ""
+
+
 def _browser():
-    """A headless chromium driven by selenium, or a skip saying what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium")
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("no chromium and chromedriver found (Debian: apt-get install chromium chromium-driver)")
+    """A headless chromium driven by selenium, keeping the page's console messages."""
+    from selenium import webdriver
+
+    browser, driver = _chromium()
     options = webdriver.ChromeOptions()
-    options.binary_location = chromium
+    options.binary_location = browser
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -221,6 +236,7 @@ def server(runs, shipped):
     thread.join(timeout=10)
 
 
+@pytest.mark.skipif(bool(_no_browser()), reason=_no_browser() or "-")
 def test_the_page_generates_in_a_real_browser(server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
