@@ -158,7 +158,7 @@ def test_two_models_answer_the_same_request_side_by_side(runs, shipped):
     assert png(gan["strip"]).size == (8 * 64 + 9 * 2, 64 + 2 * 2)
     assert [entry["name"] for entry in gan["verdict"]["objects"]] == GOOD["objects"]
     image = condgen.load(runs["gan"]).generate("red cube, blue sphere", seed=3)[0]
-    assert torch.equal(torch.from_numpy(np.asarray(png(gan["image"]))), to_uint8(image).permute(1, 2, 0))
+    assert torch.equal(torch.from_numpy(np.array(png(gan["image"]))), to_uint8(image).permute(1, 2, 0))
 
 
 def test_the_command_needs_a_model_and_the_extra_and_binds_to_localhost(runs, monkeypatch, capsys):
