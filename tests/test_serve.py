@@ -112,6 +112,8 @@ BAD = [
     (GOOD | {"seed": "seven"}, 400, "seed: a whole number from 0 to 4294967295"),
     (GOOD | {"n": 4}, 400, 'unknown field "n": a request takes objects, sampler, steps, guidance, seed (one image'),
     (GOOD | {"sampler": "ddpm"}, 400, "sampler ddpm takes 20 steps here; this server allows at most 10 (--max-steps)"),
+    ({"objects": ["red cube"], "sampler": "ddim"}, 400, "ddim would take 50; the model has only 20 noise levels"),
+    (b'{"objects": ["red cube"], "guidance": NaN}', 400, "guidance: a number >= 0 (1 = none, 0 = unconditional)"),
     (json.dumps(GOOD | {"objects": ["red cube"] * 2000}).encode(), 413, "the request is over 4096 bytes"),
 ]
 

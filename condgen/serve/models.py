@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import time
-from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from condgen.diffusion.options import Sampler
 from condgen.diffusion.sampling import SampleConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.generate import sample_settings
 from condgen.kinds import KINDS, Generation
 from condgen.pipeline import Pipeline
 from condgen.serve.requests import Limits, Request
@@ -72,17 +70,20 @@ class ServedModel:
             raise CondgenError(f"{self.name}: {exc}") from None
 
     def settings(self, request: Request, limits: Limits) -> SampleConfig:
-        """A diffusion model's sampling settings for ``request``, refused when they take more than
-        ``limits.max_steps`` network steps (ddpm always takes all T)."""
-        options = Namespace(sampler=request.sampler, steps=request.steps, guidance=request.guidance, seed=request.seed)
-        options.guidance_min_t = options.eta = options.spacing = None
-        sample = sample_settings(self.pipeline.loaded.config.sample, options, self.pipeline.loaded.diffusion.num_steps)
-        cost = self.steps(sample)
-        if cost > limits.max_steps:
+        """A diffusion model's sampling settings for ``request``, refused when they take more steps than the model
+        has noise levels or than ``limits.max_steps`` (ddpm always takes all T)."""
+        changes = {"sampler": request.sampler, "steps": request.steps, "guidance": request.guidance}
+        sample = self.pipeline.loaded.config.sample.changed(**changes, seed=request.seed)
+        sampler, levels = Sampler(sample.sampler).value, self.pipeline.loaded.diffusion.num_steps
+        if sample.sampler != Sampler.DDPM and sample.sampler_steps() > levels:
+            steps = sample.sampler_steps()
+            raise CondgenError(f"steps: {sampler} would take {steps}; the model has only {levels} noise levels")
+        if self.steps(sample) > limits.max_steps:
             raise CondgenError(
-                f"sampler {Sampler(sample.sampler).value} takes {cost} steps here; this server allows at most "
+                f"sampler {sampler} takes {self.steps(sample)} steps here; this server allows at most "
                 f"{limits.max_steps} (--max-steps)"
             )
+        sample.check(levels)
         return sample
 
     def steps(self, sample: SampleConfig) -> int:
