@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import subprocess
 import sys
 
-from condgen.errors import CondgenError, InterruptedTrainingError
+from condgen.errors import CondgenError, InterruptedTrainingError, SharedError
 from condgen.parser import build_parser
 
 EXIT_USER_ERROR = 2
@@ -19,9 +21,12 @@ EXIT_USER_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and args.nproc is not None:
+            return _torchrun(args.nproc, list(sys.argv[1:] if argv is None else argv))
         return run(args)
     except CondgenError as exc:
-        print(f"condgen: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, SharedError) or _is_rank_zero():  # one line for a distributed run, not one per rank
+            print(f"condgen: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("condgen: interrupted", file=sys.stderr)
@@ -66,9 +71,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = start_training(kind, args.data, args.out, args.config, overrides, args.resume, evaluator)
         except InterruptedTrainingError as exc:
-            print(f"condgen: {exc}; continue exactly with: {_resume_command(args)}", file=sys.stderr)
+            if _is_rank_zero():
+                print(f"condgen: {exc}; continue exactly with: {_resume_command(args)}", file=sys.stderr)
             return 130
         best = summary["best_accuracy"]
+        if not _is_rank_zero():
+            return 0
         print(
             f"stopped at step {summary['step']}; best accuracy {best if best is None else round(best, 4)}; "
             f"run in {args.out}"
@@ -115,6 +123,20 @@ def run(args: argparse.Namespace) -> int:
 
         run_demo(args.out, n=args.n, epochs=args.epochs, ddpm_minutes=args.ddpm_minutes)
     return 0
+
+
+def _is_rank_zero() -> bool:
+    """Whether this process reports for a run: always, unless torchrun started it as a rank other than 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _torchrun(nproc: int, argv: list[str]) -> int:
+    """``condgen train ... --nproc N``: the same command under ``torchrun --standalone --nproc_per_node N`` (one
+    machine, N processes), whose exit status it returns."""
+    rest = [a for i, a in enumerate(argv) if a != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")]
+    rest = [a for a in rest if not a.startswith("--nproc=")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    return subprocess.call([*command, "-m", "condgen", *rest])
 
 
 def _resume_command(args: argparse.Namespace) -> str:

@@ -16,3 +16,8 @@ class InterruptedTrainingError(CondgenError):
     def __init__(self, step: int, checkpoint: str):
         super().__init__(f"interrupted after step {step}; saved {checkpoint}")
         self.step, self.checkpoint = step, checkpoint
+
+
+class SharedError(CondgenError):
+    """A problem every process of a distributed run meets alike (the same bad state, or rank 0's answer passed to
+    the others): raised on every rank so that none waits for the rest, and reported once, by rank 0."""

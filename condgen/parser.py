@@ -155,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help=f"YAML file of overrides{example}")
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=2e-4")
+        p.add_argument(
+            "--nproc",
+            type=positive_int,
+            help="train with N processes on this machine (torchrun --standalone --nproc_per_node N); the global "
+            "batch is N x optim.batch_size",
+        )
         if kind.scored:
             p.add_argument(
                 "--evaluator",

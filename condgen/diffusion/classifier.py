@@ -16,6 +16,7 @@ from condgen.diffusion.unet import NoisyClassifier, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import set_scores, top_k_accuracy
 from condgen.evaluate.training import split_by_scene
+from condgen.train import distributed
 from condgen.train.loop import LoopConfig, optimise
 
 
@@ -51,6 +52,8 @@ class ClassifierTask:
         self.optimizers = {"optimizer": self.optimizer}
         self.generators = {"data": self.generator}
         self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
+        self.train_index = distributed.shard(self.train_index)  # this rank's training images
+        self.train_model = distributed.wrap(self.model)  # what the training steps call (DDP under torchrun)
 
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
@@ -58,7 +61,7 @@ class ClassifierTask:
         x0, labels = random_batch(self.data, self.train_index, o.batch_size, o.hflip, self.generator, self.device)
         t = torch.randint(0, self.diffusion.num_steps, (len(x0),), generator=self.generator).to(self.device)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        logits = self.model(self.diffusion.q_sample(x0, t, noise), t)
+        logits = self.train_model(self.diffusion.q_sample(x0, t, noise), t)
         loss = F.binary_cross_entropy_with_logits(logits, labels.to(self.device))
         optimise(self.optimizer, self.model, loss, o, step)
         return {"loss": loss.item()}

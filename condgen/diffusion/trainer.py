@@ -14,6 +14,7 @@ from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.diffusion.schedules import Schedule, make_betas
 from condgen.diffusion.unet import UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
+from condgen.train import distributed
 from condgen.train.loop import EMA, LoopConfig, optimise
 from condgen.train.scoring import score_label_files
 
@@ -74,10 +75,11 @@ class DiffusionTask:
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
         self.generator = torch.Generator().manual_seed(config.optim.seed)
+        self.train_model = distributed.wrap(self.model)  # what the training steps call (DDP under torchrun)
         self.modules = {"model": self.model, "ema": self.ema.model}
         self.optimizers = {"optimizer": self.optimizer}
         self.generators = {"data": self.generator}
-        self.all_index = torch.arange(len(data))
+        self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
         self.label_files = load_label_files(data_root, data.codec)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +98,7 @@ class DiffusionTask:
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
         with torch.autocast(self.device.type, torch.bfloat16, enabled=o.bf16):
-            loss = self.diffusion.training_loss(self.model, x0, labels, generator=self.generator)
+            loss = self.diffusion.training_loss(self.train_model, x0, labels, generator=self.generator)
         optimise(self.optimizer, self.model, loss, o, step)
         self.ema.update(self.model)
         return {"loss": loss.item()}

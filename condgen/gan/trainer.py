@@ -22,6 +22,7 @@ from condgen.gan.losses import (
 )
 from condgen.gan.networks import FoldGenerator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
+from condgen.train import distributed
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
 
@@ -128,7 +129,12 @@ class GANTask:
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
-        self.all_index = torch.arange(len(data))
+        self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
+        # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
+        # networks. The generator's batch norm sees the global batch (on GPUs); the critic broadcasts no buffers, as
+        # the matching-aware negatives call it a number of times that differs between ranks.
+        self.generator_net = distributed.wrap(self.generator_net, sync_batch_norm=True)
+        self.critic = distributed.wrap(self.critic, broadcast_buffers=False)
         self.label_files = load_label_files(data_root, data.codec)
 
     def _optimizer(self, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:

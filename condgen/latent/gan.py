@@ -65,7 +65,9 @@ class LatentGANTask(GANTask):
 
     def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.config.optim
-        latents, labels = mirrored_batch(self.latents, self.data.labels, o.batch_size, o.hflip, self.random)
+        latents, labels = mirrored_batch(
+            self.latents, self.data.labels, self.all_index, o.batch_size, o.hflip, self.random
+        )
         return latents.to(self.device), labels.to(self.device)
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:

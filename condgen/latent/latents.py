@@ -38,10 +38,16 @@ def decode_latents(autoencoder: Autoencoder, latents: torch.Tensor, scale_factor
 
 
 def mirrored_batch(
-    latents: torch.Tensor, labels: torch.Tensor, batch_size: int, hflip: bool, generator: torch.Generator
+    latents: torch.Tensor,
+    labels: torch.Tensor,
+    pool: torch.Tensor,
+    batch_size: int,
+    hflip: bool,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random batch of (latent, labels) from :func:`encode_images`' output, each latent its image's or, with
-    ``hflip``, its mirror image's at even odds (mirroring keeps every label)."""
-    index = torch.randint(0, len(latents), (batch_size,), generator=generator)
+    """A random batch of (latent, labels) from :func:`encode_images`' output, drawn from the indices ``pool`` (this
+    rank's shard of the training set), each latent its image's or, with ``hflip``, its mirror image's at even odds
+    (mirroring keeps every label)."""
+    index = pool[torch.randint(0, len(pool), (batch_size,), generator=generator)]
     mirrored = (torch.rand(batch_size, generator=generator) < 0.5).long() if hflip else 0
     return latents[index, mirrored], labels[index].clone()

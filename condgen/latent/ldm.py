@@ -76,7 +76,9 @@ class LatentDiffusionTask(DiffusionTask):
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         o = self.config.optim
-        latents, labels = mirrored_batch(self.latents, self.data.labels, o.batch_size, o.hflip, self.generator)
+        latents, labels = mirrored_batch(
+            self.latents, self.data.labels, self.all_index, o.batch_size, o.hflip, self.generator
+        )
         return latents.to(self.device), labels
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:

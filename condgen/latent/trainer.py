@@ -18,6 +18,7 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.training import split_by_scene
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
 from condgen.nn.adversarial import d_hinge, g_hinge
+from condgen.train import distributed
 from condgen.train.loop import LoopConfig, optimise
 from condgen.viz.grid import save_grid
 
@@ -94,6 +95,11 @@ class AutoencoderTask:
         self.generator = torch.Generator().manual_seed(config.optim.seed)
         self.generators = {"data": self.generator}
         self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
+        self.train_index = distributed.shard(self.train_index)  # this rank's training images
+        # what the training steps call (DDP under torchrun); the generator side of the adversarial loss calls the
+        # plain discriminator, whose weights it does not train
+        self.train_model = distributed.wrap(self.model)
+        self.train_discriminator = distributed.wrap(self.discriminator) if self.discriminator is not None else None
 
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
@@ -101,7 +107,7 @@ class AutoencoderTask:
         x, _ = random_batch(self.data, self.train_index, o.batch_size, o.hflip, self.generator, self.device)
         if o.crop_size:
             x = random_crop(x, o.crop_size, self.generator)
-        reconstruction, regulariser, _ = self.model(x)
+        reconstruction, regulariser, _ = self.train_model(x)
         rec_loss = RECONSTRUCTION_LOSSES[o.reconstruction](reconstruction, x)
         weight = 1.0 if self.model.quantizer is not None else o.kl_weight  # the VQ loss carries its own beta
         loss = rec_loss + weight * regulariser
@@ -113,7 +119,7 @@ class AutoencoderTask:
             self.discriminator.requires_grad_(True)
         optimise(self.optimizer, self.model, loss, o, step)
         if adversarial:
-            d_loss = d_hinge(self.discriminator(x), self.discriminator(reconstruction.detach()))
+            d_loss = d_hinge(self.train_discriminator(x), self.train_discriminator(reconstruction.detach()))
             optimise(self.opt_d, self.discriminator, d_loss, o, step - o.adversarial_start)
             losses["d_loss"] = d_loss.item()
         return losses

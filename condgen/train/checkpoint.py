@@ -4,7 +4,8 @@ Layout of one checkpoint folder (``RUN/checkpoints/step-0001000/``):
 
     <name>.safetensors   one file per module state (model, ema, ...)
     optimizer.safetensors  the optimiser's tensors, keyed "<param index>.<name>"
-    rng.safetensors      torch's global CPU RNG state and each named generator's state
+    rng.safetensors      torch's global CPU RNG state and each named generator's state (those of rank 0 in a
+                         distributed run, whose other ranks' states are keyed "rank<r>.<key>")
     state.json           step, kind, the optimiser's non-tensor state, anything else small
 
 A checkpoint is written into a hidden temporary folder and renamed into place, then ``RUN/checkpoints/latest``
@@ -52,8 +53,11 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     generators: dict[str, torch.Generator],
     extra: dict,
+    other_ranks_rng: list[dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Writes ``run/checkpoints/step-NNNNNNN`` atomically and points ``latest`` at it."""
+    """Writes ``run/checkpoints/step-NNNNNNN`` atomically and points ``latest`` at it. ``modules`` are plain
+    modules (not DistributedDataParallel wrappers), so that any number of processes can load the checkpoint;
+    ``other_ranks_rng`` holds the :func:`rng_states` of ranks 1, 2, ... of a distributed run."""
     folder = run / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:07d}"
@@ -66,12 +70,29 @@ def save_checkpoint(
             tensors, rest = optimizer_to_flat(optimizer)
             save_file(tensors, staging / f"{name}.safetensors")
             optimizer_state[name] = rest
-        rng = {"torch": torch.get_rng_state()} | {f"generator.{k}": g.get_state() for k, g in generators.items()}
+        rng = rng_states(generators)
+        for rank, states in enumerate(other_ranks_rng or [], start=1):
+            rng |= {f"rank{rank}.{key}": value for key, value in states.items()}
         save_file(rng, staging / "rng.safetensors")
         state = {"step": step, "optimizers": optimizer_state, **extra}
         (staging / "state.json").write_text(json.dumps(state, indent=2))
     write_atomic(folder / "latest", f"{final.name}\n".encode())
     return final
+
+
+def rng_states(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """This process's random state: torch's global CPU generator and each named generator."""
+    return {"torch": torch.get_rng_state()} | {f"generator.{k}": g.get_state() for k, g in generators.items()}
+
+
+def load_rank_rng(checkpoint: Path, rank: int, generators: dict[str, torch.Generator]) -> None:
+    """Restores the random state that rank ``rank`` (> 0) of a distributed run saved in ``checkpoint``."""
+    rng = load_tensors(checkpoint / "rng.safetensors")
+    if f"rank{rank}.torch" not in rng:
+        raise CondgenError(f"{checkpoint / 'rng.safetensors'}: holds no random state of rank {rank}")
+    torch.set_rng_state(rng[f"rank{rank}.torch"])
+    for name, generator in generators.items():
+        generator.set_state(rng[f"rank{rank}.generator.{name}"])
 
 
 def checkpoints_newest_first(run: Path) -> list[Path]:

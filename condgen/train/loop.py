@@ -3,12 +3,16 @@ a wall-clock budget, and exact resume.
 
 A model plugs in as a :class:`Task`: it owns its modules, optimisers and random generators, and knows how to take
 one training step and how to score itself. The loop owns everything else.
+
+Under torchrun (:mod:`condgen.train.distributed`) every rank runs this loop: the losses are averaged over the ranks,
+rank 0 alone writes the run folder and evaluates, and rank 0 decides when everyone stops.
 """
 
 from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import json
 import math
 import shutil
@@ -24,10 +28,18 @@ from typing import Protocol
 
 import torch
 
-from condgen.errors import CondgenError, InterruptedTrainingError
+from condgen.errors import CondgenError, InterruptedTrainingError, SharedError
 from condgen.files import staged_folder, write_atomic
 from condgen.progress import progress_bar
-from condgen.train.checkpoint import checkpoints_newest_first, latest_checkpoint, load_checkpoint, save_checkpoint
+from condgen.train import distributed
+from condgen.train.checkpoint import (
+    checkpoints_newest_first,
+    latest_checkpoint,
+    load_checkpoint,
+    load_rank_rng,
+    rng_states,
+    save_checkpoint,
+)
 
 BEST_BY = ("accuracy", "exact_set")
 
@@ -49,7 +61,7 @@ class LoopConfig:
 
 class Task(Protocol):
     kind: str
-    modules: dict[str, torch.nn.Module]
+    modules: dict[str, torch.nn.Module]  # plain modules: a task trains DistributedDataParallel wrappers of them
     optimizers: dict[str, torch.optim.Optimizer]
     generators: dict[str, torch.Generator]
 
@@ -64,7 +76,8 @@ class Task(Protocol):
 class EMA:
     """Exponential moving average of a module's parameters and buffers (Polyak averaging); the averaged copy is
     what gets sampled. The decay ramps up as min(decay, (1 + n) / (10 + n)) so early averages are not stuck at
-    the random initialisation."""
+    the random initialisation. In a distributed run only rank 0 keeps it up to date (the weights are the same on
+    every rank)."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
@@ -73,8 +86,11 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
+        if not distributed.is_main_process():
+            return
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        model = distributed.unwrap(model)
         for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
             if average.is_floating_point():
                 average.lerp_(current, 1 - decay)
@@ -104,7 +120,9 @@ def fit(
     stop training with :class:`CondgenError` before anything is written from that state. SIGINT and SIGTERM finish
     the current step, save it and raise :class:`InterruptedTrainingError` (a second signal stops at once). A resume
     starts from the newest intact checkpoint and drops the metrics records of the steps after it."""
-    run.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main_process()
+    if main:
+        run.mkdir(parents=True, exist_ok=True)
     step, best = 0, None
     if resume:
         checkpoint, state = _resume_state(run, task)
@@ -113,38 +131,50 @@ def fit(
             best = None  # a score of another kind; the next evaluation sets the best anew
         if hasattr(task, "ema"):
             task.ema.updates = state.get("ema_updates", step)
-        _keep_metrics_until(run, step)
-    else:
+        _restore_rank_streams(checkpoint, state, task)
+        if main:
+            _keep_metrics_until(run, step)
+    elif main:
         if latest_checkpoint(run) is not None or (run / "config.yaml").exists():
             raise CondgenError(f"{run}: already holds a run; pass --resume to continue it or choose another --out")
         write_atomic(run / "config.yaml", config_yaml.encode())
-    _log(run, f"{'resumed' if resume else 'started'} at step {step}" + (f"; {note}" if note else ""))
+    if main:
+        _log(run, f"{'resumed' if resume else 'started'} at step {step}" + (f"; {note}" if note else ""))
 
     def checkpoint_now() -> Path:
-        _check_finite_weights(task, step, run)
+        _check_finite_weights(task, step, run)  # on every rank: their weights are the same, so they stop alike
         extra = {
             "kind": task.kind,
             "best_accuracy": best,
             "best_by": loop.best_by,
             "ema_updates": getattr(getattr(task, "ema", None), "updates", 0),
         }
-        try:
-            path = save_checkpoint(run, step, task.modules, task.optimizers, task.generators, extra)
-        except OSError as exc:  # a full disk, say: the previous checkpoint and latest are untouched
-            raise CondgenError(
-                f"{run}: cannot write the checkpoint of step {step} ({exc.strerror or exc}); {_last_good(run)}"
-            ) from None
-        _prune(run, loop.keep_checkpoints)
-        return path
+        if distributed.world_size() > 1:
+            extra["world_size"] = distributed.world_size()
+        every_rng = distributed.gather_to_main(rng_states(task.generators))
+
+        def save() -> Path:
+            try:
+                path = save_checkpoint(
+                    run, step, task.modules, task.optimizers, task.generators, extra, every_rng[1:] or None
+                )
+            except OSError as exc:  # a full disk, say: the previous checkpoint and latest are untouched
+                raise CondgenError(
+                    f"{run}: cannot write the checkpoint of step {step} ({exc.strerror or exc}); {_last_good(run)}"
+                ) from None
+            _prune(run, loop.keep_checkpoints)
+            return path
+
+        return distributed.on_main(save) or run / "checkpoints" / f"step-{step:07d}"
 
     start = time.perf_counter()
     sums: dict[str, float] = {}
     count = 0
     stopped_by_budget = False
-    bar = progress_bar(total=loop.steps, initial=step, desc=task.kind, unit="step", enabled=progress)
+    bar = progress_bar(total=loop.steps, initial=step, desc=task.kind, unit="step", enabled=progress and main)
     with bar, _stop_signals() as stop_requested:
         while step < loop.steps:
-            losses = task.train_step(step)
+            losses = distributed.mean_over_ranks(task.train_step(step))
             step += 1
             _check_finite_losses(losses, step, run)
             count += 1
@@ -152,27 +182,34 @@ def fit(
                 sums[key] = sums.get(key, 0.0) + value
             bar.update(1)
             out_of_time = loop.max_minutes > 0 and time.perf_counter() - start > 60 * loop.max_minutes
-            stopping = out_of_time or bool(stop_requested)
+            out_of_time, stop_signal = distributed.stop_decision(
+                out_of_time, stop_requested[0] if stop_requested else None
+            )
+            stopping = out_of_time or stop_signal is not None
             if step % loop.log_every == 0 or step == loop.steps or stopping:  # the last step is always logged
                 means = {k: v / count for k, v in sums.items()}
                 bar.set_postfix({k: f"{v:.4f}" for k, v in means.items()})
-                _append_metrics(run, {"step": step, **means, "seconds": round(time.perf_counter() - start, 2)})
+                if main:
+                    _append_metrics(run, {"step": step, **means, "seconds": round(time.perf_counter() - start, 2)})
                 sums, count = {}, 0
-            if stop_requested:
+            if stop_signal is not None:
                 path = checkpoint_now()
-                _log(run, f"{stop_requested[0]} after step {step}; saved {path.name}")
+                if main:
+                    _log(run, f"{stop_signal} after step {step}; saved {path.name}")
                 raise InterruptedTrainingError(step, str(path))
             evaluate = step == loop.steps or out_of_time or (loop.eval_every and step % loop.eval_every == 0)
             new_best = False
             if evaluate:
-                scores = task.evaluate(step, run)
-                _append_metrics(run, {"step": step, **scores})
-                new_best = best is None or scores[loop.best_by] > best
-                if new_best:
-                    best = scores[loop.best_by]
+                scores = distributed.on_main(functools.partial(task.evaluate, step, run))
+                if main:
+                    _append_metrics(run, {"step": step, **scores})
+                    new_best = best is None or scores[loop.best_by] > best
+                    if new_best:
+                        best = scores[loop.best_by]
+                new_best = distributed.from_main(new_best)
             if new_best or step % loop.checkpoint_every == 0 or step == loop.steps or out_of_time:
                 path = checkpoint_now()
-                if new_best:
+                if new_best and main:
                     with staged_folder(run / "best") as staging:
                         shutil.copytree(path, staging, dirs_exist_ok=True)
             if out_of_time:
@@ -198,7 +235,7 @@ def _resume_state(run: Path, task: Task) -> tuple[Path, dict]:
             continue
         if state.get("kind") != task.kind:
             raise CondgenError(f"{checkpoint}: a {state.get('kind')} checkpoint, not {task.kind}")
-        if failures:
+        if failures and distributed.is_main_process():
             message = (
                 f"resuming from {checkpoint.name}, the newest intact checkpoint; passed over: {'; '.join(failures)}"
             )
@@ -210,11 +247,23 @@ def _resume_state(run: Path, task: Task) -> tuple[Path, dict]:
     raise CondgenError(f"{run}: nothing to resume (no checkpoints)")
 
 
+def _restore_rank_streams(checkpoint: Path, state: dict, task: Task) -> None:
+    """Every rank has restored rank 0's random streams; with as many processes as wrote the checkpoint, ranks 1, 2,
+    ... take back their own (an exact continuation), with another number every rank draws new ones."""
+    if distributed.world_size() == 1:
+        return  # one process goes on with rank 0's streams, whatever wrote the checkpoint
+    if state.get("world_size", 1) == distributed.world_size():
+        if distributed.rank() > 0:
+            load_rank_rng(checkpoint, distributed.rank(), task.generators)
+    else:
+        distributed.redraw_random_streams(task.generators)
+
+
 def _check_finite_losses(losses: dict[str, float], step: int, run: Path) -> None:
     bad = {key: value for key, value in losses.items() if not math.isfinite(value)}
     if bad:
         name, value = next(iter(bad.items()))
-        raise CondgenError(
+        raise SharedError(  # the losses are averaged over the ranks, so every rank stops here alike
             f"step {step}: {name} = {value}; training stopped and nothing was saved from this state "
             f"(lower the learning rate or look at the data; {_last_good(run)})"
         )
@@ -223,7 +272,7 @@ def _check_finite_losses(losses: dict[str, float], step: int, run: Path) -> None
 def _check_finite_weights(task: Task, step: int, run: Path) -> None:
     for name, module in task.modules.items():
         if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
-            raise CondgenError(
+            raise SharedError(
                 f"step {step}: the {name} weights are no longer finite (a non-finite gradient); training stopped "
                 f"and nothing was saved from this state ({_last_good(run)})"
             )

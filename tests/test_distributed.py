@@ -1,0 +1,265 @@
+"""Training on several processes: two gloo ranks on the CPU take the step one process takes on their concatenated
+batches, a distributed run resumes exactly and loads in one process, torchrun's multi-node rendezvous works, and ranks
+that disagree stop with one clear error."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import condgen
+from condgen.cli import main
+from condgen.data.iclevr import load_dataset
+from condgen.data.imageio import to_signed
+from condgen.train import distributed
+from condgen.train.config import load_config
+
+ROOT = Path(condgen.__file__).resolve().parents[1]
+WORLD = 2
+PER_RANK = 3  # images per rank and step
+TINY_DDPM = [
+    "model.channels=8",
+    "model.channel_mults=[1,2]",
+    "model.attention_resolutions=[16]",
+    "model.heads=2",
+    "diffusion.num_steps=20",
+    "sample.steps=2",
+]
+TINY_GAN = ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def quiet_env(**extra: str) -> dict[str, str]:
+    """The environment of a spawned training process: one thread, and this checkout's condgen."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+def linear_adam(optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Adam's first step moves every weight by about lr * sign(gradient), so a gradient that is zero up to rounding
+    (a bias before batch norm) would move by +-lr depending on its rounding; with eps = 1 the step is about
+    lr * gradient, and steps from gradients equal to float tolerance are equal to float tolerance."""
+    for optimizer in optimizers.values():
+        for group in optimizer.param_groups:
+            group["eps"] = 1.0
+
+
+class Pinned:
+    """Every random input of one training step, drawn once for the global batch: rank r of n gets rows
+    [r * PER_RANK, (r + 1) * PER_RANK) of each, a single process all of them."""
+
+    def __init__(self, draws: list[torch.Tensor], rank: int, world: int):
+        self.draws, self.next = draws, 0
+        self.rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK) if world > 1 else slice(None)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        value = self.draws[self.next][self.rows]
+        self.next += 1
+        return value
+
+
+def diffusion_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One DiffusionTask step with its batch, timesteps and noise pinned; the trained weights after it."""
+    from condgen.diffusion.trainer import DDPMRunConfig, DiffusionTask
+
+    overrides = ["device=cpu", "optim.lr=0.1", "optim.warmup_steps=1", "optim.label_dropout=0", *TINY_DDPM]
+    config = load_config(DDPMRunConfig, None, overrides)
+    data = load_dataset(data_root, progress=False)
+    task = DiffusionTask(config, data, data_root, None)
+    linear_adam(task.optimizers)
+    count = WORLD * PER_RANK
+    random = torch.Generator().manual_seed(1)
+    x0 = to_signed(data.images[:count])
+    batch = Pinned([x0], rank, world)
+    labels = Pinned([data.labels[:count]], rank, world)
+    task.batch = lambda: (batch(), labels())
+    t = Pinned([torch.randint(0, 20, (count,), generator=random)], rank, world)
+    noise = Pinned([torch.randn(x0.shape, generator=random)], rank, world)
+    diffusion = task.diffusion
+
+    def training_loss(model, x0, labels, generator=None):
+        steps, eps = t(), noise()
+        prediction = model(diffusion.q_sample(x0, steps, eps), steps, labels)
+        per_sample = (prediction - diffusion.training_target(x0, eps, steps)).square().flatten(1).mean(dim=1)
+        return (diffusion.loss_weights(steps) * per_sample).mean()
+
+    task.diffusion.training_loss = training_loss
+    task.train_step(0)
+    return {k: v.detach().clone() for k, v in task.model.named_parameters()}
+
+
+class HalvesGenerator(torch.nn.Module):
+    """The generator run on each rank's rows apart, as batch norm sees them in a distributed run on CPUs (torch's
+    SyncBatchNorm is for GPUs only)."""
+
+    def __init__(self, generator: torch.nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.generator(a, b) for a, b in zip(z.split(PER_RANK), labels.split(PER_RANK))])
+
+
+def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One wgan_gp GANTask step (two critic updates with the gradient penalty, one generator update) with its real
+    batches, noise and penalty mixing pinned; the generator's and the critic's weights after it."""
+    import condgen.gan.trainer as trainer
+
+    overrides = ["device=cpu", "optim.loss=wgan_gp", "optim.n_critic=2", "optim.lr_g=0.1", "optim.lr_d=0.1"]
+    config = load_config(trainer.GANRunConfig, None, [*overrides, "optim.hflip=false", *TINY_GAN])
+    data = load_dataset(data_root, progress=False)
+    task = trainer.GANTask(config, data, data_root, None)
+    linear_adam(task.optimizers)
+    count = WORLD * PER_RANK
+    random = torch.Generator().manual_seed(2)
+    images = [to_signed(data.images[i * count : (i + 1) * count]) for i in range(3)]
+    labels = [data.labels[i * count : (i + 1) * count] for i in range(3)]
+    real, real_labels = Pinned(images, rank, world), Pinned(labels, rank, world)
+    task._real_batch = lambda: (real(), real_labels())
+    task._noise = Pinned([torch.randn(count, 16, generator=random) for _ in range(3)], rank, world)
+    mixing = Pinned([torch.rand(count, 1, 1, 1, generator=random) for _ in range(2)], rank, world)
+
+    def gradient_penalty(critic, real, fake, labels, generator=None):
+        epsilon = mixing()
+        mixed = (epsilon * real.detach() + (1 - epsilon) * fake.detach()).requires_grad_(True)
+        (gradient,) = torch.autograd.grad(critic(mixed, labels).sum(), mixed, create_graph=True)
+        return (gradient.flatten(1).norm(dim=1) - 1).square().mean()
+
+    trainer.gradient_penalty = gradient_penalty
+    if world == 1:
+        task.generator_net = HalvesGenerator(task.generator_net)
+    task.train_step(0)
+    nets = {"generator": task.modules["generator"], "critic": task.modules["critic"]}
+    return {f"{n}.{k}": v.detach().clone() for n, net in nets.items() for k, v in net.named_parameters()}
+
+
+STEPS = {"diffusion": diffusion_step, "gan": gan_step}
+
+
+def rank_worker(rank: int, world: int, port: int, data_root: Path, out: Path) -> None:
+    """One gloo rank of a torch.multiprocessing.spawn: joins the group as torchrun would and takes every step."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    with distributed.session(torch.device("cpu")):
+        assert distributed.world_size() == world and distributed.rank() == rank
+        for name, step in STEPS.items():
+            torch.save(step(data_root, rank, world), out / f"{name}-rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def distributed_steps(synth_template, tmp_path_factory) -> Path:
+    """The weights after each step taken by two gloo ranks (one spawn for every step, to keep the suite fast)."""
+    out = tmp_path_factory.mktemp("ranks")
+    torch.multiprocessing.spawn(rank_worker, args=(WORLD, free_port(), synth_template, out), nprocs=WORLD, join=True)
+    return out
+
+
+@pytest.mark.parametrize("step", ["diffusion", "gan"])
+def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, distributed_steps):
+    ranks = [torch.load(distributed_steps / f"{step}-rank{r}.pt") for r in range(WORLD)]
+    single = STEPS[step](synth_template, 0, 1)
+    alone = STEPS[step](synth_template, 0, 2)  # rank 0's rows without the other rank: what DDP must not give
+    assert ranks[0].keys() == single.keys()
+    for name, value in single.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # DDP keeps the replicas identical
+        assert torch.allclose(ranks[0][name], value, rtol=1e-4, atol=1e-5), (name, (ranks[0][name] - value).abs().max())
+    assert any(not torch.allclose(alone[name], value, rtol=1e-4, atol=1e-5) for name, value in single.items())
+
+
+LOOP = ["optim.batch_size=2", "loop.log_every=1", "loop.checkpoint_every=2", "loop.eval_every=0", "device=cpu"]
+
+
+def train_args(kind: str, dataset: Path, run: Path, evaluator_file: Path, *extra: str) -> list[str]:
+    tiny = TINY_DDPM if kind == "ddpm" else [*TINY_GAN, "optim.n_critic=1"]
+    command = ["train", kind, "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    return [*command, *tiny, *LOOP, *extra]
+
+
+def torchrun(launcher: list[str], args: list[str]) -> subprocess.Popen:
+    """``torchrun LAUNCHER -m condgen ARGS``, one thread per process."""
+    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "condgen", *args]
+    return subprocess.Popen(command, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str]:
+    """Its exit status and stderr; a hang fails the test instead of the suite."""
+    _, err = process.communicate(timeout=180)
+    return process.returncode, err
+
+
+def records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_tensors(run: Path) -> dict[str, torch.Tensor]:
+    folder = run / "checkpoints" / (run / "checkpoints" / "latest").read_text().strip()
+    return {f"{f.name}/{k}": v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+
+def test_a_two_process_run_resumes_exactly_and_its_checkpoint_loads_in_one_process(
+    dataset, evaluator_file, tmp_path, monkeypatch
+):
+    for key, value in quiet_env().items():
+        monkeypatch.setenv(key, value)  # for the torchrun that --nproc starts
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    launcher = ["--standalone", "--nproc_per_node=2"]
+    status, err = finish(torchrun(launcher, train_args("ddpm", dataset, whole, evaluator_file, "loop.steps=4")))
+    assert status == 0, err
+    log = (whole / "log.txt").read_text()
+    assert "2 processes (gloo), global batch 4 = 2 per process x 2" in log
+    # the run as a crash after the checkpoint of step 2 leaves it; --nproc 2 resumes it through torchrun
+    shutil.copytree(whole, crashed)
+    shutil.rmtree(crashed / "checkpoints" / "step-0000004")
+    (crashed / "checkpoints" / "latest").write_text("step-0000002\n")
+    resume = [*train_args("ddpm", dataset, crashed, evaluator_file, "loop.steps=4"), "--resume", "--nproc", "2"]
+    assert main(resume) == 0
+    losses = [[(r["step"], r["loss"]) for r in records(run) if "loss" in r] for run in (whole, crashed)]
+    assert losses[0] == losses[1] and [step for step, _ in losses[0]] == [1, 2, 3, 4]
+    a, b = checkpoint_tensors(whole), checkpoint_tensors(crashed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert "rng.safetensors/rank1.generator.data" in a  # rank 1's stream, for an exact resume
+    assert not any(key.split("/")[1].startswith("module.") for key in a)  # plain module state dicts
+    out = tmp_path / "samples"
+    assert main(["sample", "--run", str(whole), "--objects", "red cube", "--out", str(out), "--steps", "2"]) == 0
+    assert (out / "0.png").is_file()
+
+
+def two_nodes(port: int, node_args: list[list[str]]) -> list[subprocess.Popen]:
+    """One torchrun per "machine" on this host, each with one process, meeting at 127.0.0.1:port."""
+    launcher = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    return [torchrun([*launcher, f"--node_rank={node}"], args) for node, args in enumerate(node_args)]
+
+
+def test_two_machines_meet_at_the_master_address_and_train_together(dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    args = train_args("gan", dataset, run, evaluator_file, "loop.steps=2", "optim.loss=wgan_gp")
+    results = [finish(node) for node in two_nodes(free_port(), [args, args])]
+    assert all(status == 0 for status, _ in results), results
+    assert [r["step"] for r in records(run) if "d_loss" in r] == [1, 2]
+    assert "2 processes (gloo)" in (run / "log.txt").read_text()
+
+
+def test_ranks_with_different_configs_stop_with_one_clear_error(dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    args = train_args("ddpm", dataset, run, evaluator_file, "loop.steps=2")
+    results = [finish(node) for node in two_nodes(free_port(), [args, [*args, "optim.lr=1e-3"]])]
+    assert all(status != 0 for status, _ in results), results
+    errors = [line for _, err in results for line in err.splitlines() if line.startswith("condgen: error:")]
+    assert errors == [
+        "condgen: error: rank 1 of 2 has another config than rank 0; start every process with the same command, "
+        "config and data"
+    ], results
+    assert not (run / "run.json").exists()  # nothing was written
