@@ -2,12 +2,15 @@
 batches, a distributed run resumes exactly and loads in one process, torchrun's multi-node rendezvous works, and ranks
 that disagree stop with one clear error."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -147,31 +150,46 @@ def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
 STEPS = {"diffusion": diffusion_step, "gan": gan_step}
 
 
-def rank_worker(rank: int, world: int, port: int, data_root: Path, out: Path) -> None:
-    """One gloo rank of a torch.multiprocessing.spawn: joins the group as torchrun would and takes every step."""
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
+def rank_worker(rank: int, world: int, ports: tuple[int, int], data_root: Path, out: Path) -> None:
+    """One gloo rank of a torch.multiprocessing.spawn, with torchrun's environment: takes every pinned step, then
+    starts `condgen train classifier` with a config of its own (rank 1 changes the learning rate)."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1")
+    os.environ["MASTER_PORT"] = str(ports[0])
     torch.set_num_threads(1)
     with distributed.session(torch.device("cpu")):
         assert distributed.world_size() == world and distributed.rank() == rank
         for name, step in STEPS.items():
             torch.save(step(data_root, rank, world), out / f"{name}-rank{rank}.pt")
+    os.environ["MASTER_PORT"] = str(ports[1])
+    args = ["train", "classifier", "--data", str(data_root), "--out", str(out / "run"), "device=cpu"]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        status = main([*args, *(["optim.lr=1e-3"] if rank == 1 else [])])
+    (out / f"disagree-rank{rank}.json").write_text(json.dumps({"status": status, "stderr": stderr.getvalue()}))
 
 
 @pytest.fixture(scope="module")
-def distributed_steps(synth_template, tmp_path_factory) -> Path:
-    """The weights after each step taken by two gloo ranks (one spawn for every step, to keep the suite fast)."""
+def ranks_out(synth_template, tmp_path_factory) -> Path:
+    """What two gloo ranks wrote (:func:`rank_worker`); one spawn for every check, to keep the suite fast."""
     out = tmp_path_factory.mktemp("ranks")
-    torch.multiprocessing.spawn(rank_worker, args=(WORLD, free_port(), synth_template, out), nprocs=WORLD, join=True)
+    ports = (free_port(), free_port())
+    context = torch.multiprocessing.spawn(
+        rank_worker, args=(WORLD, ports, synth_template, out), nprocs=WORLD, join=False
+    )
+    deadline = time.monotonic() + 180
+    while not context.join(timeout=1):
+        if time.monotonic() > deadline:  # a hang fails the tests instead of stalling the suite
+            for process in context.processes:
+                process.kill()
+            pytest.fail("the ranks did not finish within 180 s")
     return out
 
 
 @pytest.mark.parametrize("step", ["diffusion", "gan"])
-def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, distributed_steps):
-    ranks = [torch.load(distributed_steps / f"{step}-rank{r}.pt") for r in range(WORLD)]
+def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, ranks_out):
+    ranks = [torch.load(ranks_out / f"{step}-rank{r}.pt") for r in range(WORLD)]
     single = STEPS[step](synth_template, 0, 1)
-    alone = STEPS[step](synth_template, 0, 2)  # rank 0's rows without the other rank: what DDP must not give
+    alone = STEPS[step](synth_template, 0, 2)  # rank 0's rows without the other rank's: what DDP must not give
     assert ranks[0].keys() == single.keys()
     for name, value in single.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # DDP keeps the replicas identical
@@ -179,25 +197,36 @@ def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, 
     assert any(not torch.allclose(alone[name], value, rtol=1e-4, atol=1e-5) for name, value in single.items())
 
 
+def test_ranks_with_different_configs_stop_with_one_clear_error(ranks_out):
+    results = [json.loads((ranks_out / f"disagree-rank{r}.json").read_text()) for r in range(WORLD)]
+    assert [result["status"] for result in results] == [2, 2]
+    errors = [[line for line in r["stderr"].splitlines() if line.startswith("condgen:")] for r in results]
+    expected = "rank 1 of 2 has another config than rank 0; start every process with the same command, config and data"
+    assert errors == [[f"condgen: error: {expected}"], []]  # reported once, by rank 0
+    assert not (ranks_out / "run" / "run.json").exists()  # nothing was written
+
+
 LOOP = ["optim.batch_size=2", "loop.log_every=1", "loop.checkpoint_every=2", "loop.eval_every=0", "device=cpu"]
 
 
-def train_args(kind: str, dataset: Path, run: Path, evaluator_file: Path, *extra: str) -> list[str]:
-    tiny = TINY_DDPM if kind == "ddpm" else [*TINY_GAN, "optim.n_critic=1"]
-    command = ["train", kind, "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
-    return [*command, *tiny, *LOOP, *extra]
+def train_args(dataset: Path, run: Path, evaluator_file: Path, *extra: str) -> list[str]:
+    command = ["train", "ddpm", "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    return [*command, *TINY_DDPM, *LOOP, *extra]
 
 
-def torchrun(launcher: list[str], args: list[str]) -> subprocess.Popen:
-    """``torchrun LAUNCHER -m condgen ARGS``, one thread per process."""
-    command = [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "condgen", *args]
-    return subprocess.Popen(command, env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str]:
-    """Its exit status and stderr; a hang fails the test instead of the suite."""
-    _, err = process.communicate(timeout=180)
-    return process.returncode, err
+def two_machines(port: int, args: list[str]) -> list[subprocess.Popen]:
+    """One torchrun per "machine" on this host (node rank 0 and 1, one process each), meeting at 127.0.0.1:port."""
+    launcher = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *launcher, f"--node_rank={node}", "-m", "condgen", *args],
+            env=quiet_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in range(2)
+    ]
 
 
 def records(run: Path) -> list[dict]:
@@ -209,23 +238,21 @@ def checkpoint_tensors(run: Path) -> dict[str, torch.Tensor]:
     return {f"{f.name}/{k}": v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
 
-def test_a_two_process_run_resumes_exactly_and_its_checkpoint_loads_in_one_process(
+def test_a_run_on_two_machines_resumes_exactly_on_two_processes_and_loads_in_one(
     dataset, evaluator_file, tmp_path, monkeypatch
 ):
-    for key, value in quiet_env().items():
-        monkeypatch.setenv(key, value)  # for the torchrun that --nproc starts
     whole, crashed = tmp_path / "whole", tmp_path / "crashed"
-    launcher = ["--standalone", "--nproc_per_node=2"]
-    status, err = finish(torchrun(launcher, train_args("ddpm", dataset, whole, evaluator_file, "loop.steps=4")))
-    assert status == 0, err
-    log = (whole / "log.txt").read_text()
-    assert "2 processes (gloo), global batch 4 = 2 per process x 2" in log
+    nodes = two_machines(free_port(), train_args(dataset, whole, evaluator_file, "loop.steps=4"))
+    results = [(node.communicate(timeout=180)[1], node.returncode) for node in nodes]  # a hang fails the test
+    assert all(status == 0 for _, status in results), results
+    assert "2 processes (gloo), global batch 4 = 2 per process x 2" in (whole / "log.txt").read_text()
     # the run as a crash after the checkpoint of step 2 leaves it; --nproc 2 resumes it through torchrun
     shutil.copytree(whole, crashed)
     shutil.rmtree(crashed / "checkpoints" / "step-0000004")
     (crashed / "checkpoints" / "latest").write_text("step-0000002\n")
-    resume = [*train_args("ddpm", dataset, crashed, evaluator_file, "loop.steps=4"), "--resume", "--nproc", "2"]
-    assert main(resume) == 0
+    for key, value in quiet_env().items():
+        monkeypatch.setenv(key, value)  # for the torchrun that --nproc starts
+    assert main([*train_args(dataset, crashed, evaluator_file, "loop.steps=4"), "--resume", "--nproc", "2"]) == 0
     losses = [[(r["step"], r["loss"]) for r in records(run) if "loss" in r] for run in (whole, crashed)]
     assert losses[0] == losses[1] and [step for step, _ in losses[0]] == [1, 2, 3, 4]
     a, b = checkpoint_tensors(whole), checkpoint_tensors(crashed)
@@ -235,31 +262,3 @@ def test_a_two_process_run_resumes_exactly_and_its_checkpoint_loads_in_one_proce
     out = tmp_path / "samples"
     assert main(["sample", "--run", str(whole), "--objects", "red cube", "--out", str(out), "--steps", "2"]) == 0
     assert (out / "0.png").is_file()
-
-
-def two_nodes(port: int, node_args: list[list[str]]) -> list[subprocess.Popen]:
-    """One torchrun per "machine" on this host, each with one process, meeting at 127.0.0.1:port."""
-    launcher = ["--nnodes=2", "--nproc_per_node=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
-    return [torchrun([*launcher, f"--node_rank={node}"], args) for node, args in enumerate(node_args)]
-
-
-def test_two_machines_meet_at_the_master_address_and_train_together(dataset, evaluator_file, tmp_path):
-    run = tmp_path / "run"
-    args = train_args("gan", dataset, run, evaluator_file, "loop.steps=2", "optim.loss=wgan_gp")
-    results = [finish(node) for node in two_nodes(free_port(), [args, args])]
-    assert all(status == 0 for status, _ in results), results
-    assert [r["step"] for r in records(run) if "d_loss" in r] == [1, 2]
-    assert "2 processes (gloo)" in (run / "log.txt").read_text()
-
-
-def test_ranks_with_different_configs_stop_with_one_clear_error(dataset, evaluator_file, tmp_path):
-    run = tmp_path / "run"
-    args = train_args("ddpm", dataset, run, evaluator_file, "loop.steps=2")
-    results = [finish(node) for node in two_nodes(free_port(), [args, [*args, "optim.lr=1e-3"]])]
-    assert all(status != 0 for status, _ in results), results
-    errors = [line for _, err in results for line in err.splitlines() if line.startswith("condgen: error:")]
-    assert errors == [
-        "condgen: error: rank 1 of 2 has another config than rank 0; start every process with the same command, "
-        "config and data"
-    ], results
-    assert not (run / "run.json").exists()  # nothing was written
