@@ -12,6 +12,7 @@ Without torchrun's variables every helper here is the identity or a no-op: a sin
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 import signal
@@ -28,6 +29,9 @@ from condgen.errors import CondgenError, SharedError
 T = TypeVar("T")
 
 RANK_STRIDE = 1_000_003  # rank r's random streams start from seed + r * RANK_STRIDE
+# how long a rank waits for the others in one collective call: rank 0 evaluates alone while the rest wait, and an
+# evaluation (sampling every label file) can outlast torch's default of 10 to 30 minutes
+WAIT = datetime.timedelta(hours=2)
 
 
 def requested() -> bool:
@@ -69,7 +73,7 @@ def session(device: torch.device) -> Iterator[None]:
             )
         torch.cuda.set_device(local_rank)  # so that torch.device("cuda") is this rank's GPU
         backend = "nccl"
-    dist.init_process_group(backend, init_method="env://")
+    dist.init_process_group(backend, init_method="env://", timeout=WAIT)
     try:
         yield
     finally:

@@ -131,9 +131,11 @@ def fit(
             best = None  # a score of another kind; the next evaluation sets the best anew
         if hasattr(task, "ema"):
             task.ema.updates = state.get("ema_updates", step)
-        _restore_rank_streams(checkpoint, state, task)
+        redrawn = _restore_rank_streams(checkpoint, state, task)
         if main:
             _keep_metrics_until(run, step)
+            if redrawn:
+                note = f"{note}; {redrawn}" if note else redrawn
     elif main:
         if latest_checkpoint(run) is not None or (run / "config.yaml").exists():
             raise CondgenError(f"{run}: already holds a run; pass --resume to continue it or choose another --out")
@@ -247,16 +249,19 @@ def _resume_state(run: Path, task: Task) -> tuple[Path, dict]:
     raise CondgenError(f"{run}: nothing to resume (no checkpoints)")
 
 
-def _restore_rank_streams(checkpoint: Path, state: dict, task: Task) -> None:
+def _restore_rank_streams(checkpoint: Path, state: dict, task: Task) -> str:
     """Every rank has restored rank 0's random streams; with as many processes as wrote the checkpoint, ranks 1, 2,
-    ... take back their own (an exact continuation), with another number every rank draws new ones."""
-    if distributed.world_size() == 1:
-        return  # one process goes on with rank 0's streams, whatever wrote the checkpoint
-    if state.get("world_size", 1) == distributed.world_size():
+    ... take back their own (an exact continuation), with another number every rank draws new ones. Returns a few
+    words for the log when the number changed, else ""."""
+    written_by, count = state.get("world_size", 1), distributed.world_size()
+    if written_by == count:
         if distributed.rank() > 0:
             load_rank_rng(checkpoint, distributed.rank(), task.generators)
-    else:
-        distributed.redraw_random_streams(task.generators)
+        return ""
+    if count > 1:
+        distributed.redraw_random_streams(task.generators)  # one process goes on with rank 0's streams
+    processes = f"{written_by} process{'es' if written_by > 1 else ''}"
+    return f"the checkpoint was written by {processes}, so the data order is redrawn"
 
 
 def _check_finite_losses(losses: dict[str, float], step: int, run: Path) -> None:
