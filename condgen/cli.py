@@ -146,6 +146,11 @@ def _resume_command(args: argparse.Namespace) -> str:
         command += ["--evaluator", str(args.evaluator)]
     if args.resume:  # a resume's overrides are not written to config.yaml; a new run's are
         command += list(args.overrides)
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1 and os.environ.get("LOCAL_WORLD_SIZE") == str(processes):  # torchrun on this machine only
+        command += ["--nproc", str(processes)]
+    elif processes > 1:
+        return f"{shlex.join(command)} (under the same torchrun command on every machine)"
     return shlex.join(command)
 
 
