@@ -139,10 +139,13 @@ def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
         (gradient,) = torch.autograd.grad(critic(mixed, labels).sum(), mixed, create_graph=True)
         return (gradient.flatten(1).norm(dim=1) - 1).square().mean()
 
-    trainer.gradient_penalty = gradient_penalty
     if world == 1:
         task.generator_net = HalvesGenerator(task.generator_net)
-    task.train_step(0)
+    original, trainer.gradient_penalty = trainer.gradient_penalty, gradient_penalty
+    try:
+        task.train_step(0)
+    finally:  # the test process goes on to other tests
+        trainer.gradient_penalty = original
     nets = {"generator": task.modules["generator"], "critic": task.modules["critic"]}
     return {f"{n}.{k}": v.detach().clone() for n, net in nets.items() for k, v in net.named_parameters()}
 
