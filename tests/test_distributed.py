@@ -188,8 +188,18 @@ def ranks_out(synth_template, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture
+def one_thread():
+    """The reference steps on one thread, as the ranks take them (two threads on a busy machine make the GAN's double
+    backward many times slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("step", ["diffusion", "gan"])
-def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, ranks_out):
+def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, ranks_out, one_thread):
     ranks = [torch.load(ranks_out / f"{step}-rank{r}.pt") for r in range(WORLD)]
     single = STEPS[step](synth_template, 0, 1)
     alone = STEPS[step](synth_template, 0, 2)  # rank 0's rows without the other rank's: what DDP must not give
