@@ -14,14 +14,13 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages
-from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.gan.run import GANModel, load_gan
 from condgen.gan.trainer import GANRunConfig, GANTask
 from condgen.latent.autoencoder import Autoencoder
-from condgen.latent.latents import decode_latents, encode_images, mirrored_batch, unit_variance_scale
-from condgen.latent.run import load_autoencoder
+from condgen.latent.latents import decode_latents, mirrored_batch, scaled_latents
+from condgen.latent.run import frozen_autoencoder, load_autoencoder
 
 LATENT_SIZE = 16  # the s2d nets' working resolution
 
@@ -56,10 +55,7 @@ class LatentGANTask(GANTask):
                 f"a latent GAN needs {LATENT_SIZE}x{LATENT_SIZE} (an autoencoder with two halvings)"
             )
         config.model.latent_channels = autoencoder.config.latent_channels
-        latents = encode_images(autoencoder, data.images)
-        if config.scale_factor == 0:
-            config.scale_factor = unit_variance_scale(latents)
-        self.latents = latents * config.scale_factor
+        self.latents, config.scale_factor = scaled_latents(autoencoder, data.images, config.scale_factor)
         self.autoencoder = autoencoder
         super().__init__(config, data, data_root, evaluator)
 
@@ -77,13 +73,8 @@ class LatentGANTask(GANTask):
 def make_latent_gan_task(
     config: LatentGANRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
 ) -> LatentGANTask:
-    """The ``latent_gan`` task on the autoencoder run that ``config.autoencoder`` names (made absolute, so the run
-    folder keeps working from another directory)."""
-    if not config.autoencoder:
-        raise CondgenError("--autoencoder: required (a `condgen train vae` or `condgen train vqvae` run)")
-    config.autoencoder = str(Path(config.autoencoder).resolve())
-    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
-    return LatentGANTask(config, data, data_root, evaluator, autoencoder)
+    """The ``latent_gan`` task on the autoencoder run that ``config.autoencoder`` names."""
+    return LatentGANTask(config, data, data_root, evaluator, frozen_autoencoder(config))
 
 
 def load_latent_gan(run: Path, checkpoint: str = "best") -> GANModel:

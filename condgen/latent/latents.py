@@ -24,9 +24,13 @@ def encode_images(autoencoder: Autoencoder, images: torch.Tensor, batch_size: in
     return torch.cat(out)
 
 
-def unit_variance_scale(latents: torch.Tensor) -> float:
-    """The scale factor that gives ``latents`` unit standard deviation, rounded so that config.yaml shows it whole."""
-    return round(1.0 / latents.std().item(), 6)
+def scaled_latents(autoencoder: Autoencoder, images: torch.Tensor, scale_factor: float) -> tuple[torch.Tensor, float]:
+    """:func:`encode_images` times ``scale_factor``, and the factor; a factor of 0 asks for the one that gives the
+    latents unit standard deviation (rounded, so that config.yaml shows it whole), as a new run does."""
+    latents = encode_images(autoencoder, images)
+    if scale_factor == 0:
+        scale_factor = round(1.0 / latents.std().item(), 6)
+    return latents * scale_factor, scale_factor
 
 
 @torch.no_grad()

@@ -19,11 +19,10 @@ from condgen.diffusion.run import DiffusionModel, load_ema_unet
 from condgen.diffusion.sampling import SampleConfig
 from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig
 from condgen.diffusion.unet import UNetConfig
-from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
-from condgen.latent.latents import decode_latents, encode_images, mirrored_batch, unit_variance_scale
-from condgen.latent.run import load_autoencoder
+from condgen.latent.latents import decode_latents, mirrored_batch, scaled_latents
+from condgen.latent.run import frozen_autoencoder, load_autoencoder
 from condgen.train.loop import LoopConfig
 
 
@@ -67,10 +66,7 @@ class LatentDiffusionTask(DiffusionTask):
     ):
         config.model.in_channels = autoencoder.config.latent_channels
         config.model.image_size = autoencoder.config.latent_size
-        latents = encode_images(autoencoder, data.images)
-        if config.scale_factor == 0:
-            config.scale_factor = unit_variance_scale(latents)
-        self.latents = latents * config.scale_factor
+        self.latents, config.scale_factor = scaled_latents(autoencoder, data.images, config.scale_factor)
         self.autoencoder = autoencoder
         super().__init__(config, data, data_root, evaluator)
 
@@ -88,13 +84,8 @@ class LatentDiffusionTask(DiffusionTask):
 def make_ldm_task(
     config: LDMRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
 ) -> LatentDiffusionTask:
-    """The ``ldm`` task on the autoencoder run that ``config.autoencoder`` names (made absolute, so the run folder
-    keeps working from another directory)."""
-    if not config.autoencoder:
-        raise CondgenError("--autoencoder: required (a `condgen train vae` or `condgen train vqvae` run)")
-    config.autoencoder = str(Path(config.autoencoder).resolve())
-    autoencoder = load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
-    return LatentDiffusionTask(config, data, data_root, evaluator, autoencoder)
+    """The ``ldm`` task on the autoencoder run that ``config.autoencoder`` names."""
+    return LatentDiffusionTask(config, data, data_root, evaluator, frozen_autoencoder(config))
 
 
 def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:

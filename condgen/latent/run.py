@@ -1,8 +1,9 @@
-"""Loading a trained autoencoder run (vae or vqvae), frozen, for latent diffusion."""
+"""Loading a trained autoencoder run (vae or vqvae), frozen, for the latent models."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
@@ -11,6 +12,20 @@ from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
 from condgen.train.runs import checkpoint_folder, read_run
+
+
+class LatentModelConfig(Protocol):
+    autoencoder: str  # the autoencoder run
+    device: str
+
+
+def frozen_autoencoder(config: LatentModelConfig) -> Autoencoder:
+    """The autoencoder run that a latent model's new ``config.autoencoder`` names, frozen, on ``config.device``; the
+    path is made absolute, so the run folder keeps working from another directory."""
+    if not config.autoencoder:
+        raise CondgenError("--autoencoder: required (a `condgen train vae` or `condgen train vqvae` run)")
+    config.autoencoder = str(Path(config.autoencoder).resolve())
+    return load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
 
 
 def load_autoencoder(run: Path, checkpoint: str = "best") -> Autoencoder:
