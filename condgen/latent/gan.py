@@ -20,7 +20,7 @@ from condgen.gan.run import GANModel, load_gan
 from condgen.gan.trainer import GANRunConfig, GANTask
 from condgen.latent.autoencoder import Autoencoder
 from condgen.latent.latents import decode_latents, mirrored_batch, scaled_latents
-from condgen.latent.run import frozen_autoencoder, load_autoencoder
+from condgen.latent.run import decoding_autoencoder, frozen_autoencoder
 
 LATENT_SIZE = 16  # the s2d nets' working resolution
 
@@ -81,6 +81,6 @@ def load_latent_gan(run: Path, checkpoint: str = "best") -> GANModel:
     """The EMA generator of a ``latent_gan`` run, decoding through its autoencoder."""
     loaded = load_gan(run, checkpoint, "latent_gan", LatentGANRunConfig)
     config = loaded.config
-    autoencoder = load_autoencoder(run / config.autoencoder)  # relative in a model folder, absolute in a run
+    autoencoder = decoding_autoencoder(run, config)
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
     return loaded

@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages
-from condgen.device import resolve_device
 from condgen.diffusion.run import DiffusionModel, load_ema_unet
 from condgen.diffusion.sampling import SampleConfig
 from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig
@@ -22,7 +21,7 @@ from condgen.diffusion.unet import UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
 from condgen.latent.latents import decode_latents, mirrored_batch, scaled_latents
-from condgen.latent.run import frozen_autoencoder, load_autoencoder
+from condgen.latent.run import decoding_autoencoder, frozen_autoencoder
 from condgen.train.loop import LoopConfig
 
 
@@ -92,7 +91,6 @@ def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
     """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder."""
     loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
     config = loaded.config
-    autoencoder_run = run / config.autoencoder  # relative in an exported model folder, absolute in a training run
-    autoencoder = load_autoencoder(autoencoder_run).to(resolve_device(config.device))
+    autoencoder = decoding_autoencoder(run, config)
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
     return loaded

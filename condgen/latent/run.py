@@ -28,6 +28,12 @@ def frozen_autoencoder(config: LatentModelConfig) -> Autoencoder:
     return load_autoencoder(Path(config.autoencoder)).to(resolve_device(config.device))
 
 
+def decoding_autoencoder(model: Path, config: LatentModelConfig) -> Autoencoder:
+    """The autoencoder a trained latent model decodes through, on the model's device: ``config.autoencoder`` is
+    relative to ``model`` in a folder written by `condgen export`, absolute in a training run."""
+    return load_autoencoder(model / config.autoencoder).to(resolve_device(config.device))
+
+
 def load_autoencoder(run: Path, checkpoint: str = "best") -> Autoencoder:
     """The trained VAE or VQ-VAE of a ``vae``/``vqvae`` run, frozen, in eval mode."""
     kind = read_run(run).get("kind")
