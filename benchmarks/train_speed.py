@@ -1,15 +1,26 @@
-"""Training-step speed of diffusion configs: forward, backward and AdamW step of the config's UNet on random
-batches of its batch size, in float32 and under bfloat16 autocast, timed on this machine's device.
+"""Training speed of every trainer under each speed option: train images per second of the real training step
+(`Task.train_step`: batch drawing, forward and backward passes, optimiser step, EMA), for 1 and 2 processes.
 
-Random inputs keep data loading out of the figure, so it is the network's ceiling; a real run also loads batches
-and updates the EMA. Run by hand:
-    python benchmarks/train_speed.py [--configs configs/ddpm_cpu.yaml,configs/ddpm_gpu.yaml] [--precisions fp32,bf16]
-Writes benchmarks/results/train_speed_<cpu|gpu>.json.
+For each kind and option a fresh process (or a torchrun group of 2, with DistributedDataParallel over gloo or
+nccl) builds the kind's task from its config (configs/<kind>_cpu.yaml, or _gpu.yaml on a GPU where one exists) on
+the first --images images of the data, takes --warmup untimed steps (where torch.compile compiles) and then times
+--steps steps. Options: fp32; bf16 (optim.bf16, bfloat16 autocast); compile (optim.compile=inductor); bf16+compile.
+One process uses every core (torch's default threads); each of 2 processes gets half of them. The latent kinds
+(ldm, latent_gan) encode through --autoencoder, by default the shipped model's.
+
+Run by hand on an otherwise idle machine:
+    python benchmarks/train_speed.py [--kinds ddpm,ldm,gan,latent_gan,vae] [--options fp32,bf16,compile]
+        [--processes 1,2] [--steps 20]
+Writes benchmarks/results/train_speed_<cpu|gpu>.json: images/s per kind, option and process count.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,64 +28,117 @@ import torch
 from common import result_header, write_result
 
 from condgen.device import resolve_device
-from condgen.diffusion.trainer import DDPMRunConfig
-from condgen.diffusion.unet import UNet
-from condgen.parser import non_negative_int, positive_int
-from condgen.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = {
+    "fp32": [],
+    "bf16": ["optim.bf16=true"],
+    "compile": ["optim.compile=inductor"],
+    "bf16+compile": ["optim.bf16=true", "optim.compile=inductor"],
+}
+KINDS = ("ddpm", "ldm", "gan", "latent_gan", "vae")  # configs/<kind>_cpu.yaml exists for each
 
 
-def images_per_second(config: DDPMRunConfig, device: torch.device, bf16: bool, warmup: int, steps: int) -> float:
-    """Training images per second over ``steps`` timed steps, after ``warmup`` untimed ones (allocation, caches)."""
-    torch.manual_seed(0)
-    model = UNet(config.model).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.optim.lr)
-    n, m = config.optim.batch_size, config.model
-    x = torch.randn(n, m.in_channels, m.image_size, m.image_size, device=device)
-    t = torch.randint(0, config.diffusion.num_steps, (n,), device=device)
-    labels = (torch.rand(n, m.num_labels, device=device) < 0.1).float()
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss = (model(x, t, labels) - x).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return n * steps / (time.perf_counter() - start)
+def config_file(kind: str, device: torch.device) -> Path:
+    gpu = ROOT / "configs" / f"{kind}_gpu.yaml"
+    return gpu if device.type == "cuda" and gpu.is_file() else ROOT / "configs" / f"{kind}_cpu.yaml"
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measurement in this process (one rank of it under torchrun): prints rank 0's JSON line."""
+    from condgen.data.iclevr import LabeledImages, load_dataset
+    from condgen.kinds import KINDS
+    from condgen.train import distributed
+    from condgen.train.config import load_config
+
+    device = resolve_device("auto")
+    entry = KINDS[args.kind]
+    overrides = [*OPTIONS[args.option], "loop.eval_every=0"]
+    if entry.needs_autoencoder:
+        overrides.append(f"autoencoder={args.autoencoder}")
+    with distributed.session(device):
+        config = load_config(entry.config_class(), config_file(args.kind, device), overrides)
+        whole = load_dataset(args.data, progress=False)
+        n = min(args.images, len(whole))
+        data = LabeledImages(whole.images[:n].clone(), whole.labels[:n], whole.files[:n], whole.codec)
+        task = entry.make_task(config, data, args.data, None)
+        for step in range(args.warmup):
+            task.train_step(step)
+        if distributed.active():
+            torch.distributed.barrier()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for step in range(args.warmup, args.warmup + args.steps):
+            task.train_step(step)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if distributed.active():
+            torch.distributed.barrier()
+        seconds = time.perf_counter() - start
+        if distributed.is_main_process():
+            images = config.optim.batch_size * distributed.world_size() * args.steps
+            print(json.dumps({"images_per_second": round(images / seconds, 1), "batch": config.optim.batch_size}))
+
+
+def measure(args: argparse.Namespace, kind: str, option: str, processes: int) -> dict:
+    """Runs :func:`worker` in a fresh process, or under torchrun with ``processes`` ranks; returns its figures."""
+    here = Path(__file__).resolve()
+    rest = [
+        "--worker", "--kind", kind, "--option", option, "--data", str(args.data), "--autoencoder",
+        str(args.autoencoder), "--images", str(args.images), "--warmup", str(args.warmup), "--steps", str(args.steps),
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if processes > 1:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or processes) // processes))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
+        command += [str(here), *rest]
+    else:
+        command = [sys.executable, str(here), *rest]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=here.parent)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="configs/ddpm_cpu.yaml,configs/ddpm_gpu.yaml", help="comma-separated")
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated subset of fp32,bf16")
-    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--steps", type=positive_int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
+    parser.add_argument("--options", default="fp32,bf16,compile", help=f"comma-separated subset of {','.join(OPTIONS)}")
+    parser.add_argument("--processes", default="1,2", help="comma-separated process counts (default 1,2)")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument(
+        "--autoencoder", type=Path, default=ROOT / "condgen" / "pretrained" / "iclevr-ldm" / "autoencoder"
+    )
+    parser.add_argument("--images", type=int, default=2048, help="training images the tasks draw from (default 2048)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    parser.add_argument("--option", help=argparse.SUPPRESS)
     args = parser.parse_args()
-
-    configs, precisions = args.configs.split(","), args.precisions.split(",")
-    for path in configs:
-        if not (ROOT / path).is_file():
-            parser.error(f"--configs: no such file {path}")
-    for precision in precisions:
-        if precision not in ("fp32", "bf16"):
-            parser.error(f"--precisions: fp32 or bf16, got {precision!r}")
-
+    if args.worker:
+        worker(args)
+        return
+    kinds, options = args.kinds.split(","), args.options.split(",")
+    for name, chosen, known in (("--kinds", kinds, KINDS), ("--options", options, OPTIONS)):
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            parser.error(f"{name}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     device = resolve_device("auto")
-    results = {}
-    for path in configs:
-        config = load_config(DDPMRunConfig, ROOT / path)
-        for precision in precisions:
-            speed = images_per_second(config, device, precision == "bf16", args.warmup, args.steps)
-            results.setdefault(path, {})[precision] = round(speed, 1)
-            print(f"{path} {precision}: {speed:.1f} train images/s (batch {config.optim.batch_size})", flush=True)
+    results: dict = {}
+    for kind in kinds:
+        for option in options:
+            for processes in [int(p) for p in args.processes.split(",")]:
+                figures = measure(args, kind, option, processes)
+                results.setdefault(kind, {"config": str(config_file(kind, device).relative_to(ROOT))})
+                results[kind].setdefault(option, {})[f"{processes} process" + ("es" if processes > 1 else "")] = (
+                    figures.get("images_per_second", figures.get("error"))
+                )
+                print(kind, option, processes, json.dumps(figures), flush=True)
     name = f"train_speed_{device.type.replace('cuda', 'gpu')}"
-    write_result(name, {**result_header(device), "images_per_second": results})
+    settings = {"images": args.images, "warmup_steps": args.warmup, "timed_steps": args.steps}
+    write_result(name, {**result_header(device), **settings, "images_per_second": results})
 
 
 if __name__ == "__main__":

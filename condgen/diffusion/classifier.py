@@ -17,6 +17,7 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import set_scores, top_k_accuracy
 from condgen.evaluate.training import split_by_scene
 from condgen.train import distributed
+from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import LoopConfig, optimise
 
 
@@ -53,6 +54,7 @@ class ClassifierTask:
         self.generators = {"data": self.generator}
         self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
         self.train_index = distributed.shard(self.train_index)  # this rank's training images
+        compile_in_place([self.model], config.optim.compile)
         self.train_model = distributed.wrap(self.model)  # what the training steps call (DDP under torchrun)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -61,8 +63,9 @@ class ClassifierTask:
         x0, labels = random_batch(self.data, self.train_index, o.batch_size, o.hflip, self.generator, self.device)
         t = torch.randint(0, self.diffusion.num_steps, (len(x0),), generator=self.generator).to(self.device)
         noise = torch.randn(x0.shape, generator=self.generator).to(x0)
-        logits = self.train_model(self.diffusion.q_sample(x0, t, noise), t)
-        loss = F.binary_cross_entropy_with_logits(logits, labels.to(self.device))
+        with autocast(self.device, o.bf16):
+            logits = self.train_model(self.diffusion.q_sample(x0, t, noise), t)
+            loss = F.binary_cross_entropy_with_logits(logits, labels.to(self.device))
         optimise(self.optimizer, self.model, loss, o, step)
         return {"loss": loss.item()}
 

@@ -15,6 +15,7 @@ from condgen.diffusion.schedules import Schedule, make_betas
 from condgen.diffusion.unet import UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.train import distributed
+from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import EMA, LoopConfig, optimise
 from condgen.train.scoring import score_label_files
 
@@ -43,7 +44,8 @@ class OptimConfig:
     label_dropout: float = 0.1  # probability of training on the zero vector (classifier-free guidance)
     hflip: bool = True  # mirror images: the objects stay the same
     seed: int = 0
-    bf16: bool = False  # forward and backward passes under bfloat16 autocast (GPU); weights and optimiser stay float32
+    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    compile: str = ""  # torch.compile backend for the trained network: "" = none, inductor (acceleration)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class DiffusionTask:
             self.model.parameters(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
         )
         self.generator = torch.Generator().manual_seed(config.optim.seed)
+        compile_in_place([self.model], config.optim.compile)
         self.train_model = distributed.wrap(self.model)  # what the training steps call (DDP under torchrun)
         self.modules = {"model": self.model, "ema": self.ema.model}
         self.optimizers = {"optimizer": self.optimizer}
@@ -97,7 +100,7 @@ class DiffusionTask:
         x0, labels = self.batch()
         labels[torch.rand(len(labels), generator=self.generator) < o.label_dropout] = 0.0
         labels = labels.to(self.device)
-        with torch.autocast(self.device.type, torch.bfloat16, enabled=o.bf16):
+        with autocast(self.device, o.bf16):
             loss = self.diffusion.training_loss(self.train_model, x0, labels, generator=self.generator)
         optimise(self.optimizer, self.model, loss, o, step)
         self.ema.update(self.model)

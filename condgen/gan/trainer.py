@@ -23,6 +23,7 @@ from condgen.gan.losses import (
 from condgen.gan.networks import FoldGenerator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
 from condgen.train import distributed
+from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
 
@@ -54,6 +55,10 @@ class GANOptimConfig:
     ema_decay: float = 0.999
     hflip: bool = True
     seed: int = 0
+    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    # torch.compile backend: "" = none, inductor (acceleration); with a gradient penalty or R1 only the generator is
+    # compiled, since compiled code has no double backward
+    compile: str = ""
 
 
 @dataclass
@@ -130,6 +135,8 @@ class GANTask:
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
+        double_backward = self.penalty or o.r1_gamma > 0
+        compile_in_place([self.generator_net] + ([] if double_backward else [self.critic]), o.compile)
         # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
         # networks. The generator's batch norm sees the global batch (on GPUs); the critic broadcasts no buffers, as
         # the matching-aware negatives call it a number of times that differs between ranks.
@@ -184,18 +191,20 @@ class GANTask:
         self.critic.train()
         for _ in range(o.n_critic):
             real, labels = self._real_batch()
-            d_loss = self.critic_loss(real, labels)
+            with autocast(self.device, o.bf16):
+                d_loss = self.critic_loss(real, labels)
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
             if self.clip:
                 clip_weights(self.critic, o.clip_value)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
-        fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
-        fake_score, fake_aux = self.critic(fake, labels)
-        g_loss = GENERATOR_LOSSES[self.adversarial](fake_score)
-        if fake_aux is not None:
-            g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
+        with autocast(self.device, o.bf16):
+            fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
+            fake_score, fake_aux = self.critic(fake, labels)
+            g_loss = GENERATOR_LOSSES[self.adversarial](fake_score)
+            if fake_aux is not None:
+                g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()

@@ -19,6 +19,7 @@ from condgen.evaluate.training import split_by_scene
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
 from condgen.nn.adversarial import d_hinge, g_hinge
 from condgen.train import distributed
+from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import LoopConfig, optimise
 from condgen.viz.grid import save_grid
 
@@ -36,6 +37,8 @@ class AutoencoderOptimConfig:
     hflip: bool = True
     crop_size: int = 0  # > 0: train on random square crops of this side (the networks are fully convolutional)
     seed: int = 0
+    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    compile: str = ""  # torch.compile backend for the trained networks: "" = none, inductor (acceleration)
 
 
 @dataclass
@@ -98,6 +101,7 @@ class AutoencoderTask:
         self.train_index = distributed.shard(self.train_index)  # this rank's training images
         # what the training steps call (DDP under torchrun); the generator side of the adversarial loss calls the
         # plain discriminator, whose weights it does not train
+        compile_in_place([m for m in (self.model, self.discriminator) if m is not None], config.optim.compile)
         self.train_model = distributed.wrap(self.model)
         self.train_discriminator = distributed.wrap(self.discriminator) if self.discriminator is not None else None
 
@@ -107,19 +111,22 @@ class AutoencoderTask:
         x, _ = random_batch(self.data, self.train_index, o.batch_size, o.hflip, self.generator, self.device)
         if o.crop_size:
             x = random_crop(x, o.crop_size, self.generator)
-        reconstruction, regulariser, _ = self.train_model(x)
-        rec_loss = RECONSTRUCTION_LOSSES[o.reconstruction](reconstruction, x)
-        weight = 1.0 if self.model.quantizer is not None else o.kl_weight  # the VQ loss carries its own beta
-        loss = rec_loss + weight * regulariser
+        with autocast(self.device, o.bf16):
+            reconstruction, regulariser, _ = self.train_model(x)
+            rec_loss = RECONSTRUCTION_LOSSES[o.reconstruction](reconstruction, x)
+            weight = 1.0 if self.model.quantizer is not None else o.kl_weight  # the VQ loss carries its own beta
+            loss = rec_loss + weight * regulariser
         losses = {"reconstruction": rec_loss.item(), "regulariser": regulariser.item()}
         adversarial = self.discriminator is not None and step >= o.adversarial_start
         if adversarial:
             self.discriminator.requires_grad_(False)
-            loss = loss + o.adversarial_weight * g_hinge(self.discriminator(reconstruction))
+            with autocast(self.device, o.bf16):
+                loss = loss + o.adversarial_weight * g_hinge(self.discriminator(reconstruction))
             self.discriminator.requires_grad_(True)
         optimise(self.optimizer, self.model, loss, o, step)
         if adversarial:
-            d_loss = d_hinge(self.train_discriminator(x), self.train_discriminator(reconstruction.detach()))
+            with autocast(self.device, o.bf16):
+                d_loss = d_hinge(self.train_discriminator(x), self.train_discriminator(reconstruction.detach()))
             optimise(self.opt_d, self.discriminator, d_loss, o, step - o.adversarial_start)
             losses["d_loss"] = d_loss.item()
         return losses

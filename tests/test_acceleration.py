@@ -1,0 +1,79 @@
+"""optim.bf16 and optim.compile, the speed options of every trainer: bf16 runs the forward passes under bfloat16
+autocast and keeps the weights float32; compile changes no number of a training step and nothing a run saves."""
+
+import pytest
+import torch
+
+from condgen.data.iclevr import load_dataset
+from condgen.errors import CondgenError
+from condgen.kinds import KINDS
+from condgen.train.config import load_config
+
+TINY = {
+    "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
+             "diffusion.num_steps=20"],
+    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
+    "vae": ["model.channels=8", "model.channel_mults=[1,2,2]"],
+    "noisy_classifier": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]",
+                         "model.heads=2", "diffusion.num_steps=20"],
+}  # fmt: skip
+# kind, extra settings, the trained networks (task attributes) and those compiled
+CASES = [
+    ("ddpm", [], ["model"], ["model"]),
+    ("gan", ["optim.loss=hinge", "optim.n_critic=1"], ["generator_net", "critic"], ["generator_net", "critic"]),
+    ("gan", ["optim.loss=wgan_gp", "optim.n_critic=1"], ["generator_net", "critic"], ["generator_net"]),  # no GP
+    ("vae", [], ["model"], ["model"]),
+    ("noisy_classifier", [], ["model"], ["model"]),
+]
+
+
+def make_task(kind, dataset, *settings):
+    entry = KINDS[kind]
+    config = load_config(entry.config_class(), None, [*TINY[kind], "optim.batch_size=4", "device=cpu", *settings])
+    return entry.make_task(config, load_dataset(dataset, progress=False), dataset, None)
+
+
+def layers(net: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in net.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+
+
+@pytest.mark.parametrize(("kind", "settings", "nets", "compiled"), CASES)
+def test_bf16_runs_every_trained_network_under_bfloat16_autocast_with_float32_weights(
+    dataset, kind, settings, nets, compiled
+):
+    task = make_task(kind, dataset, "optim.bf16=true", *settings)
+    seen = {name: set() for name in nets}
+    for name in nets:
+        for layer in layers(getattr(task, name)):
+            layer.register_forward_hook(lambda module, inputs, output, name=name: seen[name].add(output.dtype))
+    losses = task.train_step(0)
+    assert all(torch.isfinite(torch.tensor(value)) for value in losses.values())
+    assert seen == {name: {torch.bfloat16} for name in nets}
+    assert all(p.dtype == torch.float32 for module in task.modules.values() for p in module.parameters())
+
+
+@pytest.mark.parametrize(("kind", "settings", "nets", "compiled"), CASES)
+def test_compile_changes_no_number_of_a_training_step(dataset, kind, settings, nets, compiled):
+    """aot_eager traces the networks as inductor does but runs the traced graph without generating code: the same
+    arithmetic, so the same weights after two steps, within float rounding."""
+    eager = make_task(kind, dataset, *settings)
+    traced = make_task(kind, dataset, "optim.compile=aot_eager", *settings)
+    for name in nets:
+        net = getattr(traced, name).module if hasattr(getattr(traced, name), "module") else getattr(traced, name)
+        assert (net._compiled_call_impl is not None) == (name in compiled), name
+    for step in range(2):
+        losses = []
+        for task in (eager, traced):
+            torch.manual_seed(step)  # the VAE's sampling noise comes from the global stream
+            losses.append(task.train_step(step))
+        assert losses[0] == pytest.approx(losses[1], rel=1e-4, abs=1e-5)
+    for key, module in eager.modules.items():
+        state = traced.modules[key].state_dict()
+        assert state.keys() == module.state_dict().keys()  # checkpoints are those of the plain networks
+        for name, value in module.state_dict().items():
+            torch.testing.assert_close(state[name], value, rtol=1e-4, atol=1e-5, msg=f"{key}.{name}")
+
+
+def test_an_unknown_compile_backend_is_refused_naming_the_option(dataset):
+    with pytest.raises(CondgenError, match=r"optim.compile: 'fastest' is not a torch.compile backend"):
+        make_task("ddpm", dataset, "optim.compile=fastest")
