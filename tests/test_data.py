@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -39,6 +40,31 @@ def test_larger_images_are_resized_to_64(dataset):
     assert resized.images.shape == original.images.shape == (30, 3, 64, 64)
     difference = (resized.images[0].float() - original.images[0].float()).abs().mean()
     assert difference < 4  # up-then-down sampling changes little
+
+
+def mapped_files() -> set[str]:
+    return {line.split()[-1] for line in Path("/proc/self/maps").read_text().splitlines() if len(line.split()) > 5}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's memory maps from /proc")
+def test_the_cache_is_memory_mapped_copy_on_write(dataset):
+    in_memory = load_dataset(dataset, progress=False, cache=False).images
+    mapped = load_dataset(dataset, progress=False).images  # builds the cache entry, then maps it
+    (entry,) = iclevr.cache_dir().glob("images-*.npy")
+    assert str(entry) in mapped_files() and torch.equal(mapped, in_memory)
+    on_disk = entry.read_bytes()
+    mapped[0] = 0  # the tensor is writable; the file does not change
+    assert entry.read_bytes() == on_disk and load_dataset(dataset, progress=False).images[0].max() > 0
+
+
+def test_a_cache_without_room_falls_back_to_memory_and_leaves_nothing(dataset, monkeypatch):
+    def full_disk(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    expected = load_dataset(dataset, progress=False, cache=False).images
+    monkeypatch.setattr(os, "posix_fallocate", full_disk, raising=False)
+    assert torch.equal(load_dataset(dataset, progress=False).images, expected)
+    assert not list(iclevr.cache_dir().iterdir())  # neither an entry nor a temporary file
 
 
 def test_second_load_comes_from_the_cache_and_a_changed_image_is_decoded_again(dataset, monkeypatch):
@@ -166,10 +192,11 @@ def test_missing_dataset_folder(tmp_path, capsys):
 
 
 def test_broken_cache_file_is_rebuilt(dataset):
-    first = load_dataset(dataset, progress=False)
+    # a copy: overwriting the file in place below would pull the pages from under the first load's memory map
+    first = load_dataset(dataset, progress=False).images.clone()
     for cached in iclevr.cache_dir().glob("*.npy"):
         cached.write_bytes(b"garbage")
-    assert torch.equal(load_dataset(dataset, progress=False).images, first.images)
+    assert torch.equal(load_dataset(dataset, progress=False).images, first)
     shutil.rmtree(iclevr.cache_dir())
 
 

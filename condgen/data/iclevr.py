@@ -1,7 +1,7 @@
 """The i-CLEVR folder format: ``objects.json``, ``train.json``, optional ``test.json`` / ``new_test.json``, ``images/``.
 
 ``train.json`` maps an image file name (inside ``images/``) to its list of object names; the label files are lists
-of such lists. Images are decoded once into a cache so that later loads are a single ``np.load``.
+of such lists. Images are decoded once into a cache, a memory-mapped file that later loads map instead of reading.
 """
 
 from __future__ import annotations
@@ -154,22 +154,40 @@ def converted_images(folder: Path, files: list[str], size: int = IMAGE_SIZE) -> 
 def load_images(
     folder: Path, files: list[str], size: int = IMAGE_SIZE, cache: bool = True, progress: bool = True
 ) -> torch.Tensor:
-    """Decodes ``files`` under ``folder`` into a uint8 tensor (N, 3, size, size), through the decode cache."""
+    """Decodes ``files`` under ``folder`` into a uint8 tensor (N, 3, size, size), through the decode cache.
+
+    The cache is a memory-mapped .npy file: a load maps it instead of reading it, so a dataset larger than memory
+    loads at once and a batch reads only its own images' pages (each process of a distributed run its own shard's).
+    The tensor is copy-on-write: writing to it never changes the file. Without a cache (``cache=False``, or a cache
+    folder that cannot be written) the images are decoded into memory."""
     paths = [folder / name for name in files]
     cache_file = _cache_path(folder, files, paths, size) if cache else None
     if cache_file is not None and cache_file.exists():
         try:
-            return torch.from_numpy(np.load(cache_file))
+            return _open_cache(cache_file)
         except (OSError, ValueError):
             cache_file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt below
-    array = np.empty((len(paths), 3, size, size), dtype=np.uint8)
+    shape = (len(paths), 3, size, size)
+    if cache_file is not None and _build_cache(cache_file, shape, lambda array: _decode_into(array, paths, progress)):
+        return _open_cache(cache_file)
+    array = np.empty(shape, dtype=np.uint8)
+    _decode_into(array, paths, progress)
+    return torch.from_numpy(array)
+
+
+def _decode_into(array: np.ndarray, paths: list[Path], progress: bool) -> None:
+    """Decodes ``paths`` into the rows of ``array`` (in memory or a memory map), 256 images at a time."""
     chunks = [paths[i : i + 256] for i in range(0, len(paths), 256)]
     with progress_bar(total=len(paths), desc="decoding images", unit="img", enabled=progress) as bar:
-        for start, block in zip(range(0, len(paths), 256), _decode_chunks(chunks, size)):
+        for start, block in zip(range(0, len(paths), 256), _decode_chunks(chunks, array.shape[-1])):
             array[start : start + len(block)] = block
             bar.update(len(block))
-    if cache_file is not None:
-        _save_cache(cache_file, array)
+
+
+def _open_cache(path: Path) -> torch.Tensor:
+    array = np.load(path, mmap_mode="c")  # copy-on-write: pages are read when used, writes stay in this process
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise ValueError(f"{path}: not a decoded image cache")
     return torch.from_numpy(array)
 
 
@@ -211,13 +229,27 @@ def _cache_path(folder: Path, files: list[str], paths: list[Path], size: int) ->
     return cache_dir() / f"images-{digest.hexdigest()[:32]}.npy"
 
 
-def _save_cache(path: Path, array: np.ndarray) -> None:
-    """Writes the cache entry atomically; a failure (read-only or full disk) only costs the next load time."""
+def _build_cache(path: Path, shape: tuple[int, ...], fill) -> bool:
+    """Creates the cache entry ``path`` as a memory-mapped array of ``shape``, has ``fill`` write every image into
+    it, and moves it into place atomically. Returns False, leaving nothing behind, when the cache folder cannot be
+    written or lacks the space (which is reserved before the first image is written, so a full disk is an error
+    here, not a crash in the middle of the memory map); an error from ``fill`` removes the partial file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
-        os.replace(tmp, path)
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        if hasattr(os, "posix_fallocate"):
+            with open(tmp, "r+b") as handle:
+                os.posix_fallocate(handle.fileno(), 0, os.path.getsize(tmp))
     except OSError:
         tmp.unlink(missing_ok=True)
+        return False
+    try:
+        fill(array)
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return True
