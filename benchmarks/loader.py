@@ -4,9 +4,11 @@ set and on a rendered set ten times its size (180,000 images).
 For each dataset and mode, a fresh process loads the set (mapped: ``load_dataset``; in memory: the same cache file
 read whole with ``np.load``, the loader before the cache was mapped), then draws random training batches of 64 from
 one rank's shard of two (every other image, as a two-process run does) and reports the load time, batches' images/s
-and the process's resident memory after loading and after the batches. The first, uncached load (decoding every PNG
-and writing the cache) is timed once per dataset. The page cache is not dropped between runs (that needs root), so
-"mapped" reads hit memory when the file was read recently; resident memory is what the process itself holds.
+and the process's resident memory before loading, after it and after the batches, split into private memory
+(RssAnon: what the process holds itself) and mapped file pages (RssFile: the pages of the cache file it touched,
+which the kernel can drop and read again). The first, uncached load (decoding every PNG and writing the cache) is
+timed once per dataset. The page cache is not dropped between runs (that needs root), so "mapped" reads hit memory
+when the file was read recently.
 
 Run by hand on an otherwise idle machine:
     python benchmarks/loader.py [--real ../shared/iclevr] [--n 180000] [--batches 2000]
@@ -35,9 +37,9 @@ import numpy as np, torch
 from condgen.data import iclevr
 from condgen.data.iclevr import load_dataset, random_batch
 
-def rss_mb():
-    line = next(l for l in open("/proc/self/status") if l.startswith("VmRSS"))
-    return int(line.split()[1]) / 1024
+def rss_mb():  # resident MB: [private memory, mapped file pages]
+    fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return [round(int(fields[key].split()[0]) / 1024) for key in ("RssAnon", "RssFile")]
 
 root, mode, batches = sys.argv[1], sys.argv[2], int(sys.argv[3])
 torch.set_num_threads(1)
@@ -58,8 +60,8 @@ seconds = time.perf_counter() - start
 print(json.dumps({
     "images": len(data), "load_seconds": round(load_seconds, 3),
     "batch_images_per_second": round(batches * 64 / seconds, 1),
-    "resident_mb_before": round(before), "resident_mb_after_load": round(after_load),
-    "resident_mb_after_batches": round(rss_mb()),
+    "resident_mb_private_and_file_before": before, "resident_mb_private_and_file_after_load": after_load,
+    "resident_mb_private_and_file_after_batches": rss_mb(),
 }))
 """
 
@@ -82,12 +84,13 @@ def main() -> None:
     from condgen.data.synth import synthesize_dataset
 
     work = Path(tempfile.mkdtemp(prefix="condgen-loader-"))
-    os.environ["CONDGEN_CACHE_DIR"] = str(work / "cache")
     record = {**result_header(None), "batch_size": 64, "datasets": {}}
     try:
         render = synthesize_dataset(work / "synth", n=args.n, seed=0)
         record["render_seconds"] = round(render["seconds"], 1)
         for name, root in (("iclevr", args.real), (f"synth_{args.n}", work / "synth")):
+            # a cache folder per dataset, so the in-memory mode finds its one entry; the subprocesses inherit it
+            os.environ["CONDGEN_CACHE_DIR"] = str(work / f"cache-{name}")
             start = time.perf_counter()
             load_dataset(root, progress=False)  # decode every image and build the cache entry
             entry = {"first_load_seconds (decode + cache write)": round(time.perf_counter() - start, 1)}
