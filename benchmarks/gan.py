@@ -37,7 +37,7 @@ MODELS = {"hinge_s2d": ("gan", "gan_cpu.yaml"), "latent_hinge_s2d": ("latent_gan
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {
     "pixel diffusion, DDIM-50": ("diffusion_cpu.json", "ddim"),
-    "latent diffusion, DDPM-1000": ("latent_cpu.json", "ddpm"),
+    "latent diffusion, DDIM-50": ("latent_cpu.json", "ddim"),
 }
 
 

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from condgen.errors import CondgenError, InterruptedTrainingError, SharedError
 from condgen.parser import build_parser
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "sample":
         from condgen.generate import sample_command
 
+        args.run = _model_folder(args.run)
         result = sample_command(args)
         accuracy = ""
         if "accuracy" in result:
@@ -92,10 +94,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "denoise":
         from condgen.generate import denoise_command
 
+        args.run = _model_folder(args.run)
         print(f"wrote {denoise_command(args)}")
     elif args.command == "interpolate":
         from condgen.generate import interpolate_command
 
+        args.run = _model_folder(args.run)
         print(f"wrote {interpolate_command(args)}")
     elif args.command == "export":
         from condgen.export import export_model
@@ -105,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
         from condgen.serve.command import serve_command
 
         serve_command(args)
+    elif args.command == "report":
+        from condgen.report.command import report_command
+
+        print(f"wrote {report_command(args)} and report.html")
     elif args.command == "gradnorm":
         from condgen.data.iclevr import load_dataset
         from condgen.gan.gradnorm import SETTINGS, GradNormConfig, measure, write_report
@@ -121,8 +129,19 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "demo":
         from condgen.demo import run_demo
 
-        run_demo(args.out, n=args.n, epochs=args.epochs, ddpm_minutes=args.ddpm_minutes)
+        run_demo(args.out, n=args.n, epochs=args.epochs, train_minutes=args.train_minutes)
     return 0
+
+
+def _model_folder(model: Path | None) -> Path:
+    """The folder ``--run``/``--model`` names (a shipped model's name too); without one, the best shipped model,
+    which it says."""
+    from condgen.pretrained import model_path
+
+    folder = model_path(model)
+    if model is None:
+        print(f"no --model given: using the shipped model {folder.name} ({folder})")
+    return folder
 
 
 def _is_rank_zero() -> bool:

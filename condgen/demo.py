@@ -1,5 +1,7 @@
-"""The main job on embedded data: render a dataset, train an evaluator on it, train a small conditional diffusion
-model for a few CPU minutes, generate the test conditions and score them."""
+"""The main job: generate and score i-CLEVR's test conditions with the shipped model, then show the training path on
+embedded data: render a dataset, train an evaluator on it, train a small conditional latent diffusion model in the
+shipped model's autoencoder's latent space for a few CPU minutes, generate the rendered set's test conditions and
+score them."""
 
 from __future__ import annotations
 
@@ -14,12 +16,17 @@ from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
 from condgen.generate import denoise_command, sample_command
 from condgen.launch import start_training
 from condgen.parser import build_parser
+from condgen.pretrained import ICLEVR_LABELS, model_path
 
-# A UNet small enough to learn something in minutes on two cores (configs/ddpm_cpu.yaml is the same family).
-DEMO_DDPM = [
-    "model.channels=32",
-    "model.channel_mults=[1,2,4]",
+# configs/ldm_cpu.yaml with a faster start (learning rate, warm-up, EMA) for a run of minutes. In the latent space of
+# an autoencoder trained on real scenes it learns in minutes what a pixel-space model does not: 3 minutes gave 0.43
+# on the rendered test.json with clean, if rough, scenes, against 0.16 and noisy images from a pixel UNet in 4.
+DEMO_LDM = [
+    "model.channels=64",
+    "model.channel_mults=[1,2]",
     "model.attention_resolutions=[8]",
+    "model.cross_attention=true",
+    "diffusion.schedule=cosine",
     "diffusion.min_snr_gamma=5",
     "optim.lr=0.001",
     "optim.warmup_steps=50",
@@ -27,20 +34,45 @@ DEMO_DDPM = [
     "loop.steps=1000000",
     "loop.eval_every=0",
     "loop.checkpoint_every=500",
+    "sample.sampler=dpmpp",
+    "sample.steps=20",
+    "sample.guidance=8",
+    "sample.clip_x0=4",
 ]
 
 
-def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool = True) -> dict:
-    """Writes under ``out``: data/ (n rendered images), evaluator/, heldout/ (unseen scenes), ddpm/ (the run),
+# the shipped model samples with its own settings; tests shorten it
+SHIPPED_SAMPLING: list[str] = []
+
+
+def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: bool = True) -> dict:
+    """Writes under ``out``: pretrained/ (the shipped model's test.json and new_test.json images, grids and scores,
+    and its denoise.png), then data/ (n rendered images), evaluator/, heldout/ (unseen scenes), ldm/ (the run),
     samples/ (test.json generated, with grid.png and scores.json) and denoise.png."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
-    print(f"[1/5] rendering {n} training images into {out / 'data'}")
+    # through the command line's own parser, so every sampling option keeps its default here too
+    parse = build_parser().parse_args
+    shipped = model_path(None)
+    print(
+        f"[1/6] the shipped model {shipped.name}: generating i-CLEVR's test.json and new_test.json into "
+        f"{out / 'pretrained'}"
+    )
+    model = ["--model", str(shipped), "--seed", "0", *SHIPPED_SAMPLING]
+    shipped_scores = {
+        name: sample_command(
+            parse(["sample", *model, "--labels", str(labels), "--out", str(out / "pretrained" / name)])
+        )
+        for name, labels in ICLEVR_LABELS.items()
+    }
+    denoise_command(parse(["denoise", *model, "--out", str(out / "pretrained" / "denoise.png")]))
+
+    print(f"[2/6] rendering {n} training images into {out / 'data'}")
     synthesize_dataset(out / "data", n=n, seed=0, progress=progress)
     print(format_report(check_dataset(out / "data", progress=progress)))
 
-    print(f"[2/5] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
+    print(f"[3/6] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
     evaluator = out / "evaluator" / "evaluator.safetensors"
     report = train_evaluator(
         load_dataset(out / "data", progress=progress),
@@ -49,27 +81,44 @@ def run_demo(out: Path, n: int, epochs: int, ddpm_minutes: float, progress: bool
         progress=progress,
     )
     held_out = max(30, n // 10)
-    print(f"[3/5] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
+    print(f"[4/6] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
     synthesize_dataset(out / "heldout", n=held_out, seed=1, progress=progress)
     evaluator_accuracy = evaluate_images(data=out / "heldout", evaluator=evaluator)["accuracy"]
 
-    print(f"[4/5] training a conditional diffusion model for {ddpm_minutes:g} minutes into {out / 'ddpm'}")
-    overrides = [*DEMO_DDPM, f"loop.max_minutes={ddpm_minutes}"]
-    start_training("ddpm", out / "data", out / "ddpm", None, overrides, False, evaluator, progress=progress)
+    print(
+        f"[5/6] training a conditional latent diffusion model for {train_minutes:g} minutes into {out / 'ldm'}, in "
+        f"the latent space of the shipped model's autoencoder ({shipped / 'autoencoder'})"
+    )
+    overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={shipped / 'autoencoder'}"]
+    start_training("ldm", out / "data", out / "ldm", None, overrides, False, evaluator, progress=progress)
 
-    print("[5/5] generating the test.json conditions and the denoising picture")
-    # through the command line's own parser, so every sampling option keeps its default here too
-    parse = build_parser().parse_args
-    run = ["--run", str(out / "ddpm"), "--checkpoint", "latest", "--seed", "0"]
+    print("[6/6] generating the rendered set's test.json conditions and the denoising picture")
+    run = ["--run", str(out / "ldm"), "--checkpoint", "latest", "--seed", "0"]
     request = ["--labels", str(out / "data" / "test.json"), "--evaluator", str(evaluator)]
     scores = sample_command(parse(["sample", *run, *request, "--out", str(out / "samples")]))
     denoise_command(parse(["denoise", *run, "--out", str(out / "denoise.png")]))
-    print(
-        f"\nevaluator accuracy on unseen rendered scenes: {evaluator_accuracy:.4f} "
-        f"(held-out scenes during training: {report['val_accuracy']:.4f})\n"
-        f"generated test.json accuracy (by that evaluator): {scores['accuracy']:.4f}\n"
-        f"generated grid:     {out / 'samples' / 'grid.png'}\n"
-        f"denoising process:  {out / 'denoise.png'}\n"
-        f"scores:             {out / 'samples' / 'scores.json'}"
-    )
-    return {"evaluator_accuracy": evaluator_accuracy, "generation_accuracy": scores["accuracy"]}
+
+    lines = [f"\nThe shipped model {shipped.name}, trained on real i-CLEVR ({shipped / 'README.md'} says how):"]
+    for name, result in shipped_scores.items():
+        lines.append(
+            f"  {name + '.json':<14} accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}  "
+            f"grid: {out / 'pretrained' / name / 'grid.png'}"
+        )
+    lines += [
+        f"  denoising process: {out / 'pretrained' / 'denoise.png'}",
+        f"Trained here in {train_minutes:g} minutes on rendered scenes, to show the training path (rough images):",
+        f"  evaluator accuracy on unseen rendered scenes: {evaluator_accuracy:.4f} "
+        f"(held-out scenes during training: {report['val_accuracy']:.4f})",
+        f"  generated test.json: accuracy {scores['accuracy']:.4f}, exact-set rate {scores['exact_set']:.4f} "
+        "(by that evaluator)",
+        f"  grid: {out / 'samples' / 'grid.png'}; denoising process: {out / 'denoise.png'}; runs: {out}",
+        "accuracy: the course's top-k score (of an image's k requested objects, the share among the evaluator's k "
+        "likeliest); exact-set rate: the share of images in which the evaluator detects (probability > 0.5) exactly "
+        "the requested objects.",
+    ]
+    print("\n".join(lines))
+    return {
+        "shipped": {name: result["accuracy"] for name, result in shipped_scores.items()},
+        "evaluator_accuracy": evaluator_accuracy,
+        "generation_accuracy": scores["accuracy"],
+    }

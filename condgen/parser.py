@@ -45,6 +45,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number > 0 (and finite), got {text}")
+    return value
+
+
 def port(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
@@ -181,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--model",
             dest="run",
             type=Path,
-            required=True,
-            help="a training run folder, or a model folder written by `condgen export`",
+            help="a training run folder, a model folder written by `condgen export` or a shipped model's name "
+            "(iclevr-ldm); default: the best shipped model",
         )
         p.add_argument(
             "--checkpoint",
@@ -306,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         type=Path,
         metavar="DIR",
-        help="a training run folder or a model folder written by `condgen export`; required, since no pretrained "
-        "model ships yet; repeat it to compare models side by side",
+        help="a training run folder, a model folder written by `condgen export` or a shipped model's name "
+        "(iclevr-ldm); repeat it to compare models side by side (default: the best shipped model)",
     )
     serve.add_argument(
         "--host",
@@ -341,6 +348,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a request waits for a free slot before the server answers 503 busy (default 30)",
     )
 
+    report = commands.add_parser(
+        "report",
+        help="measure several models the same way: one table and one set of figures for all of them",
+        description="Measure every given run or model folder (GAN, pixel or latent diffusion) the same way: top-k "
+        "accuracy and exact-set rate on test.json, new_test.json and any --labels file for each sampler (ddpm over "
+        "all T steps, ddim 50 steps, dpmpp 20 steps; a GAN's single pass), mean over --seeds noise seeds with each "
+        "seed's figure; per-object precision and recall; network evaluations, seconds per image at batch 1, "
+        "images/s at the best batch, parameters, peak memory; the evaluator-feature Fréchet distance to --data's "
+        "real images and a diversity figure; the training records of runs. Writes OUT/report.md, a self-contained "
+        "OUT/report.html and the figures. Results are cached per model and sampler ($CONDGEN_CACHE_DIR/report), so "
+        "a second report with one more model measures only that one.",
+    )
+    report.add_argument(
+        "--runs", nargs="+", required=True, metavar="RUN", help="training runs, model folders or shipped model names"
+    )
+    report.add_argument("--out", type=Path, required=True, help="new folder for report.md, report.html and figures")
+    report.add_argument(
+        "--data", type=Path, help="the dataset: its test files and real images (default: the shipped i-CLEVR lists)"
+    )
+    report.add_argument("--labels", type=Path, nargs="*", help="more label files to score")
+    report.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per file and sampler (default 3)")
+    report.add_argument(
+        "--samplers",
+        default="dpmpp,ddim,ddpm,gan",
+        help="comma-separated subset of ddpm,ddim,dpmpp,gan (default all; ddpm takes all T steps: seconds per image "
+        "on a CPU)",
+    )
+    report.add_argument(
+        "--quick", action="store_true", help="one seed, the first 16 requests of each file, batches 1 and 8"
+    )
+    report.add_argument("--evaluator", type=Path, help="evaluator weights (default: the shipped i-CLEVR evaluator)")
+    report.add_argument("--gradnorm", type=Path, help="a `condgen gradnorm` output folder whose plot to include")
+
     gradnorm = commands.add_parser(
         "gradnorm",
         help="per-layer critic gradient norms: WGAN weight clipping vs gradient penalty",
@@ -356,13 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the main job on embedded data: synthesise, train an evaluator and a diffusion model, generate",
-        description="Render a synthetic dataset, train an evaluator on it and score it on freshly rendered "
-        "unseen scenes, train a small conditional diffusion model for a few minutes, generate the test.json "
-        "conditions, score them, and draw the denoising process. Everything goes under OUT.",
+        help="the main job: the shipped model on i-CLEVR's test files, then training on rendered data",
+        description="Generate i-CLEVR's test.json and new_test.json with the shipped model, score them and draw its "
+        "denoising process; then render a synthetic dataset, train an evaluator on it and score it on freshly "
+        "rendered unseen scenes, train a small conditional latent diffusion model (in the shipped autoencoder's "
+        "latent space) for a few minutes, generate the rendered set's test.json conditions, score them, and draw "
+        "the denoising process. Everything goes under OUT.",
     )
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     demo.add_argument("--n", type=positive_int, default=3000, help="training images to render (default 3000)")
     demo.add_argument("--epochs", type=positive_int, default=10, help="evaluator epochs (default 10)")
-    demo.add_argument("--ddpm-minutes", type=float, default=4.0, help="diffusion training budget (default 4)")
+    demo.add_argument(
+        "--train-minutes",
+        type=positive_float,
+        default=4.0,
+        help="the latent diffusion model's training budget (default 4)",
+    )
     return parser

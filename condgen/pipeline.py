@@ -14,6 +14,7 @@ from condgen.diffusion.sampling import generate
 from condgen.errors import CondgenError
 from condgen.gan.run import GANModel
 from condgen.generate import check_gan_options, interpolation_images, load_generator, sample_settings
+from condgen.pretrained import model_path
 from condgen.train.runs import request_labels
 
 
@@ -21,7 +22,7 @@ class Pipeline:
     """A loaded generator. ``generate`` takes object names and returns images in [-1, 1]."""
 
     def __init__(self, folder: str | Path, checkpoint: str = "best"):
-        self.folder = Path(folder)
+        self.folder = model_path(folder)
         self.loaded = load_generator(self.folder, checkpoint)
         self.kind = self.loaded.meta["kind"]
         self.codec = LabelCodec(self.loaded.meta["objects"])
@@ -76,5 +77,6 @@ class Pipeline:
 
 
 def load(folder: str | Path, checkpoint: str = "best") -> Pipeline:
-    """Opens a training run or a model folder written by ``condgen export``."""
+    """Opens a training run, a model folder written by ``condgen export`` or a shipped model by name
+    (``condgen.load("iclevr-ldm")``)."""
     return Pipeline(folder, checkpoint)

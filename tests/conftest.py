@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,33 @@ def evaluator_file(tmp_path) -> Path:
 def edit_json(path: Path, change) -> None:
     value = json.loads(path.read_text())
     path.write_text(json.dumps(change(value)))
+
+
+def chromium_paths() -> tuple[str | None, str | None]:
+    """The paths of a chromium and its driver, or None for each that is not installed."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return browser, shutil.which("chromedriver")
+
+
+def no_browser() -> str:
+    """Why the browser test cannot run here, or "" when it can."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "the browser test needs selenium (pip install -e '.[test]')"
+    if None in chromium_paths():
+        return "no chromium and chromedriver found (Debian: apt-get install chromium chromium-driver)"
+    return ""
+
+
+def headless_chromium():
+    """A headless chromium driven by selenium, keeping the page's console messages."""
+    from selenium import webdriver
+
+    browser, driver = chromium_paths()
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))

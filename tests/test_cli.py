@@ -123,7 +123,8 @@ def test_evaluate_a_dataset_folder_with_reference(dataset, scored_batch, capsys)
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["data"], ["data", "synth"], ["data", "check"], ["evaluator", "train"], ["evaluate"], ["demo"]]
+    "argv",
+    [[], ["data"], ["data", "synth"], ["data", "check"], ["evaluator", "train"], ["evaluate"], ["demo"], ["report"]],
 )
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -134,18 +135,24 @@ def test_every_command_has_help(argv, capsys):
 def test_demo_smoke_run(tmp_path, capsys, monkeypatch):
     import condgen.demo
 
-    tiny = ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "sample.steps=2"]
-    monkeypatch.setattr(condgen.demo, "DEMO_DDPM", condgen.demo.DEMO_DDPM + tiny)  # the plumbing, not the CPU
+    tiny = ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[8]", "sample.steps=2"]
+    monkeypatch.setattr(condgen.demo, "DEMO_LDM", condgen.demo.DEMO_LDM + tiny)  # the plumbing, not the CPU
+    monkeypatch.setattr(condgen.demo, "SHIPPED_SAMPLING", ["--steps", "2"])
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1", "--ddpm-minutes", "0.02"]) == 0
+    assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1", "--train-minutes", "0.02"]) == 0
     printed = capsys.readouterr().out
-    assert "evaluator accuracy on unseen rendered scenes" in printed and "generated test.json accuracy" in printed
+    assert "evaluator accuracy on unseen rendered scenes" in printed and "generated test.json: accuracy" in printed
+    assert "The shipped model iclevr-ldm" in printed and "exact-set rate: the share of images" in printed
     for path in [
+        "pretrained/test/grid.png",
+        "pretrained/new_test/31.png",
+        "pretrained/new_test/scores.json",
+        "pretrained/denoise.png",
         "data/train.json",
         "evaluator/evaluator.safetensors",
         "evaluator/evaluator.json",
         "heldout/train.json",
-        "ddpm/checkpoints/latest",
+        "ldm/checkpoints/latest",
         "samples/grid.png",
         "samples/31.png",
         "samples/scores.json",

@@ -4,7 +4,6 @@ command line, and the page itself in a headless browser. The models are tiny run
 import base64
 import io
 import json
-import shutil
 import socket
 import sys
 import threading
@@ -13,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import headless_chromium, no_browser
 from PIL import Image
 
 import condgen
@@ -163,19 +163,21 @@ def test_two_models_answer_the_same_request_side_by_side(runs, shipped):
     assert torch.equal(torch.from_numpy(np.array(png(gan["image"]))), to_uint8(image).permute(1, 2, 0))
 
 
-def test_the_command_needs_a_model_and_the_extra_and_binds_to_localhost(runs, monkeypatch, capsys):
-    assert main(["serve"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--model DIR is required (no pretrained model ships yet)" in err
+def test_the_command_serves_the_shipped_model_by_default_needs_the_extra_and_binds_to_localhost(
+    runs, monkeypatch, capsys
+):
     assert main(["serve", "--model", str(runs["ddpm"].parent / "nowhere")]) == 2
-    assert "no such folder (no pretrained model ships yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such run or model folder, nor a shipped model (shipped: iclevr-ldm)" in err
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
-    assert "no pretrained model ships yet" in " ".join(capsys.readouterr().out.split())
+    assert "default: the best shipped model" in " ".join(capsys.readouterr().out.split())
     started = {}
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(options, app=app))
+    assert main(["serve"]) == 0
+    assert [m["name"] for m in TestClient(started["app"]).get("/api/models").json()["models"]] == ["iclevr-ldm"]
     assert main(["serve", "--model", str(runs["gan"]), "--max-steps", "5"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
     assert TestClient(started["app"]).get("/api/models").json()["limits"]["max_steps"] == 5
@@ -185,36 +187,6 @@ def test_the_command_needs_a_model_and_the_extra_and_binds_to_localhost(runs, mo
     assert (
         capsys.readouterr().err == "condgen: error: condgen serve needs the web extra: pip install 'condgen[serve]'\n"
     )
-
-
-def _chromium() -> tuple[str | None, str | None]:
-    """The paths of a chromium and its driver, or None for each that is not installed."""
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    return browser, shutil.which("chromedriver")
-
-
-def _no_browser() -> str:
-    """Why the browser test cannot run here, or "" when it can."""
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "the browser test needs selenium (pip install -e '.[test]')"
-    if None in _chromium():
-        return "no chromium and chromedriver found (Debian: apt-get install chromium chromium-driver)"
-    return ""
-
-
-def _browser():
-    """A headless chromium driven by selenium, keeping the page's console messages."""
-    from selenium import webdriver
-
-    browser, driver = _chromium()
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
 @pytest.fixture
@@ -238,13 +210,13 @@ def server(runs, shipped):
     thread.join(timeout=10)
 
 
-@pytest.mark.skipif(bool(_no_browser()), reason=_no_browser() or "-")
+@pytest.mark.skipif(bool(no_browser()), reason=no_browser() or "-")
 def test_the_page_generates_in_a_real_browser(server):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.select import Select
     from selenium.webdriver.support.wait import WebDriverWait
 
-    browser = _browser()
+    browser = headless_chromium()
     try:
         browser.get(server)
         wait = WebDriverWait(browser, 30)

@@ -5,16 +5,12 @@ from __future__ import annotations
 import argparse
 
 from condgen.errors import CondgenError
+from condgen.pretrained import model_path
 from condgen.serve.requests import Limits
 
 
 def serve_command(args: argparse.Namespace) -> None:
     """Serves the page for ``args.models`` on ``args.host``:``args.port`` (127.0.0.1 unless told otherwise)."""
-    if not args.models:
-        raise CondgenError(
-            "serve: --model DIR is required (no pretrained model ships yet): a training run or a `condgen export` "
-            "folder"
-        )
     try:
         import fastapi  # noqa: F401  (only to learn whether the extra is installed)
         import uvicorn
@@ -25,7 +21,7 @@ def serve_command(args: argparse.Namespace) -> None:
     from condgen.serve.models import load_models
 
     limits = Limits(max_steps=args.max_steps, max_concurrent=args.max_concurrent, queue_timeout=args.queue_timeout)
-    models = load_models(args.models, args.checkpoint)
+    models = load_models(args.models or [model_path(None)], args.checkpoint)
     app = create_app(models, load_evaluator(args.evaluator), limits)
     print(f"serving {', '.join(model.name for model in models)} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -20,6 +20,7 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.kinds import KINDS, Generation
 from condgen.pipeline import Pipeline
+from condgen.pretrained import model_path
 from condgen.serve.requests import Limits, Request
 
 STRIP = 8  # images in a denoising or interpolation strip
@@ -131,15 +132,12 @@ class ServedModel:
         }
 
 
-def load_models(folders: list[Path], checkpoint: str = "best") -> list[ServedModel]:
-    """Opens every training run or model folder; each is shown under its folder's name, made unique."""
+def load_models(folders: list[Path | str], checkpoint: str = "best") -> list[ServedModel]:
+    """Opens every training run, model folder or shipped model (by name); each is shown under its folder's name,
+    made unique."""
     models: list[ServedModel] = []
-    for folder in folders:
-        if not folder.is_dir():
-            raise CondgenError(
-                f"--model {folder}: no such folder (no pretrained model ships yet: give a training run or a folder "
-                "written by `condgen export`)"
-            )
+    for given in folders:
+        folder = model_path(given)
         base, taken, copy = folder.resolve().name, {model.name for model in models}, 1
         name = base
         while name in taken:  # the same folder twice, or two runs both called "run"

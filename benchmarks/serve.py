@@ -1,0 +1,65 @@
+"""Latency of `condgen serve`: seconds per request through the HTTP API (the image, its denoising strip and the
+evaluator's verdict) and the model's own generation time within it, for each sampler, on this machine.
+
+The requests go through FastAPI's test client, so the figures hold everything the server does but the network.
+Each sampler answers --requests requests (three objects, seeds 0, 1, ...) after one untimed warm-up request.
+
+Run by hand on an otherwise idle machine:
+    python benchmarks/serve.py [--model iclevr-ldm] [--requests 5]
+Writes benchmarks/results/serve_cpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import result_header, write_result
+from fastapi.testclient import TestClient
+
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.serve.app import create_app
+from condgen.serve.models import load_models
+from condgen.serve.requests import Limits
+
+# sampler -> steps (None: all T); the model's default guidance
+SAMPLERS = {"dpmpp": 20, "ddim": 50, "ddpm": None}
+OBJECTS = ["red sphere", "cyan cylinder", "cyan cube"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="iclevr-ldm", help="a run, model folder or shipped model (iclevr-ldm)")
+    parser.add_argument("--requests", type=int, default=5, help="timed requests per sampler (default 5)")
+    args = parser.parse_args()
+
+    (model,) = load_models([args.model])
+    noise_steps = model.describe()["noise_steps"]
+    client = TestClient(create_app([model], load_evaluator(), Limits(max_steps=noise_steps)))
+    record = {**result_header(torch.device("cpu")), "model": args.model, "objects": OBJECTS, "samplers": {}}
+    for sampler, steps in SAMPLERS.items():
+        request = {"objects": OBJECTS, "sampler": sampler, "seed": 0}
+        if steps is not None:
+            request["steps"] = steps
+        client.post("/api/generate", json=request).raise_for_status()  # warm-up
+        total, generation = [], []
+        for seed in range(args.requests):
+            start = time.perf_counter()
+            response = client.post("/api/generate", json=request | {"seed": seed})
+            total.append(time.perf_counter() - start)
+            response.raise_for_status()
+            generation.append(response.json()["results"][0]["seconds"])
+        record["samplers"][sampler] = {
+            "steps": steps or noise_steps,
+            "request_seconds_median": round(statistics.median(total), 3),
+            "generation_seconds_median": round(statistics.median(generation), 3),
+            "request_seconds": [round(s, 3) for s in total],
+        }
+        print(sampler, record["samplers"][sampler], flush=True)
+    write_result("serve_cpu", record)
+
+
+if __name__ == "__main__":
+    main()

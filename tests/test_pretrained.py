@@ -1,0 +1,71 @@
+"""The shipped generator: it loads by name, generates what it is asked for, and every command that takes a model
+falls back to it."""
+
+import json
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import condgen
+from condgen.cli import main
+from condgen.data.iclevr import load_label_file
+from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
+
+
+def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of_the_precision_it_names():
+    assert shipped_models() == list(SHIPPED)
+    for name in SHIPPED:
+        folder = PRETRAINED / name
+        meta = json.loads((folder / "run.json").read_text())
+        assert meta["format"] == 1 and len(meta["objects"]) == 24
+        weights = [load_file(path) for path in folder.rglob("*.safetensors")]  # the model's and its autoencoder's
+        assert len(weights) == 2
+        dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}
+        assert len(dtypes) == 1 and dtypes <= {torch.float16, torch.float32}
+        card = (folder / "README.md").read_text()
+        assert f"the weights ship in {str(dtypes.pop()).removeprefix('torch.')}" in card
+        assert "## How it was trained" in card and "## Scores" in card
+        assert not yaml.safe_load((folder / "config.yaml").read_text())["autoencoder"].startswith("/")
+
+
+def test_the_shipped_model_draws_the_requested_objects():
+    """A broken or mismatched shipped model scores near chance (about 0.1); the shipped one about 0.9."""
+    evaluator = load_evaluator()
+    labels = load_label_file(ICLEVR_LABELS["test"], evaluator.codec)[:16]
+    requests = [", ".join(evaluator.codec.decode(row)) for row in labels]
+    model = condgen.load(SHIPPED[0])
+    images = model.generate(requests, seed=0)
+    assert images.shape == (16, 3, 64, 64) and torch.isfinite(images).all()
+    assert evaluator.measure(images, labels)["accuracy"] >= 0.75
+    pair = model.generate(requests[:2], seed=1)
+    assert torch.equal(pair, model.generate(requests[:2], seed=1))  # the same seed, the same images
+
+
+def test_sample_and_denoise_without_a_model_use_the_best_shipped_one(tmp_path, capsys):
+    out = tmp_path / "one"
+    assert main(["sample", "--objects", "red sphere, cyan cube", "--steps", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"using the shipped model {SHIPPED[0]}" in printed and (out / "0.png").is_file()
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["sample"]["steps"] == 2 and "accuracy" in scores
+    assert main(["denoise", "--steps", "2", "--out", str(tmp_path / "d.png")]) == 0
+    assert f"using the shipped model {SHIPPED[0]}" in capsys.readouterr().out and (tmp_path / "d.png").is_file()
+    assert (
+        main(["sample", "--model", SHIPPED[0], "--objects", "gray cube", "--steps", "2", "--out", str(tmp_path / "2")])
+        == 0
+    )
+    assert "using the shipped model" not in capsys.readouterr().out  # named, so nothing to say
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_shipped_model_is_one_line(tmp_path, capsys):
+    assert main(["sample", "--model", "iclevr-gan9", "--objects", "gray cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "iclevr-gan9: no such run or model folder, nor a shipped model" in err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(CondgenError, match="nor a shipped model"):
+        condgen.load("iclevr-gan9")
+    assert model_path(tmp_path) == tmp_path  # a folder is taken as it is, shipped name or not
