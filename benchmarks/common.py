@@ -21,8 +21,7 @@ from condgen.data.iclevr import LABEL_FILES, load_dataset, load_label_file, read
 from condgen.data.imageio import save_png
 from condgen.diffusion.options import Spacing
 from condgen.diffusion.run import DiffusionModel
-from condgen.diffusion.samplers import timesteps
-from condgen.diffusion.sampling import generate
+from condgen.diffusion.sampling import generate, network_evaluations
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.latents import encode_images
 from condgen.latent.run import load_autoencoder
@@ -197,13 +196,6 @@ def choose_guidance(
         "accuracy_by_scale": accuracy,
         "chosen": max(accuracy, key=accuracy.get),
     }
-
-
-def network_evaluations(sample, num_steps: int) -> int:
-    """Network calls per image: two at the steps where classifier-free guidance acts, one at the others."""
-    steps = range(num_steps) if sample.sampler == "ddpm" else timesteps(num_steps, sample.steps, sample.spacing)
-    guided = sample.guidance != 1
-    return sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)
 
 
 def sampler_config(sample_config, sampler: str, num_steps: int):

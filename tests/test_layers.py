@@ -15,7 +15,7 @@ import condgen
 
 PACKAGE = Path(condgen.__file__).parent
 FAMILIES = {"diffusion", "gan", "latent"}
-TOP = {"cli", "parser", "generate", "launch", "demo", "kinds", "export", "pipeline", "serve"}
+TOP = {"cli", "parser", "generate", "launch", "demo", "kinds", "export", "pipeline", "serve", "report"}
 
 # package -> the condgen packages and top-level modules it must never pull in
 FORBIDDEN = {

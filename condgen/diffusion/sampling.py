@@ -11,7 +11,7 @@ import torch
 from condgen.diffusion.guidance import guided_eps_fn
 from condgen.diffusion.options import DEFAULT_STEPS, Sampler, Spacing
 from condgen.diffusion.process import GaussianDiffusion
-from condgen.diffusion.samplers import SAMPLERS, Callback, bound
+from condgen.diffusion.samplers import SAMPLERS, Callback, bound, timesteps
 from condgen.errors import CondgenError
 
 
@@ -88,3 +88,15 @@ def generate(
         x = SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs)
         outputs.append(bound(x, sample.clip_x0).cpu())
     return torch.cat(outputs)
+
+
+def network_evaluations(sample: SampleConfig, num_steps: int) -> int:
+    """Network calls per image of ``sample`` on a model with ``num_steps`` (T) noise levels: two at the steps where
+    classifier-free guidance acts (t >= ``guidance_min_t``, a scale other than 1), one at the others."""
+    steps = (
+        range(num_steps)
+        if sample.sampler == Sampler.DDPM
+        else timesteps(num_steps, sample.sampler_steps(), sample.spacing)
+    )
+    guided = sample.guidance != 1
+    return sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)

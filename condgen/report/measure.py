@@ -1,0 +1,183 @@
+"""What `condgen report` measures of one model and one sampler, the same way for every kind: quality over noise
+seeds (top-k accuracy, exact-set rate, per-object precision and recall), cost (network evaluations, seconds per
+image, images/s, memory), spread between seeds of one request, the evaluator-feature Fréchet distance to real
+images, and the training record a run keeps."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from condgen.diffusion.options import DEFAULT_STEPS, Sampler
+from condgen.diffusion.sampling import network_evaluations
+from condgen.evaluate.evaluator import Evaluator
+from condgen.evaluate.metrics import frechet_distance
+from condgen.gan.run import GANModel
+from condgen.pipeline import Pipeline
+
+GAN_PASS = "gan"  # the one sampler of a GAN: a single pass G(z, y)
+SAMPLERS = (Sampler.DDPM.value, Sampler.DDIM.value, Sampler.DPMPP.value, GAN_PASS)
+SPEED_REQUEST = "red sphere, cyan cylinder, cyan cube"
+QUALITY_KEYS = ("accuracy", "exact_set", "precision", "recall")
+
+
+@dataclass
+class Model:
+    """A run or model folder under the name the report gives it."""
+
+    name: str
+    folder: Path
+    pipeline: Pipeline
+
+    @property
+    def is_gan(self) -> bool:
+        return isinstance(self.pipeline.loaded, GANModel)
+
+    def samplers(self, wanted: list[str]) -> list[str]:
+        """The samplers of ``wanted`` that this model has: a GAN its single pass, a diffusion model the others."""
+        return [s for s in wanted if (s == GAN_PASS) == self.is_gan]
+
+    def settings(self, sampler: str) -> dict:
+        """``generate`` keywords for ``sampler``: the model's own guidance and spacing, the sampler's default steps."""
+        if sampler == GAN_PASS:
+            return {}
+        default = DEFAULT_STEPS[Sampler(sampler)]
+        return {"sampler": sampler, "steps": default and min(default, self.pipeline.loaded.diffusion.num_steps)}
+
+    def generate(self, requests: list[str], seed: int, sampler: str) -> torch.Tensor:
+        return self.pipeline.generate(requests, seed=seed, **self.settings(sampler))
+
+    def network_evaluations(self, sampler: str) -> int:
+        if sampler == GAN_PASS:
+            return 1
+        loaded = self.pipeline.loaded
+        sample = loaded.config.sample.changed(**self.settings(sampler))
+        return network_evaluations(sample, loaded.diffusion.num_steps)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """The network that generates: a GAN's generator, a diffusion model's denoiser."""
+        return self.pipeline.loaded.generator if self.is_gan else self.pipeline.loaded.model
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+
+def requests_of(labels: torch.Tensor, evaluator: Evaluator) -> list[str]:
+    return [", ".join(evaluator.codec.decode(row)) for row in labels]
+
+
+def quality(
+    model: Model, sampler: str, labels: torch.Tensor, evaluator: Evaluator, seeds: int, on_image=None
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """Each quality figure over seeds 0..seeds-1 on one label file: ``{key: {"mean", "by_seed", "spread"}}``, with
+    seed 0's images and the evaluator's features of every seed's images. ``on_image(n)`` is told of progress."""
+    requests = requests_of(labels, evaluator)
+    by_seed: dict[str, list[float]] = {key: [] for key in QUALITY_KEYS}
+    first, features = None, []
+    for seed in range(seeds):
+        images = model.generate(requests, seed, sampler)
+        first = images if first is None else first
+        features.append(evaluator.features(images))
+        for key, value in evaluator.measure(images, labels).items():
+            by_seed[key].append(round(value, 4))
+        if on_image is not None:
+            on_image(len(images))
+    figures = {key: summary(values) for key, values in by_seed.items()}
+    return figures, first, torch.cat(features)
+
+
+def summary(values: list[float]) -> dict:
+    """Mean, each value and the spread (largest minus smallest) of per-seed figures."""
+    mean, spread = sum(values) / len(values), max(values) - min(values)
+    return {"mean": round(mean, 4), "by_seed": values, "spread": round(spread, 4)}
+
+
+def speed(model: Model, sampler: str, batches: tuple[int, ...]) -> dict:
+    """Seconds per image at batch 1 and images/s at the best of ``batches`` (after one untimed image), and the
+    process's peak memory while sampling: allocated GPU memory on a GPU, resident memory on a CPU (Linux)."""
+    device = next(model.network.parameters()).device
+    model.generate([SPEED_REQUEST], 0, sampler)  # warm-up: allocations, caches
+    reset_peak_memory(device)
+    per_batch = {}
+    for batch in batches:
+        start = time.perf_counter()
+        model.generate([SPEED_REQUEST] * batch, 1, sampler)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        per_batch[batch] = batch / (time.perf_counter() - start)
+    best = max(per_batch, key=per_batch.get)
+    return {
+        "seconds_per_image_batch_1": round(1 / per_batch[1], 4) if 1 in per_batch else None,
+        "images_per_second_best": round(per_batch[best], 2),
+        "best_batch": best,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):  # "5" resets the peak resident set size (VmHWM) of the process (Linux >= 4)
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return None
+    return round(int(line.split()[1]) / 1024, 1)
+
+
+def diversity(model: Model, sampler: str, evaluator: Evaluator, seeds: int = 8) -> float:
+    """How different the images of one request are from seed to seed: the mean pairwise distance of their
+    evaluator features (``SPEED_REQUEST``, seeds 0..seeds-1). A collapsed generator scores near 0."""
+    features = torch.cat([evaluator.features(model.generate([SPEED_REQUEST], s, sampler)) for s in range(seeds)])
+    pairs = list(itertools.combinations(range(len(features)), 2))
+    return round(sum(float((features[i] - features[j]).norm()) for i, j in pairs) / len(pairs), 3)
+
+
+def fid_to_real(features: torch.Tensor, real_features: torch.Tensor) -> float:
+    """The Fréchet distance between generated and real images in the evaluator's 512-d feature space (not
+    Inception FID: comparable only between models scored by the same evaluator and the same real images)."""
+    return round(frechet_distance(features, real_features), 3)
+
+
+def training_record(folder: Path, batch_size: int | None) -> dict | None:
+    """A run's own record: steps, wall-clock training minutes (summed over resumed invocations), train images/s,
+    and its periodic evaluations as ``curve`` [(minutes, mean accuracy over its files)]; None for a model folder,
+    which keeps no metrics."""
+    metrics = folder / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    elapsed, offset, last, minutes_at = 0.0, 0.0, 0.0, {}
+    for record in records:
+        if "seconds" in record:
+            if record["seconds"] < last:  # a resumed invocation counts from 0 again
+                offset += last
+            last = record["seconds"]
+            elapsed = offset + last
+            minutes_at[record["step"]] = elapsed / 60
+    steps = max((r["step"] for r in records), default=0)
+    curve = [
+        (round(minutes_at.get(r["step"], elapsed / 60), 2), round(r["accuracy"], 4))
+        for r in records
+        if "accuracy" in r and "seconds" not in r
+    ]
+    return {
+        "steps": steps,
+        "train_minutes": round(elapsed / 60, 2),
+        "train_images_per_second": round(steps * batch_size / elapsed, 1) if batch_size and elapsed else None,
+        "curve": curve,
+    }
