@@ -57,7 +57,8 @@ class GANOptimConfig:
     seed: int = 0
     bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
     # torch.compile backend: "" = none, inductor (acceleration); with a gradient penalty or R1 only the generator is
-    # compiled, since compiled code has no double backward
+    # compiled, since compiled code has no double backward, and with spectral norm too (inductor fails on the
+    # in-place power-iteration update of its hooks)
     compile: str = ""
 
 
@@ -135,8 +136,8 @@ class GANTask:
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
-        double_backward = self.penalty or o.r1_gamma > 0
-        compile_in_place([self.generator_net] + ([] if double_backward else [self.critic]), o.compile)
+        eager_critic = self.penalty or o.r1_gamma > 0 or config.model.spectral_norm
+        compile_in_place([self.generator_net] + ([] if eager_critic else [self.critic]), o.compile)
         # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
         # networks. The generator's batch norm sees the global batch (on GPUs); the critic broadcasts no buffers, as
         # the matching-aware negatives call it a number of times that differs between ranks.
