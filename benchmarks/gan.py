@@ -161,7 +161,7 @@ def plot_time_to_quality(record: dict, path: Path) -> None:
         curve = result["curve"]
         mean = [(p["accuracy_test"] + p["accuracy_new_test"]) / 2 for p in curve]
         axis.plot([p["minutes"] for p in curve], mean, marker=".", label=f"GAN {name} (periodic, seed 0)")
-    for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("tab:green", "tab:purple")):
+    for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("black", "tab:purple")):
         if (RESULTS / file).is_file():
             result = json.loads((RESULTS / file).read_text())
             scores = result["samplers"][sampler]
