@@ -78,3 +78,19 @@ def headless_chromium():
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+
+
+def train_tiny_runs(root: Path, data: Path, settings: dict[str, list[str]]) -> Path:
+    """Trains one run per kind of ``settings`` (kind -> config overrides) into ``root``/KIND, two steps of 4 images
+    each, scored by a random evaluator saved as ``root``/evaluator.safetensors; returns that evaluator's path."""
+    from condgen.cli import main
+
+    torch.manual_seed(0)
+    scorer = root / "evaluator.safetensors"
+    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), scorer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CONDGEN_CACHE_DIR", str(root / "cache"))
+        for kind, overrides in settings.items():
+            argv = ["train", kind, "--data", str(data), "--out", str(root / kind), "--evaluator", str(scorer)]
+            assert main([*argv, *overrides, "optim.batch_size=4", "loop.steps=2", "device=cpu"]) == 0
+    return scorer

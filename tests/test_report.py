@@ -5,8 +5,7 @@ import json
 import shutil
 
 import pytest
-import torch
-from conftest import headless_chromium, no_browser
+from conftest import headless_chromium, no_browser, train_tiny_runs
 
 import condgen
 from condgen.cli import main
@@ -26,14 +25,7 @@ TINY = {
 def runs(tmp_path_factory, synth_template):
     """A ddpm run and a gan run, two training steps each, and a known (random, saved) evaluator."""
     root = tmp_path_factory.mktemp("report")
-    torch.manual_seed(0)
-    scorer = root / "evaluator.safetensors"
-    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), scorer)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONDGEN_CACHE_DIR", str(root / "cache"))
-        for kind, settings in TINY.items():
-            argv = ["train", kind, "--data", str(synth_template), "--out", str(root / kind), "--evaluator", str(scorer)]
-            assert main([*argv, *settings, "optim.batch_size=4", "loop.steps=2", "device=cpu"]) == 0
+    scorer = train_tiny_runs(root, synth_template, TINY)
     return {"root": root, "evaluator": scorer, "data": synth_template, **{kind: root / kind for kind in TINY}}
 
 

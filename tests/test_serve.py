@@ -12,14 +12,13 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import headless_chromium, no_browser
+from conftest import headless_chromium, no_browser, train_tiny_runs
 from PIL import Image
 
 import condgen
 from condgen.cli import main
 from condgen.data.imageio import to_uint8
-from condgen.data.labels import LabelCodec
-from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+from condgen.evaluate.evaluator import load_evaluator
 
 pytest.importorskip("fastapi", reason="condgen serve needs the web extra (pip install 'condgen[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -41,14 +40,7 @@ GOOD = {"objects": ["red cube", "blue sphere"], "sampler": "ddim", "steps": 4, "
 def runs(tmp_path_factory, synth_template):
     """A ddpm run and a gan run, two training steps each on the small rendered set."""
     root = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    scorer = root / "evaluator.safetensors"
-    save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), scorer)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CONDGEN_CACHE_DIR", str(root / "cache"))
-        for kind, settings in TINY.items():
-            argv = ["train", kind, "--data", str(synth_template), "--out", str(root / kind), "--evaluator", str(scorer)]
-            assert main([*argv, *settings, "optim.batch_size=4", "loop.steps=2", "device=cpu"]) == 0
+    train_tiny_runs(root, synth_template, TINY)
     return {kind: root / kind for kind in TINY}
 
 
