@@ -11,12 +11,14 @@ One process uses every core (torch's default threads); each of 2 processes gets 
 Run by hand on an otherwise idle machine:
     python benchmarks/train_speed.py [--kinds ddpm,ldm,gan,latent_gan,vae] [--options fp32,bf16,compile]
         [--processes 1,2] [--steps 20]
-Writes benchmarks/results/train_speed_<cpu|gpu>.json: images/s per kind, option and process count.
+Writes benchmarks/results/train_speed_<cpu|gpu>.json: images/s per kind, option and process count; the kinds not
+measured this time keep their earlier figures, each kind with the date it was measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -36,7 +38,7 @@ OPTIONS = {
     "compile": ["optim.compile=inductor"],
     "bf16+compile": ["optim.bf16=true", "optim.compile=inductor"],
 }
-KINDS = ("ddpm", "ldm", "gan", "latent_gan", "vae")  # configs/<kind>_cpu.yaml exists for each
+KINDS = ("ddpm", "ldm", "gan", "latent_gan", "vae", "evaluator")  # configs/<kind>_cpu.yaml exists for each
 
 
 def config_file(kind: str, device: torch.device) -> Path:
@@ -126,17 +128,18 @@ def main() -> None:
         if unknown:
             parser.error(f"{name}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     device = resolve_device("auto")
-    results: dict = {}
+    name = f"train_speed_{device.type.replace('cuda', 'gpu')}"
+    earlier = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    results: dict = json.loads(earlier.read_text())["images_per_second"] if earlier.is_file() else {}
     for kind in kinds:
+        results[kind] = {"config": str(config_file(kind, device).relative_to(ROOT)), "date": str(datetime.date.today())}
         for option in options:
             for processes in [int(p) for p in args.processes.split(",")]:
                 figures = measure(args, kind, option, processes)
-                results.setdefault(kind, {"config": str(config_file(kind, device).relative_to(ROOT))})
                 results[kind].setdefault(option, {})[f"{processes} process" + ("es" if processes > 1 else "")] = (
                     figures.get("images_per_second", figures.get("error"))
                 )
                 print(kind, option, processes, json.dumps(figures), flush=True)
-    name = f"train_speed_{device.type.replace('cuda', 'gpu')}"
     settings = {"images": args.images, "warmup_steps": args.warmup, "timed_steps": args.steps}
     write_result(name, {**result_header(device), **settings, "images_per_second": results})
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         print(
             f"stopped at step {summary['step']}; best accuracy {best if best is None else round(best, 4)}; "
-            f"run in {args.out}"
+            f"run in {args.out}" + (f"; wrote {summary['wrote']}" if summary.get("wrote") else "")
         )
     elif args.command == "sample":
         from condgen.generate import sample_command
@@ -174,20 +174,24 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 
 def _train_evaluator(args: argparse.Namespace) -> int:
-    from condgen.data.iclevr import load_dataset
-    from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
+    """`condgen evaluator train`: `condgen train evaluator` with the recipe's main settings as options."""
+    from condgen.data.jsonio import read_json
+    from condgen.launch import start_training
 
     if (args.out / "evaluator.safetensors").exists():
         raise CondgenError(f"{args.out}: already holds an evaluator; choose another --out")
-    if not 0 < args.val_fraction < 1:
-        raise CondgenError(f"--val-fraction must be between 0 and 1, got {args.val_fraction}")
-    config = EvaluatorTrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, seed=args.seed
-    )
-    report = train_evaluator(load_dataset(args.data), args.out, config, half=args.half)
+    overrides = [f"optim.{key}={getattr(args, key)}" for key in ("epochs", "batch_size", "lr", "seed")]
+    overrides += [f"val_fraction={args.val_fraction}", f"half={str(args.half).lower()}"]
+    try:
+        summary = start_training("evaluator", args.data, args.out, None, overrides, resume=False)
+    except InterruptedTrainingError as exc:
+        resume = f"condgen train evaluator --data {args.data} --out {args.out} --resume"
+        print(f"condgen: {exc}; continue exactly with: {resume}", file=sys.stderr)
+        return 130
+    report = read_json(args.out / "evaluator.json")
     print(
         f"held-out accuracy {report['val_accuracy']:.4f} after {report['train_seconds'] / 60:.1f} min; "
-        f"wrote {args.out / 'evaluator.safetensors'}"
+        f"wrote {summary['wrote']}"
     )
     return 0
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from condgen.data.check import check_dataset, format_report
-from condgen.data.iclevr import load_dataset
+from condgen.data.jsonio import read_json
 from condgen.data.synth import synthesize_dataset
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
-from condgen.evaluate.training import EvaluatorTrainConfig, train_evaluator
 from condgen.generate import denoise_command, sample_command
 from condgen.launch import start_training
 from condgen.parser import build_parser
@@ -73,13 +72,11 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     print(format_report(check_dataset(out / "data", progress=progress)))
 
     print(f"[3/6] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
-    evaluator = out / "evaluator" / "evaluator.safetensors"
-    report = train_evaluator(
-        load_dataset(out / "data", progress=progress),
-        out / "evaluator",
-        EvaluatorTrainConfig(epochs=epochs, batch_size=32, lr=1e-3),
-        progress=progress,
-    )
+    recipe = [f"optim.epochs={epochs}", "optim.batch_size=32", "optim.lr=1e-3"]
+    evaluator = start_training("evaluator", out / "data", out / "evaluator", None, recipe, False, progress=progress)[
+        "wrote"
+    ]
+    report = read_json(out / "evaluator" / "evaluator.json")
     held_out = max(30, n // 10)
     print(f"[4/6] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
     synthesize_dataset(out / "heldout", n=held_out, seed=1, progress=progress)

@@ -36,6 +36,7 @@ class Kind:
     generation: Generation | None = None
     scored: bool = False  # an evaluator scores it during training (--evaluator)
     needs_autoencoder: bool = False  # trains on an autoencoder run's latents (--autoencoder)
+    export: str = ""  # (run, task) -> the file it wrote from the finished run, on rank 0; "" = nothing to write
 
     def config_class(self) -> type:
         return _resolve(self.config)
@@ -45,6 +46,9 @@ class Kind:
 
     def load_model(self, run: Path, checkpoint: str) -> Any:
         return _resolve(self.load)(run, checkpoint)
+
+    def export_run(self, run: Path, task: Any) -> Path | None:
+        return _resolve(self.export)(run, task) if self.export else None
 
 
 def _resolve(reference: str) -> Any:
@@ -84,6 +88,20 @@ KINDS: dict[str, Kind] = {
             "sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the guided model's.",
             config="condgen.diffusion.classifier:ClassifierRunConfig",
             task="condgen.diffusion.classifier:make_classifier_task",
+        ),
+        Kind(
+            "evaluator",
+            "evaluator",
+            "the ResNet18 multi-label evaluator that scores generated images (--evaluator)",
+            "Train the course's evaluator architecture (torchvision ResNet18 with a sigmoid head) on DIR's real "
+            "images with BCE over the objects, random flips and shifts, AdamW under a one-cycle schedule; whole "
+            "scenes (val_fraction of them) are held out and scored after every epoch (optim.epochs sets the steps). "
+            "RUN/best keeps the highest held-out accuracy and becomes RUN/evaluator.safetensors (float16 with "
+            "half=true) with its record RUN/evaluator.json.",
+            config="condgen.train.evaluator:EvaluatorRunConfig",
+            task="condgen.train.evaluator:EvaluatorTask",
+            example_config="configs/evaluator_cpu.yaml",
+            export="condgen.train.evaluator:export_evaluator",
         ),
         Kind(
             "gan",

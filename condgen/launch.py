@@ -73,7 +73,7 @@ def _train(
 ) -> dict:
     """:func:`start_training` once the process has joined its process group (if any)."""
     data = load_dataset(data_root, progress=progress and distributed.is_main_process(), strict=True)
-    if getattr(config.model, "num_labels", len(data.codec)) != len(data.codec):
+    if getattr(getattr(config, "model", None), "num_labels", len(data.codec)) != len(data.codec):
         raise CondgenError(f"{data_root}: {len(data.codec)} objects but model.num_labels is {config.model.num_labels}")
     if meta is not None and tuple(meta["objects"]) != data.codec.names:
         raise CondgenError(f"{data_root}/objects.json: differs from the objects the run {run} was trained on")
@@ -112,7 +112,10 @@ def _train(
                 },
             )
         config_yaml = dump_config(config)
-        return fit(task, config.loop, run, config_yaml, resume=resume, progress=progress, note=note)
+        summary = fit(task, config.loop, run, config_yaml, resume=resume, progress=progress, note=note)
+        if main and entry.export:
+            summary["wrote"] = entry.export_run(run, task)
+        return summary
 
 
 def _global_batch(config: Any) -> str:

@@ -108,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a ResNet18 multi-label evaluator on a dataset folder",
         description="Train the course's evaluator architecture on DIR, holding out whole scenes for validation. "
-        "Writes RUN/evaluator.safetensors and RUN/evaluator.json (config, per-epoch held-out accuracy, time).",
+        "Writes RUN/evaluator.safetensors and RUN/evaluator.json (config, per-epoch held-out accuracy, time). The "
+        "same as `condgen train evaluator` with these options as overrides; that command also trains on several "
+        "processes (--nproc), resumes (--resume) and takes every setting (optim.bf16=true, optim.compile=inductor).",
     )
     train.add_argument("--data", type=Path, required=True, help="dataset folder in the i-CLEVR format")
     train.add_argument("--out", type=Path, required=True, help="run folder to write (must not hold an evaluator)")
@@ -377,6 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--quick", action="store_true", help="one seed, the first 16 requests of each file, batches 1 and 8"
+    )
+    report.add_argument(
+        "--frechet-images",
+        type=non_negative_int,
+        default=1024,
+        help="images generated per model and sampler for the Fréchet distance to --data's real images, for label "
+        "sets drawn from --data (default 1024; at least 512, the feature dimension; 0 = none; --quick: none)",
     )
     report.add_argument("--evaluator", type=Path, help="evaluator weights (default: the shipped i-CLEVR evaluator)")
     report.add_argument("--gradnorm", type=Path, help="a `condgen gradnorm` output folder whose plot to include")

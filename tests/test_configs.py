@@ -8,6 +8,7 @@ from condgen.latent.gan import LatentGANRunConfig
 from condgen.latent.ldm import LDMRunConfig
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.train.config import dump_config, load_config
+from condgen.train.evaluator import EvaluatorRunConfig
 
 # a config file's name starts with its kind: gan_acgan.yaml, latent_gan_cpu.yaml
 KINDS = {
@@ -16,6 +17,7 @@ KINDS = {
     "ddpm": DDPMRunConfig,
     "vae": AutoencoderRunConfig,
     "ldm": LDMRunConfig,
+    "evaluator": EvaluatorRunConfig,
 }
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

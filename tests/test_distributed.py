@@ -102,16 +102,16 @@ def diffusion_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Te
     return {k: v.detach().clone() for k, v in task.model.named_parameters()}
 
 
-class HalvesGenerator(torch.nn.Module):
-    """The generator run on each rank's rows apart, as batch norm sees them in a distributed run on CPUs (torch's
+class Halves(torch.nn.Module):
+    """A module run on each rank's rows apart, as batch norm sees them in a distributed run on CPUs (torch's
     SyncBatchNorm is for GPUs only)."""
 
-    def __init__(self, generator: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.generator = generator
+        self.module = module
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.generator(a, b) for a, b in zip(z.split(PER_RANK), labels.split(PER_RANK))])
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.module(*rows) for rows in zip(*(x.split(PER_RANK) for x in inputs))])
 
 
 def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
@@ -140,7 +140,7 @@ def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
         return (gradient.flatten(1).norm(dim=1) - 1).square().mean()
 
     if world == 1:
-        task.generator_net = HalvesGenerator(task.generator_net)
+        task.generator_net = Halves(task.generator_net)
     original, trainer.gradient_penalty = trainer.gradient_penalty, gradient_penalty
     try:
         task.train_step(0)
@@ -150,7 +150,24 @@ def gan_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
     return {f"{n}.{k}": v.detach().clone() for n, net in nets.items() for k, v in net.named_parameters()}
 
 
-STEPS = {"diffusion": diffusion_step, "gan": gan_step}
+def evaluator_step(data_root: Path, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """One EvaluatorTask step (the ResNet18 and its batch norm) with its batch pinned; the weights after it."""
+    from condgen.train.evaluator import EvaluatorRunConfig, EvaluatorTask
+
+    config = load_config(EvaluatorRunConfig, None, ["device=cpu", "optim.epochs=0", "optim.lr=2.5"])
+    data = load_dataset(data_root, progress=False)
+    task = EvaluatorTask(config, data, data_root)
+    linear_adam(task.optimizers)
+    count = WORLD * PER_RANK
+    images, labels = Pinned([to_signed(data.images[:count])], rank, world), Pinned([data.labels[:count]], rank, world)
+    task._batch = lambda: (images(), labels())
+    if world == 1:
+        task.train_logits = Halves(task.train_logits)
+    task.train_step(0)
+    return {k: v.detach().clone() for k, v in task.model.named_parameters()}
+
+
+STEPS = {"diffusion": diffusion_step, "gan": gan_step, "evaluator": evaluator_step}
 
 
 def rank_worker(rank: int, world: int, ports: tuple[int, int], data_root: Path, out: Path) -> None:
@@ -198,7 +215,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize("step", ["diffusion", "gan"])
+@pytest.mark.parametrize("step", ["diffusion", "gan", "evaluator"])
 def test_two_ranks_take_the_step_of_one_process_on_the_concatenated_batch(step, synth_template, ranks_out, one_thread):
     ranks = [torch.load(ranks_out / f"{step}-rank{r}.pt") for r in range(WORLD)]
     single = STEPS[step](synth_template, 0, 1)

@@ -1,8 +1,10 @@
 import json
+import shutil
 
 import pytest
 import torch
 from conftest import REAL_DATA
+from safetensors.torch import load_file
 
 from condgen.cli import main
 from condgen.data.iclevr import load_dataset
@@ -10,7 +12,7 @@ from condgen.data.imageio import to_signed
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
-from condgen.evaluate.training import EvaluatorTrainConfig, augment, scene_of, split_by_scene, train_evaluator
+from condgen.evaluate.training import augment, one_cycle, scene_of, split_by_scene
 
 
 @pytest.fixture(scope="module")
@@ -92,15 +94,54 @@ def test_augment_only_flips_and_shifts():
     assert any(not torch.equal(out, original) for out, original in zip(flipped_only, signed))
 
 
-def test_training_learns_and_writes_its_run(dataset, tmp_path):
-    data = load_dataset(dataset, progress=False)
-    report = train_evaluator(data, tmp_path / "run", EvaluatorTrainConfig(epochs=2, batch_size=8), progress=False)
-    meta = json.loads((tmp_path / "run" / "evaluator.json").read_text())
-    assert meta["val_accuracy"] == report["val_accuracy"] and len(meta["epochs"]) == 2
-    assert meta["train_images"] + meta["val_images"] == 30
-    assert meta["epochs"][1]["train_loss"] < meta["epochs"][0]["train_loss"]
-    evaluator = load_evaluator(tmp_path / "run" / "evaluator.safetensors")
-    assert evaluator.scores(to_signed(data.images[:2])).shape == (2, 24)
+@pytest.mark.parametrize(("total", "pct_start"), [(1, 0.15), (4, 0.15), (7, 0.3), (200, 0.15)])
+def test_one_cycle_is_torchs_one_cycle_lr(total, pct_start):
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([weight], lr=1.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=total, pct_start=pct_start)
+    for step in range(total):
+        lr, beta1 = one_cycle(step, total, 2e-3, pct_start)
+        group = optimizer.param_groups[0]
+        assert lr == pytest.approx(group["lr"], rel=1e-12) and beta1 == pytest.approx(group["betas"][0], rel=1e-12)
+        optimizer.step()
+        schedule.step()
+
+
+def test_training_learns_and_writes_its_run(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["evaluator", "train", "--data", str(dataset), "--out", str(run), "--epochs", "3", "--batch-size", "8"]
+    assert main([*argv, "--half"]) == 0
+    assert f"wrote {run / 'evaluator.safetensors'}" in capsys.readouterr().out
+    meta = json.loads((run / "evaluator.json").read_text())
+    assert meta["train_images"] + meta["val_images"] == 30 and meta["config"]["val_fraction"] == 0.1
+    assert [e["epoch"] for e in meta["epochs"]] == [1, 2, 3] and meta["epochs"][2]["step"] == 12  # 27 images / 8
+    assert meta["val_accuracy"] == max(e["val_accuracy"] for e in meta["epochs"])
+    assert meta["epochs"][2]["train_loss"] < meta["epochs"][0]["train_loss"]
+    evaluator = load_evaluator(run / "evaluator.safetensors")
+    best = load_file(run / "best" / "model.safetensors")
+    for key, value in evaluator.model.state_dict().items():  # the best weights, stored in float16
+        if value.is_floating_point():
+            assert torch.equal(value, best[key].half().float()), key
+
+
+def test_a_resumed_evaluator_run_ends_exactly_as_the_uninterrupted_one(dataset, tmp_path):
+    """Resumed from the checkpoint of its step 4, a run of 8 steps ends with the same weights, optimiser state and
+    records as one that was never stopped: the one-cycle rate is a function of the step, so nothing else is kept."""
+    settings = ["optim.epochs=0", "loop.steps=8", "optim.batch_size=4", "loop.checkpoint_every=2", "device=cpu"]
+    settings += ["loop.keep_checkpoints=10", "loop.eval_every=4"]
+    runs = {name: tmp_path / name for name in ("whole", "resumed")}
+    for run in runs.values():
+        assert main(["train", "evaluator", "--data", str(dataset), "--out", str(run), *settings]) == 0
+    checkpoints = runs["resumed"] / "checkpoints"
+    for later in ("step-0000006", "step-0000008"):  # as if it had stopped right after step 4's checkpoint
+        shutil.rmtree(checkpoints / later)
+    (checkpoints / "latest").write_text("step-0000004\n")
+    assert main(["train", "evaluator", "--data", str(dataset), "--out", str(runs["resumed"]), "--resume"]) == 0
+    for name in ("model", "optimizer"):
+        whole, resumed = (load_file(r / "checkpoints" / "step-0000008" / f"{name}.safetensors") for r in runs.values())
+        assert all(torch.equal(whole[k], resumed[k]) for k in whole), name
+    records = [json.loads((r / "evaluator.json").read_text())["epochs"] for r in runs.values()]
+    assert records[0] == records[1]
 
 
 def test_cli_refuses_to_overwrite_an_evaluator(dataset, tmp_path, capsys):

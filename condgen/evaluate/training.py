@@ -1,38 +1,19 @@
-"""Training the ResNet18 evaluator on any i-CLEVR-format dataset, holding out whole scenes for validation."""
+"""The evaluator's training recipe, free of any training loop: the held-out split by whole scenes, the label-keeping
+augmentation and the one-cycle schedule. The loop task that uses them is :mod:`condgen.train.evaluator`."""
 
 from __future__ import annotations
 
 import math
-import platform
 import re
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from condgen.data.iclevr import LabeledImages
 from condgen.data.imageio import to_signed
-from condgen.data.jsonio import write_json
 from condgen.errors import CondgenError
-from condgen.evaluate.evaluator import Evaluator, build_resnet18_evaluator, evaluator_logits, save_evaluator
-from condgen.progress import progress_bar
 
 # CLEVR_train_000123_2.png -> scene "CLEVR_train_000123": images of one scene share objects and must not be split.
 _SCENE_PATTERN = re.compile(r"^(.*)_\d+\.[^.]+$")
-
-
-@dataclass
-class EvaluatorTrainConfig:
-    epochs: int = 15
-    batch_size: int = 128
-    lr: float = 2e-3  # peak of a one-cycle schedule with AdamW
-    weight_decay: float = 5e-4
-    val_fraction: float = 0.1  # of scenes, not of images
-    max_shift: int = 4  # random translation in pixels; horizontal flips are used too (both keep the labels)
-    seed: int = 0
 
 
 def scene_of(file_name: str) -> str:
@@ -65,67 +46,19 @@ def augment(images: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return x
 
 
-def train_evaluator(
-    data: LabeledImages, out: Path, config: EvaluatorTrainConfig, half: bool = False, progress: bool = True
-) -> dict:
-    """Trains a ResNet18 evaluator; writes ``evaluator.safetensors`` and ``evaluator.json`` under ``out``.
+def one_cycle(step: int, total: int, peak: float, pct_start: float = 0.15) -> tuple[float, float]:
+    """The learning rate and Adam's beta1 for optimiser step ``step`` of ``total`` under the one-cycle policy (Smith
+    & Topin 2017) as torch's ``OneCycleLR`` computes it with its defaults: the rate rises from peak / 25 to ``peak``
+    over the first ``pct_start`` of the steps and falls to peak / 25e4, each by half a cosine, while beta1 falls from
+    0.95 to 0.85 and rises back. A function of the step alone, so a resumed run needs no scheduler state."""
+    warm_end, last = pct_start * total - 1, total - 1
+    start_lr, floor = peak / 25, peak / 25 / 1e4
+    if step <= warm_end:
+        fraction, lrs, betas = step / warm_end if warm_end > 0 else 1.0, (start_lr, peak), (0.95, 0.85)
+    else:
+        fraction, lrs, betas = (step - warm_end) / (last - warm_end), (peak, floor), (0.85, 0.95)
 
-    The weights are rewritten atomically after every epoch, so an interrupted run leaves the last finished epoch.
-    Returns the report that is also written as JSON.
-    """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    train_idx, val_idx = split_by_scene(data.files, config.val_fraction, config.seed)
-    val_images, val_labels = to_signed(data.images[val_idx]), data.labels[val_idx]
-    model = build_resnet18_evaluator(len(data.codec)).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(train_idx) / config.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.15
-    )
-    report = {
-        "architecture": "torchvision resnet18, fc = Sequential(Linear(512, C), Sigmoid())",
-        "config": asdict(config),
-        "objects": list(data.codec.names),
-        "train_images": len(train_idx),
-        "val_images": len(val_idx),
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "epochs": [],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    for epoch in range(config.epochs):
-        model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=progress)
-        total_loss = 0.0
-        for step in bar:
-            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = augment(data.images[batch], config.max_shift, generator).contiguous(memory_format=torch.channels_last)
-            loss = F.binary_cross_entropy_with_logits(evaluator_logits(model, x), data.labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        val_accuracy = Evaluator(model, data.codec).accuracy(val_images, val_labels)
-        report["epochs"].append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total_loss / steps_per_epoch,
-                "val_accuracy": val_accuracy,
-                "seconds": time.perf_counter() - start,
-            }
-        )
-        if progress:
-            tqdm.write(
-                f"epoch {epoch + 1}: train loss {total_loss / steps_per_epoch:.4f}, held-out accuracy "
-                f"{val_accuracy:.4f}"
-            )
-        save_evaluator(model, data.codec, out / "evaluator.safetensors", half=half)
-        report["val_accuracy"] = val_accuracy
-        report["train_seconds"] = time.perf_counter() - start
-        write_json(out / "evaluator.json", report)
-    return report
+    def anneal(begin: float, end: float) -> float:
+        return end + (begin - end) / 2 * (1 + math.cos(math.pi * fraction))
+
+    return anneal(*lrs), anneal(*betas)
