@@ -9,10 +9,10 @@ from conftest import headless_chromium, no_browser, train_tiny_runs
 
 import condgen
 from condgen.cli import main
-from condgen.data.iclevr import load_label_file
+from condgen.data.iclevr import load_dataset, load_label_file
 from condgen.data.labels import LabelCodec
 from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
-from condgen.report import measure
+from condgen.report import command, measure
 
 TINY = {
     "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
@@ -55,6 +55,21 @@ def test_the_figures_are_the_evaluators_on_the_models_own_images(runs, tmp_path)
         assert (tmp_path / "r" / picture).is_file(), picture
 
 
+def test_the_frechet_distance_compares_images_generated_for_the_datas_labels_with_its_real_images(
+    runs, tmp_path, monkeypatch, capsys
+):
+    assert report(runs, tmp_path / "none", runs["gan"], extra=["--samplers", "gan"]) == 0
+    assert "no Fréchet distance: --data holds 30 images" in capsys.readouterr().out  # too few for 512-d features
+    monkeypatch.setattr(command, "FEATURES", 8)  # what 30 images can estimate
+    assert report(runs, tmp_path / "r", runs["gan"], extra=["--samplers", "gan", "--frechet-images", "40"]) == 0
+    (result,) = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    evaluator = load_evaluator(runs["evaluator"])
+    real, labels = command.frechet_reference(load_dataset(runs["data"], progress=False), 40, evaluator)
+    assert len(real) == 30 and len(labels) == 40
+    generated = condgen.load(runs["gan"]).generate(measure.requests_of(labels, evaluator), seed=0)
+    assert result["frechet_distance"] == measure.fid_to_real(evaluator.features(generated), real)
+
+
 def test_a_second_report_with_one_more_model_measures_only_that_one(runs, tmp_path, monkeypatch):
     assert report(runs, tmp_path / "one", runs["gan"], extra=["--samplers", "gan,dpmpp"]) == 0
     measured = []
@@ -91,6 +106,7 @@ def test_the_html_is_one_self_contained_page_that_a_browser_opens_without_errors
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--samplers", "euler"], "--samplers: unknown euler"),
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--samplers", "ddim"], "none of them applies"),
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--evaluator", str(other_evaluator(tmp))], "objects differ"),
+        (lambda runs, tmp: ["--runs", str(runs["gan"]), "--frechet-images", "100"], "below the 512 feature dim"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, capsys, change, message):

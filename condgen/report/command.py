@@ -25,8 +25,9 @@ from condgen.report import measure, render
 from condgen.report.measure import SAMPLERS, Model
 from condgen.viz.grid import save_grid
 
-FORMAT = 1  # of a cached result; a new one makes old entries miss
+FORMAT = 2  # of a cached result; a new one makes old entries miss
 REAL_IMAGES = 2048  # real images the Fréchet distance compares with
+FEATURES = 512  # the evaluator's feature dimension: fewer generated images leave the covariance rank-deficient
 DIVERSITY_SEEDS = 8
 
 
@@ -37,6 +38,9 @@ def report_command(args: argparse.Namespace) -> Path:
     if unknown:
         raise CondgenError(f"--samplers: unknown {', '.join(unknown)} (known: {', '.join(SAMPLERS)})")
     seeds = 1 if args.quick else args.seeds
+    frechet_images = 0 if args.quick or args.data is None else args.frechet_images
+    if 0 < frechet_images < FEATURES:
+        raise CondgenError(f"--frechet-images: {frechet_images} is below the {FEATURES} feature dimensions; 0 = none")
     batches = (1, 8) if args.quick else (1, 8, 32)
     evaluator = load_evaluator(args.evaluator)
     models = [open_model(run, evaluator) for run in args.runs]
@@ -44,13 +48,12 @@ def report_command(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     if (out / "report.md").exists():
         raise CondgenError(f"{out}: already holds a report; choose another --out")
-    real = None
-    if args.data is not None:
-        data = load_dataset(args.data, progress=False)
-        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:REAL_IMAGES]
-        real = evaluator.features(data.images[pick].float() / 127.5 - 1)
+    real, frechet_labels = None, None
+    if frechet_images:
+        real, frechet_labels = frechet_reference(load_dataset(args.data, progress=False), frechet_images, evaluator)
+        frechet_images = 0 if real is None else frechet_images
     settings = {"seeds": seeds, "batches": batches, "files": {k: v.tolist() for k, v in files.items()}}
-    settings["real"] = None if args.data is None else str(Path(args.data).resolve())
+    settings["real"] = None if real is None else [str(Path(args.data).resolve()), frechet_images]
     settings["evaluator"] = evaluator_identity(args.evaluator)
 
     work = [(m, s) for m in models for s in m.samplers(wanted)]
@@ -59,7 +62,7 @@ def report_command(args: argparse.Namespace) -> Path:
     entries = {(m.name, s): cache_dir() / "report" / cache_key(m, s, settings) for m, s in work}
     cached = {pair: read_cache(entry) for pair, entry in entries.items()}
     todo = [(m, s) for m, s in work if cached[(m.name, s)] is None]
-    images_per_pair = sum(len(v) for v in files.values()) * seeds + sum(batches) + 2 + DIVERSITY_SEEDS
+    images_per_pair = sum(len(v) for v in files.values()) * seeds + sum(batches) + 2 + DIVERSITY_SEEDS + frechet_images
     estimate = sum(seconds_per_image(m, s) for m, s in todo) * images_per_pair
     print(
         f"{len(work)} model-sampler pairs, {len(work) - len(todo)} cached; about {estimate / 60:.1f} minutes for "
@@ -73,7 +76,9 @@ def report_command(args: argparse.Namespace) -> Path:
             if result is None:
                 staging = entry.with_name(entry.name + ".partial")
                 shutil.rmtree(staging, ignore_errors=True)
-                result = measure_pair(model, sampler, files, evaluator, seeds, batches, real, staging, bar.update)
+                result = measure_pair(
+                    model, sampler, files, evaluator, seeds, batches, (real, frechet_labels), staging, bar.update
+                )
                 write_json(staging / "result.json", result)
                 shutil.rmtree(entry, ignore_errors=True)
                 staging.rename(entry)
@@ -91,6 +96,7 @@ def report_command(args: argparse.Namespace) -> Path:
         "seeds": seeds,
         "files": {name: len(labels) for name, labels in files.items()},
         "real_images": None if real is None else len(real),
+        "frechet_images": frechet_images,
     }
     training = {m.name: measure.training_record(m.folder, batch_size(m)) for m in models}
     return render.write_report(out, header, models, results, training, args.gradnorm)
@@ -118,22 +124,36 @@ def label_files(args: argparse.Namespace, evaluator) -> dict[str, torch.Tensor]:
     return files
 
 
-def measure_pair(model, sampler, files, evaluator, seeds, batches, real, grids: Path, advance) -> dict:
-    """Every figure of one model and sampler; seed 0's images of each file go to ``grids``/<file>.png."""
+def frechet_reference(data, images: int, evaluator) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """The evaluator's features of up to ``REAL_IMAGES`` real images, and ``images`` label sets drawn from the same
+    data (with replacement) for the generated side, so both sides share the dataset's label distribution. (None,
+    None), said on the terminal, when the data holds fewer real images than feature dimensions."""
+    if len(data) < FEATURES:
+        print(f"no Fréchet distance: --data holds {len(data)} images, fewer than the {FEATURES} it needs")
+        return None, None
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:REAL_IMAGES]
+    real = evaluator.features(data.images[pick].float() / 127.5 - 1)
+    draws = torch.randint(len(data), (images,), generator=torch.Generator().manual_seed(1))
+    return real, data.labels[draws]
+
+
+def measure_pair(model, sampler, files, evaluator, seeds, batches, frechet, grids: Path, advance) -> dict:
+    """Every figure of one model and sampler; seed 0's images of each file go to ``grids``/<file>.png. ``frechet``
+    is (real features, labels to generate for the distance) or (None, None)."""
     result = {"model": model.name, "kind": model.pipeline.kind, "sampler": sampler}
     result |= {"network_evaluations": model.network_evaluations(sampler), "parameters": model.parameters()}
-    features = []
     for name, labels in files.items():
-        figures, first, generated = measure.quality(model, sampler, labels, evaluator, seeds, advance)
-        result[name] = figures
-        save_grid(first, grids / f"{name}.png", nrow=8)
-        features.append(generated)
+        scored = measure.quality(model, sampler, labels, evaluator, seeds, advance)
+        result[name] = scored.figures
+        save_grid(scored.first, grids / f"{name}.png", nrow=8)
     result |= measure.speed(model, sampler, batches)
     advance(sum(batches) + 2)
     result["diversity"] = measure.diversity(model, sampler, evaluator, DIVERSITY_SEEDS)
     advance(DIVERSITY_SEEDS)
+    real, frechet_labels = frechet
     if real is not None:
-        result["frechet_distance"] = measure.fid_to_real(torch.cat(features), real)
+        generated = measure.quality(model, sampler, frechet_labels, evaluator, 1, advance).features
+        result["frechet_distance"] = measure.fid_to_real(generated, real)
     return result
 
 

@@ -9,6 +9,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,16 +74,32 @@ def requests_of(labels: torch.Tensor, evaluator: Evaluator) -> list[str]:
     return [", ".join(evaluator.codec.decode(row)) for row in labels]
 
 
-def quality(
-    model: Model, sampler: str, labels: torch.Tensor, evaluator: Evaluator, seeds: int, on_image=None
-) -> tuple[dict, torch.Tensor, torch.Tensor]:
-    """Each quality figure over seeds 0..seeds-1 on one label file: ``{key: {"mean", "by_seed", "spread"}}``, with
-    seed 0's images and the evaluator's features of every seed's images. ``on_image(n)`` is told of progress."""
-    requests = requests_of(labels, evaluator)
+@dataclass
+class Scored:
+    """One label file scored over noise seeds 0..seeds-1."""
+
+    figures: dict[str, dict]  # QUALITY_KEYS -> {"mean", "by_seed", "spread"} (:func:`summary`)
+    first: torch.Tensor  # seed 0's images
+    features: torch.Tensor  # the evaluator's features of every seed's images
+    seconds_per_image: float  # generation time, mean over the seeds
+
+
+def score_seeds(
+    make_images: Callable[[torch.Tensor, int], torch.Tensor],
+    labels: torch.Tensor,
+    evaluator: Evaluator,
+    seeds: int,
+    on_image: Callable[[int], object] | None = None,
+) -> Scored:
+    """Generates ``make_images(labels, seed)`` for seeds 0..seeds-1 and scores each seed's images against
+    ``labels``: the one way every figure of quality is measured, by `condgen report` and by the benchmarks alike.
+    ``on_image(n)`` is told of progress."""
     by_seed: dict[str, list[float]] = {key: [] for key in QUALITY_KEYS}
-    first, features = None, []
+    first, features, seconds = None, [], 0.0
     for seed in range(seeds):
-        images = model.generate(requests, seed, sampler)
+        start = time.perf_counter()
+        images = make_images(labels, seed)
+        seconds += time.perf_counter() - start
         first = images if first is None else first
         features.append(evaluator.features(images))
         for key, value in evaluator.measure(images, labels).items():
@@ -90,7 +107,15 @@ def quality(
         if on_image is not None:
             on_image(len(images))
     figures = {key: summary(values) for key, values in by_seed.items()}
-    return figures, first, torch.cat(features)
+    return Scored(figures, first, torch.cat(features), seconds / (seeds * len(labels)))
+
+
+def quality(
+    model: Model, sampler: str, labels: torch.Tensor, evaluator: Evaluator, seeds: int, on_image=None
+) -> Scored:
+    """:func:`score_seeds` of ``model`` generating with ``sampler``."""
+    requests = requests_of(labels, evaluator)
+    return score_seeds(lambda _, seed: model.generate(requests, seed, sampler), labels, evaluator, seeds, on_image)
 
 
 def summary(values: list[float]) -> dict:

@@ -197,7 +197,12 @@ def write_report(
         "",
         f"{header['date']}, {header['machine']}; judged by the {header['evaluator']}; {header['seeds']} noise "
         f"seed(s); label files: " + ", ".join(f"{n} ({c} requests)" for n, c in header["files"].items())
-        + (f"; {header['real_images']} real images for the Fréchet distance." if header["real_images"] else "."),
+        + (
+            f"; Fréchet distance between {header['real_images']} real images and {header['frechet_images']} generated "
+            "ones (seed 0) for label sets drawn from the same data."
+            if header["real_images"]
+            else "."
+        ),
         "",
         NOTES,
     ]  # fmt: skip
