@@ -28,6 +28,7 @@ from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.launch import start_training
 from condgen.parser import non_negative_int, positive_int
+from condgen.report.measure import score_seeds
 from condgen.train.config import config_to_dict, load_config
 from condgen.viz.grid import save_grid
 
@@ -128,26 +129,30 @@ def label_files(data: Path, extra: list[Path]) -> dict[str, Path]:
     return {path.stem: path for path in files}
 
 
-def score_file(
-    make_images: Callable[[torch.Tensor], torch.Tensor],
+def score_label_file(
+    make_images: Callable[[torch.Tensor, int], torch.Tensor],
     evaluator: Evaluator,
     label_file: Path,
-    folder: Path | None,
-    grid: Path | None,
-) -> tuple[dict[str, float], float]:
-    """Generates one image per entry of ``label_file``, saves them as ``folder/N.png`` and an 8-per-row ``grid``
-    (unless those are None); returns the evaluator's top-k accuracy, exact-set rate, precision and recall, and the
-    seconds per image the generation took."""
+    seeds: int,
+    folder: Path,
+    grid: Path,
+) -> dict:
+    """Generates ``make_images(labels, seed)`` for every entry of ``label_file`` and seeds 0..seeds-1, scored by
+    `condgen report`'s own :func:`condgen.report.measure.score_seeds`; saves seed 0's images as ``folder/N.png`` and
+    an 8-per-row ``grid``. Returns ``{accuracy_<stem>, exact_set_<stem>, their _by_seed lists,
+    seconds_per_image_<stem>}``."""
     labels = load_label_file(label_file, evaluator.codec)
-    start = time.perf_counter()
-    images = make_images(labels)
-    seconds = time.perf_counter() - start
-    if folder is not None and grid is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(images):
-            save_png(image, folder / f"{i}.png")
-        save_grid(images, grid)
-    return evaluator.measure(images, labels), seconds / len(images)
+    scored = score_seeds(make_images, labels, evaluator, seeds)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(scored.first):
+        save_png(image, folder / f"{i}.png")
+    save_grid(scored.first, grid)
+    stem, result = label_file.stem, {}
+    for key in ("accuracy", "exact_set"):
+        result[f"{key}_{stem}"] = scored.figures[key]["mean"]
+        result[f"{key}_{stem}_by_seed"] = scored.figures[key]["by_seed"]
+    result[f"seconds_per_image_{stem}"] = round(scored.seconds_per_image, 5)
+    return result
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -163,6 +168,11 @@ def image_maker(loaded: DiffusionModel) -> Callable[[torch.Tensor, object], torc
         return loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample))
 
     return make_images
+
+
+def seeded_images(make_images: Callable[[torch.Tensor, object], torch.Tensor], sample, labels, seed: int):
+    """``make_images`` with ``sample``'s settings and noise ``seed``."""
+    return make_images(labels, dataclasses.replace(sample, seed=seed))
 
 
 def choose_guidance(
@@ -287,31 +297,26 @@ def score_samplers(
         if sampler != "ddpm":  # DDPM visits every step, and its noise is its posterior variance, not an eta
             result |= {"eta": sample.eta, "spacing": sample.spacing.value}
         for stem, file in label_files(data, args.labels).items():
-            by_seed, seconds = {"accuracy": [], "exact_set": []}, []
-            for seed in range(args.seeds):  # the images of seed 0 are kept
-                seeded = functools.partial(make_images, sample=dataclasses.replace(sample, seed=seed))
-                folder, grid = (
-                    (out_dir / stem / sampler, out_dir / f"{stem}_{sampler}_grid.png") if seed == 0 else (None, None)
-                )
-                scores, seconds_per_image = score_file(seeded, evaluator, file, folder, grid)
-                for key, values in by_seed.items():
-                    values.append(round(scores[key], 4))
-                seconds.append(seconds_per_image)
-            for key, values in by_seed.items():
-                result[f"{key}_{stem}"] = round(sum(values) / len(values), 4)
-                result[f"{key}_{stem}_by_seed"] = values
-            result[f"seconds_per_image_{stem}"] = round(sum(seconds) / len(seconds), 3)
+            seeded = functools.partial(seeded_images, make_images, sample)
+            folder, grid = out_dir / stem / sampler, out_dir / f"{stem}_{sampler}_grid.png"
+            result |= score_label_file(seeded, evaluator, file, args.seeds, folder, grid)
         print(sampler, json.dumps(result), flush=True)
         record["samplers"][sampler] = result
         results.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def train_autoencoder(kind: str, data: Path, run: Path, config: Path, minutes: float) -> dict:
-    """Trains a ``kind`` (vae or vqvae) run for ``minutes`` from scratch; returns its record for a result file,
-    with ``encode_minutes``: how long encoding the whole training set will take (timed on 512 images), which a
-    latent model's budget must pay before its own training starts."""
+    """Trains a ``kind`` (vae or vqvae) run for ``minutes`` from scratch; returns :func:`describe_autoencoder`."""
     shutil.rmtree(run, ignore_errors=True)
-    summary = start_training(kind, data, run, config, [f"loop.max_minutes={minutes}"], resume=False)
+    start_training(kind, data, run, config, [f"loop.max_minutes={minutes}"], resume=False)
+    return describe_autoencoder(kind, data, run)
+
+
+def describe_autoencoder(kind: str, data: Path, run: Path) -> dict:
+    """A trained autoencoder run's record for a result file, with ``encode_minutes``: how long encoding the whole
+    training set will take (timed on 512 images), which a latent model's budget must pay before its own training
+    starts, as it pays ``train_seconds``."""
+    last = [record for record in read_metrics(run) if "seconds" in record][-1]
     scores = [record for record in read_metrics(run) if "psnr" in record]
     images = load_dataset(data, progress=False).images
     start = time.perf_counter()
@@ -319,8 +324,8 @@ def train_autoencoder(kind: str, data: Path, run: Path, config: Path, minutes: f
     return {
         "kind": kind,
         "config": config_to_dict(load_config(AutoencoderRunConfig, run / "config.yaml")),
-        "train_steps": summary["step"],
-        "train_seconds": round(summary["seconds"], 1),
+        "train_steps": last["step"],
+        "train_seconds": round(last["seconds"], 1),
         "best_held_out_scores": max(scores, key=lambda r: r["accuracy"]),
         "encode_minutes": round((time.perf_counter() - start) / 60 * len(images) / 512, 2),
     }

@@ -7,7 +7,9 @@ Run by hand:
     python benchmarks/gan.py --score-only --models hinge_s2d      # sample and score the trained runs again
 
 A latent GAN's budget covers its autoencoder too, as in the latent diffusion benchmark: the autoencoder trains for
---autoencoder-minutes, encoding the training set is timed, and the GAN trains for what is left.
+--autoencoder-minutes, encoding the training set is timed, and the GAN trains for what is left. With --autoencoder RUN
+an autoencoder trained earlier by this benchmark is reused, and its recorded training time is charged to the budget
+just the same.
 Writes benchmarks/results/<name>.json (every model trained so far), the scored images of seed 0 under
 benchmarks/results/<name>/<model>/<label file>/, and benchmarks/results/<name>/time_to_quality.png: each GAN's
 periodic accuracy against training minutes, beside the end points of the pixel and latent diffusion benchmarks.
@@ -17,12 +19,20 @@ Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import shutil
 from pathlib import Path
 
-from common import add_label_arguments, label_files, read_metrics, result_header, score_file, train_autoencoder
+import torch
+from common import (
+    add_label_arguments,
+    describe_autoencoder,
+    label_files,
+    read_metrics,
+    result_header,
+    score_label_file,
+    train_autoencoder,
+)
 
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
@@ -35,9 +45,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 # model -> its kind, its config file in configs/ (sized for a 2-core CPU) and the overrides of an ablation
 MODELS = {
     "hinge_s2d": ("gan", "gan_cpu.yaml", []),
-    "latent_hinge_s2d": ("latent_gan", "latent_gan_cpu.yaml", []),
+    "latent_hinge_s2d": ("latent_gan", "latent_gan_cpu.yaml", ["optim.bf16=false"]),
     # bfloat16 autocast: 1.47x the training images/s on this CPU (benchmarks/train_speed.py)
-    "latent_hinge_s2d_bf16": ("latent_gan", "latent_gan_cpu.yaml", ["optim.bf16=true"]),
+    "latent_hinge_s2d_bf16": ("latent_gan", "latent_gan_cpu.yaml", []),
+    "latent_acgan_bf16": ("latent_gan", "latent_gan_acgan.yaml", []),
+    "latent_wgangp_bf16": ("latent_gan", "latent_gan_wgangp.yaml", []),
 }
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {
@@ -58,6 +70,9 @@ def main() -> None:
     parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
     parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="a latent GAN's autoencoder share")
     parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
+    parser.add_argument(
+        "--autoencoder", type=Path, help="reuse this trained autoencoder run; its training minutes still count"
+    )
     add_label_arguments(parser)
     args = parser.parse_args()
 
@@ -85,8 +100,13 @@ def train(kind: str, config: Path, overrides: list[str], run: Path, args: argpar
     shutil.rmtree(run, ignore_errors=True)
     minutes, overrides, autoencoder = args.budget_minutes, list(overrides), None
     if KINDS[kind].needs_autoencoder:
-        ae_run = run.with_name(run.name + "_vae")
-        autoencoder = train_autoencoder("vae", args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes)
+        if args.autoencoder:
+            ae_run = args.autoencoder.resolve()
+            ae_kind = json.loads((ae_run / "run.json").read_text())["kind"]
+            autoencoder = describe_autoencoder(ae_kind, args.data, ae_run) | {"reused": str(ae_run)}
+        else:
+            ae_run = run.with_name(run.name + "_vae")
+            autoencoder = train_autoencoder("vae", args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes)
         minutes -= autoencoder["train_seconds"] / 60 + autoencoder["encode_minutes"]
         overrides.append(f"autoencoder={ae_run}")
     overrides.append(f"loop.max_minutes={minutes:.2f}")
@@ -116,23 +136,14 @@ def score_run(kind: str, run: Path, out_dir: Path, args: argparse.Namespace, aut
         "curve": time_to_quality(records, before),
         "seeds": args.seeds,
     }
+
+    def make_images(labels: torch.Tensor, seed: int) -> torch.Tensor:
+        return loaded.sample(labels, seed=seed)
+
     for stem, file in label_files(args.data, args.labels).items():
-        by_seed: dict[str, list[float]] = {"accuracy": [], "exact_set": []}
-        for seed in range(args.seeds):
-            keep = seed == 0
-            scores, seconds = score_file(
-                functools.partial(loaded.sample, seed=seed),
-                evaluator,
-                file,
-                out_dir / stem if keep else None,
-                out_dir / f"{stem}_grid.png" if keep else None,
-            )
-            for key, values in by_seed.items():
-                values.append(round(scores[key], 4))
-        for key, values in by_seed.items():
-            result[f"{key}_{stem}"] = round(sum(values) / len(values), 4)
-            result[f"{key}_{stem}_by_seed"] = values
-        result[f"seconds_per_image_{stem}"] = round(seconds, 5)
+        result |= score_label_file(
+            make_images, evaluator, file, args.seeds, out_dir / stem, out_dir / f"{stem}_grid.png"
+        )
     return result
 
 
@@ -161,7 +172,7 @@ def plot_time_to_quality(record: dict, path: Path) -> None:
         curve = result["curve"]
         mean = [(p["accuracy_test"] + p["accuracy_new_test"]) / 2 for p in curve]
         axis.plot([p["minutes"] for p in curve], mean, marker=".", label=f"GAN {name} (periodic, seed 0)")
-    for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("black", "tab:purple")):
+    for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("black", "tab:cyan")):
         if (RESULTS / file).is_file():
             result = json.loads((RESULTS / file).read_text())
             scores = result["samplers"][sampler]
