@@ -180,6 +180,8 @@ def _train_evaluator(args: argparse.Namespace) -> int:
 
     if (args.out / "evaluator.safetensors").exists():
         raise CondgenError(f"{args.out}: already holds an evaluator; choose another --out")
+    if not 0 < args.val_fraction < 1:
+        raise CondgenError(f"--val-fraction: {args.val_fraction} is not between 0 and 1")
     overrides = [f"optim.{key}={getattr(args, key)}" for key in ("epochs", "batch_size", "lr", "seed")]
     overrides += [f"val_fraction={args.val_fraction}", f"half={str(args.half).lower()}"]
     try:

@@ -144,6 +144,13 @@ def test_a_resumed_evaluator_run_ends_exactly_as_the_uninterrupted_one(dataset, 
     assert records[0] == records[1]
 
 
+def test_cli_names_the_option_of_a_bad_held_out_share_and_writes_nothing(dataset, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["evaluator", "train", "--data", str(dataset), "--out", str(run), "--val-fraction", "1.5"]) == 2
+    assert "--val-fraction: 1.5 is not between 0 and 1" in capsys.readouterr().err
+    assert not run.exists()
+
+
 def test_cli_refuses_to_overwrite_an_evaluator(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
