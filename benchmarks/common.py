@@ -30,6 +30,7 @@ from condgen.launch import start_training
 from condgen.parser import non_negative_int, positive_int
 from condgen.report.measure import score_seeds
 from condgen.train.config import config_to_dict, load_config
+from condgen.train.runs import read_metrics
 from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,11 +154,6 @@ def score_label_file(
         result[f"{key}_{stem}_by_seed"] = scored.figures[key]["by_seed"]
     result[f"seconds_per_image_{stem}"] = round(scored.seconds_per_image, 5)
     return result
-
-
-def read_metrics(run: Path) -> list[dict]:
-    """Every record of a run's metrics.jsonl, in order."""
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def image_maker(loaded: DiffusionModel) -> Callable[[torch.Tensor, object], torch.Tensor]:
@@ -316,8 +312,9 @@ def describe_autoencoder(kind: str, data: Path, run: Path) -> dict:
     """A trained autoencoder run's record for a result file, with ``encode_minutes``: how long encoding the whole
     training set will take (timed on 512 images), which a latent model's budget must pay before its own training
     starts, as it pays ``train_seconds``."""
-    last = [record for record in read_metrics(run) if "seconds" in record][-1]
-    scores = [record for record in read_metrics(run) if "psnr" in record]
+    records = read_metrics(run)
+    last = [record for record in records if "seconds" in record][-1]
+    scores = [record for record in records if "psnr" in record]
     images = load_dataset(data, progress=False).images
     start = time.perf_counter()
     encode_images(load_autoencoder(run), images[:512])

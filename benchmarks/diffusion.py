@@ -15,12 +15,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-from common import add_sampling_arguments, read_metrics, result_header, score_samplers
+from common import add_sampling_arguments, result_header, score_samplers
 
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
 from condgen.launch import start_training
 from condgen.train.config import config_to_dict
+from condgen.train.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

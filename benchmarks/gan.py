@@ -28,7 +28,6 @@ from common import (
     add_label_arguments,
     describe_autoencoder,
     label_files,
-    read_metrics,
     result_header,
     score_label_file,
     train_autoencoder,
@@ -39,6 +38,7 @@ from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
 from condgen.launch import start_training
 from condgen.train.config import config_to_dict
+from condgen.train.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

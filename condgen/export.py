@@ -14,7 +14,6 @@ Nothing in it is pickled: safetensors, JSON and YAML.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from condgen.data.jsonio import read_json, write_json
 from condgen.errors import CondgenError
 from condgen.files import staged_folder
 from condgen.kinds import KINDS, kind_of
-from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_run
+from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, read_run
 
 
 def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = False) -> Path:
@@ -72,7 +71,7 @@ def _export_weights(run: Path, kind: str, checkpoint: str, name: str, target: Pa
 def model_card(run: Path, out: Path, meta: dict, step: int, half: bool) -> str:
     """README.md of a model folder: what it is, how it was trained (from the run's own records) and what its periodic
     evaluation scored at the exported step."""
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    records = read_metrics(run)
     trained = [r for r in records if "seconds" in r]
     scores = next((r for r in records if r["step"] == step and "accuracy" in r), None)
     lines = [

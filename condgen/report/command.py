@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import cache_dir, load_dataset, load_label_file
+from condgen.data.imageio import to_signed
 from condgen.data.jsonio import write_json
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
@@ -132,7 +133,7 @@ def frechet_reference(data, images: int, evaluator) -> tuple[torch.Tensor, torch
         print(f"no Fréchet distance: --data holds {len(data)} images, fewer than the {FEATURES} it needs")
         return None, None
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:REAL_IMAGES]
-    real = evaluator.features(data.images[pick].float() / 127.5 - 1)
+    real = evaluator.features(to_signed(data.images[pick]))
     draws = torch.randint(len(data), (images,), generator=torch.Generator().manual_seed(1))
     return real, data.labels[draws]
 
@@ -152,8 +153,9 @@ def measure_pair(model, sampler, files, evaluator, seeds, batches, frechet, grid
     advance(DIVERSITY_SEEDS)
     real, frechet_labels = frechet
     if real is not None:
-        generated = measure.quality(model, sampler, frechet_labels, evaluator, 1, advance).features
-        result["frechet_distance"] = measure.fid_to_real(generated, real)
+        generated = model.generate(measure.requests_of(frechet_labels, evaluator), 0, sampler)
+        advance(len(generated))
+        result["frechet_distance"] = measure.fid_to_real(evaluator.features(generated), real)
     return result
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import frechet_distance
 from condgen.gan.run import GANModel
 from condgen.pipeline import Pipeline
+from condgen.train.runs import elapsed_by_step, read_metrics
 
 GAN_PASS = "gan"  # the one sampler of a GAN: a single pass G(z, y)
 SAMPLERS = (Sampler.DDPM.value, Sampler.DDIM.value, Sampler.DPMPP.value, GAN_PASS)
@@ -182,18 +182,12 @@ def training_record(folder: Path, batch_size: int | None) -> dict | None:
     """A run's own record: steps, wall-clock training minutes (summed over resumed invocations), train images/s,
     and its periodic evaluations as ``curve`` [(minutes, mean accuracy over its files)]; None for a model folder,
     which keeps no metrics."""
-    metrics = folder / "metrics.jsonl"
-    if not metrics.is_file():
+    if not (folder / "metrics.jsonl").is_file():
         return None
-    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    elapsed, offset, last, minutes_at = 0.0, 0.0, 0.0, {}
-    for record in records:
-        if "seconds" in record:
-            if record["seconds"] < last:  # a resumed invocation counts from 0 again
-                offset += last
-            last = record["seconds"]
-            elapsed = offset + last
-            minutes_at[record["step"]] = elapsed / 60
+    records = read_metrics(folder)
+    elapsed_at = elapsed_by_step(records)
+    elapsed = max(elapsed_at.values(), default=0.0)
+    minutes_at = {step: seconds / 60 for step, seconds in elapsed_at.items()}
     steps = max((r["step"] for r in records), default=0)
     curve = [
         (round(minutes_at.get(r["step"], elapsed / 60), 2), round(r["accuracy"], 4))

@@ -4,7 +4,6 @@ the best weights become RUN/evaluator.safetensors with its record RUN/evaluator.
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.config import load_config
 from condgen.train.loop import LoopConfig
+from condgen.train.runs import elapsed_by_step, read_metrics
 
 ARCHITECTURE = "torchvision resnet18, fc = Sequential(Linear(512, C), Sigmoid())"
 
@@ -40,7 +40,7 @@ class EvaluatorOptimConfig:
     max_shift: int = 4  # random translation in pixels; horizontal flips too (both keep the labels)
     seed: int = 0
     bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
-    compile: str = ""  # torch.compile backend for the ResNet's stages: "" = none, inductor
+    compile: str = ""  # torch.compile backend for the trained ResNet (its logits): "" = none, inductor
 
 
 @dataclass
@@ -137,17 +137,6 @@ class Logits(torch.nn.Module):
         return evaluator_logits(self.evaluator, x)
 
 
-def training_seconds(records: list[dict]) -> float:
-    """Wall-clock training time summed over a run's invocations (each resumed one counts from 0 again)."""
-    total, last = 0.0, 0.0
-    for record in records:
-        if "seconds" in record:
-            if record["seconds"] < last:
-                total += last
-            last = record["seconds"]
-    return round(total + last, 1)
-
-
 def export_evaluator(run: Path, task: EvaluatorTask) -> Path:
     """Writes the run's best weights (the highest held-out score) as RUN/evaluator.safetensors, for `--evaluator`,
     and RUN/evaluator.json: the recipe, the split, every evaluation and the training time. Returns the weights'
@@ -158,8 +147,7 @@ def export_evaluator(run: Path, task: EvaluatorTask) -> Path:
     model = build_resnet18_evaluator(len(codec))
     model.load_state_dict(load_file(best / "model.safetensors"))
     save_evaluator(model, codec, run / "evaluator.safetensors", half=config.half)
-    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
+    records = read_metrics(run)
     evaluations = [r for r in records if "accuracy" in r]
     per_epoch = config.loop.eval_every if config.optim.epochs else None
     chosen = read_json(best / "state.json")["step"]
@@ -184,7 +172,7 @@ def export_evaluator(run: Path, task: EvaluatorTask) -> Path:
         "best_step": chosen,
         "val_accuracy": next(r["accuracy"] for r in evaluations if r["step"] == chosen),
         "val_exact_set": next(r["exact_set"] for r in evaluations if r["step"] == chosen),
-        "train_seconds": training_seconds(records),
+        "train_seconds": round(max(elapsed_by_step(records).values(), default=0.0), 1),
     }
     write_json(run / "evaluator.json", report)
     return run / "evaluator.safetensors"

@@ -7,6 +7,7 @@ A run folder holds ``run.json`` (kind, vocabulary, largest scene, data and evalu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -35,6 +36,25 @@ def read_run(run: Path) -> dict:
             f"{MODEL_FORMAT}"
         )
     return meta
+
+
+def read_metrics(run: Path) -> list[dict]:
+    """Every record of a run's metrics.jsonl, in order."""
+    lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def elapsed_by_step(records: list[dict]) -> dict[int, float]:
+    """Each loss record's step -> wall-clock training seconds up to it, summed over the run's invocations (the loop
+    counts a resumed invocation's seconds from 0 again)."""
+    elapsed, offset, last = {}, 0.0, 0.0
+    for record in records:
+        if "seconds" in record:
+            if record["seconds"] < last:
+                offset += last
+            last = record["seconds"]
+            elapsed[record["step"]] = offset + last
+    return elapsed
 
 
 def checkpoint_folder(run: Path, kind: str, which: str) -> tuple[Path, dict]:
