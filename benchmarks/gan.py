@@ -48,8 +48,11 @@ MODELS = {
     "latent_hinge_s2d": ("latent_gan", "latent_gan_cpu.yaml", ["optim.bf16=false"]),
     # bfloat16 autocast: 1.47x the training images/s on this CPU (benchmarks/train_speed.py)
     "latent_hinge_s2d_bf16": ("latent_gan", "latent_gan_cpu.yaml", []),
+    # the same recipe trained again (on a reused VAE): how much one run's hour varies from the next
+    "latent_hinge_s2d_bf16_repeat": ("latent_gan", "latent_gan_cpu.yaml", []),
     "latent_acgan_bf16": ("latent_gan", "latent_gan_acgan.yaml", []),
     "latent_wgangp_bf16": ("latent_gan", "latent_gan_wgangp.yaml", []),
+    "latent_wgan_clip_bf16": ("latent_gan", "latent_gan_wgan_clip.yaml", []),
 }
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {

@@ -4,9 +4,12 @@ evaluator's verdict) and the model's own generation time within it, for each sam
 The requests go through FastAPI's test client, so the figures hold everything the server does but the network.
 Each sampler answers --requests requests (three objects, seeds 0, 1, ...) after one untimed warm-up request.
 
+A GAN has no sampler: it answers one row, "gan" (its interpolation strip in place of the denoising strip).
+
 Run by hand on an otherwise idle machine:
-    python benchmarks/serve.py [--model iclevr-ldm] [--requests 5]
-Writes benchmarks/results/serve_cpu.json.
+    python benchmarks/serve.py [--model iclevr-ldm] [--requests 5] [--name serve_cpu]
+    python benchmarks/serve.py --model iclevr-gan --name serve_cpu_gan
+Writes benchmarks/results/<name>.json.
 """
 
 from __future__ import annotations
@@ -33,16 +36,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="iclevr-ldm", help="a run, model folder or shipped model (iclevr-ldm)")
     parser.add_argument("--requests", type=int, default=5, help="timed requests per sampler (default 5)")
+    parser.add_argument("--name", default="serve_cpu", help="result name (default serve_cpu)")
     args = parser.parse_args()
 
     (model,) = load_models([args.model])
-    noise_steps = model.describe()["noise_steps"]
+    described = model.describe()
+    noise_steps = described.get("noise_steps", 1)  # a GAN: one pass, no steps
+    samplers = SAMPLERS if described["generation"] == "diffusion" else {"gan": 1}
     client = TestClient(create_app([model], load_evaluator(), Limits(max_steps=noise_steps)))
     record = {**result_header(torch.device("cpu")), "model": args.model, "objects": OBJECTS, "samplers": {}}
-    for sampler, steps in SAMPLERS.items():
-        request = {"objects": OBJECTS, "sampler": sampler, "seed": 0}
-        if steps is not None:
-            request["steps"] = steps
+    for sampler, steps in samplers.items():
+        request = {"objects": OBJECTS, "seed": 0}
+        if sampler != "gan":  # a GAN takes the seed alone
+            request |= {"sampler": sampler} | ({"steps": steps} if steps else {})
         client.post("/api/generate", json=request).raise_for_status()  # warm-up
         total, generation = [], []
         for seed in range(args.requests):
@@ -58,7 +64,7 @@ def main() -> None:
             "request_seconds": [round(s, 3) for s in total],
         }
         print(sampler, record["samplers"][sampler], flush=True)
-    write_result("serve_cpu", record)
+    write_result(args.name, record)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ float16 changes no score, and write a model card with the benchmark's record (ho
 Run by hand, after the benchmark that trained the run:
     python benchmarks/latent.py --samplers dpmpp,ddim --guidance 8 --seeds 3
     python benchmarks/ship.py --run runs/bench_ldm --result benchmarks/results/latent_cpu.json --name iclevr-ldm
+    python benchmarks/gan.py --models latent_hinge_s2d_bf16 --seeds 3
+    python benchmarks/ship.py --run runs/bench_gan_latent_hinge_s2d_bf16 --result benchmarks/results/gan_cpu.json \
+        --entry latent_hinge_s2d_bf16 --name iclevr-gan
+
+A GAN has no sampler to choose: its folder keeps the checkpoint the benchmark scored (best) and samples with a seed.
 
 The float16 check samples test.json and new_test.json with each of --seeds noise seeds from both the float32 and the
 float16 folder and compares the shipped evaluator's accuracy and exact-set rate image set by image set.
@@ -19,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+from gan import MODELS as GAN_MODELS
 from safetensors.torch import load_file
 
 import condgen
@@ -41,18 +47,30 @@ def main() -> None:
         help="the benchmark sampler whose settings become the default (default: the most accurate on the "
         "three-object requests that occur in train.json, never on test.json or new_test.json)",
     )
-    parser.add_argument("--checkpoint", default="latest", help="the checkpoint the benchmark scored (default latest)")
+    parser.add_argument("--entry", help="the model's entry in a result file of several (gan_cpu.json's models)")
+    parser.add_argument(
+        "--checkpoint", help="the checkpoint the benchmark scored (default: latest for diffusion, best for a GAN)"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="noise seeds of the float16 check (default 3)")
     args = parser.parse_args()
 
     result = json.loads(args.result.read_text())
-    args.sampler = args.sampler or max(result["samplers"], key=lambda s: result["samplers"][s]["accuracy_seen_triples"])
-    sampling = sampling_defaults(result, args.sampler)
+    if "models" in result:
+        if args.entry not in result["models"]:
+            parser.error(f"--entry: one of {', '.join(result['models'])} in {args.result}")
+        result = result["models"][args.entry]
+    sampling = None  # a GAN's folder samples with its own eval_seed
+    if "samplers" in result:
+        samplers = result["samplers"]
+        args.sampler = args.sampler or max(samplers, key=lambda s: samplers[s]["accuracy_seen_triples"])
+        sampling = sampling_defaults(result, args.sampler)
+    args.checkpoint = args.checkpoint or ("latest" if sampling else "best")
     with tempfile.TemporaryDirectory() as scratch:
         folders = {}
         for precision, half in (("float32", False), ("float16", True)):
             folders[precision] = export_model(args.run, Path(scratch) / precision, args.checkpoint, half=half)
-            set_sampling(folders[precision], sampling)
+            if sampling:
+                set_sampling(folders[precision], sampling)
         check = half_precision_check(folders, args.seeds)
         print(json.dumps(check, indent=2))
         chosen = "float16" if check["same_scores"] else "float32"
@@ -118,20 +136,22 @@ def parameters(weights: Path) -> int:
     return sum(tensor.numel() for tensor in load_file(weights).values())
 
 
-def model_card(args, result: dict, sampling: dict, check: dict, precision: str, folder: Path) -> str:
-    """README.md of a shipped model: use, training record, the benchmark's scores and the float16 check."""
+def model_card(args, result: dict, sampling: dict | None, check: dict, precision: str, folder: Path) -> str:
+    """README.md of a shipped model: use, training record, the benchmark's scores and the float16 check; ``sampling``
+    is a diffusion model's default settings, None for a GAN."""
     meta = json.loads((folder / "run.json").read_text())
-    diffusion, autoencoder = result["diffusion"], result["autoencoder"]
-    unet = parameters(folder / "best" / "ema.safetensors")
+    autoencoder = result["autoencoder"]
+    weights = parameters(folder / "best" / "ema.safetensors")
     vae = parameters(folder / "autoencoder" / "best" / "model.safetensors")
+    network = f"a {weights / 1e6:.1f} M-parameter " + ("UNet" if sampling else "generator")
+    seeds = len(result_rows(result)[0][1]["accuracy_test_by_seed"])
     lines = [
         f"# {args.name}",
         "",
-        f"A conditional latent diffusion model of 64x64 i-CLEVR scenes of up to {meta['max_objects']} objects out of "
-        f"{len(meta['objects'])} (3 shapes x 8 colours), trained on the real i-CLEVR set on a 2-core CPU within one "
-        f"hour, shipped with condgen: a {unet / 1e6:.1f} M-parameter UNet on "
-        f"the 16x16x4 latents of a {vae / 1e6:.2f} "
-        f"M-parameter VAE, {precision} weights, step {meta['step']}.",
+        f"A conditional {'latent diffusion model' if sampling else 'GAN'} of 64x64 i-CLEVR scenes of up to "
+        f"{meta['max_objects']} objects out of {len(meta['objects'])} (3 shapes x 8 colours), trained on the real "
+        f"i-CLEVR set on a 2-core CPU within one hour, shipped with condgen: {network} on the 16x16x4 latents of a "
+        f"{vae / 1e6:.2f} M-parameter VAE, {precision} weights, step {meta['step']}.",
         "",
         "```bash",
         f'condgen sample --model {args.name} --objects "red sphere, cyan cube" --out out/one',
@@ -143,48 +163,53 @@ def model_card(args, result: dict, sampling: dict, check: dict, precision: str, 
         f'images = condgen.load("{args.name}").generate(["red sphere, cyan cube"], seed=0)  # (1, 3, 64, 64), [-1, 1]',
         "```",
         "",
-        f"Default sampling (`config.yaml`, `sample`): {describe(sampling)}, the benchmark's most accurate sampler on "
-        "the three-object requests drawn from train.json (seen, below); every `condgen sample` option changes it.",
-        "",
+    ]
+    if sampling:
+        lines += [
+            f"Default sampling (`config.yaml`, `sample`): {describe(sampling)}, the benchmark's most accurate sampler "
+            "on the three-object requests drawn from train.json (seen, below); every `condgen sample` option "
+            "changes it.",
+            "",
+        ]
+    else:
+        lines += ["One generator evaluation per image; `--seed` (default 0) picks the noise.", ""]
+    command = f"python benchmarks/ship.py --run {args.run} --result {args.result}"
+    command += f" --entry {args.entry}" if args.entry else ""
+    lines += [
         "## How it was trained",
         "",
         "```bash",
         result["command"],
-        f"python benchmarks/ship.py --run {args.run} --result {args.result} --name {args.name}",
+        f"{command} --name {args.name}",
         "```",
         "",
-        f"`benchmarks/latent.py` trains, within one {result['budget_minutes']:g}-minute wall-clock budget on "
-        f"{result['machine']} ({result['date']}), first the autoencoder (`configs/vae_cpu.yaml`: "
-        f"{autoencoder['train_steps']} steps in {autoencoder['train_seconds'] / 60:.1f} minutes; its reconstructions "
-        f"keep {autoencoder['best_held_out_scores']['accuracy_ratio']:.3f} of the evaluator's accuracy on held-out "
-        f"real scenes), then, after encoding the training set and its mirror images, the diffusion model "
-        f"(`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of {diffusion['config']['optim']['batch_size']} "
-        f"latents in {diffusion['train_seconds'] / 60:.1f} minutes, {diffusion['train_images_per_second']:.1f} "
-        "images/s). `benchmarks/ship.py` exports the run (`condgen export`) and writes this card.",
+        f"`benchmarks/{'latent' if sampling else 'gan'}.py` trains, within one "
+        f"{result.get('budget_minutes', 60):g}-minute wall-clock budget on {result['machine']} ({result['date']}), "
+        f"first the autoencoder (`configs/vae_cpu.yaml`: {autoencoder['train_steps']} steps in "
+        f"{autoencoder['train_seconds'] / 60:.1f} minutes{reused(autoencoder)}; its reconstructions keep "
+        f"{autoencoder['best_held_out_scores']['accuracy_ratio']:.3f} of the evaluator's accuracy on held-out real "
+        "scenes), then, after encoding the training set and its mirror images, "
+        f"{training(result, sampling, args.entry)}. "
+        "`benchmarks/ship.py` exports the run (`condgen export`) and writes this card.",
         "",
         "## Scores",
         "",
         "The shipped evaluator's top-k accuracy and exact-set rate (the share of images whose detected objects are "
-        "exactly the requested ones), mean over noise seeds "
-        f"0 to {len(next(iter(result['samplers'].values()))['accuracy_test_by_seed']) - 1}, from "
-        f"`{args.result}`. unseen / seen: three-object requests that never / do occur in train.json "
+        f"exactly the requested ones), mean over noise seeds 0 to {seeds - 1}, "
+        f"from `{args.result}`. unseen / seen: three-object requests that never / do occur in train.json "
         "(`benchmarks/labels/`).",
         "",
         "| sampler | network evaluations | " + " | ".join(FILES.values()) + " | seconds per image |",
         "|---|---|" + "---|" * len(FILES) + "---|",
     ]
-    for name, scored in result["samplers"].items():
+    for name, scored in result_rows(result):
         cells = [
             f"{scored[f'accuracy_{key}']:.3f} / {scored[f'exact_set_{key}']:.3f}"
             for key in FILES
             if f"accuracy_{key}" in scored
         ]
-        lines.append(
-            f"| {name}-{scored['steps']}, guidance {scored['guidance']:g} | "
-            f"{scored['network_evaluations_per_image']} | "
-            + " | ".join(cells)
-            + f" | {scored['seconds_per_image_test']} |"
-        )
+        evaluations = scored.get("network_evaluations_per_image", 1)
+        lines.append(f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']} |")
     lines += [
         "",
         f"Float16 weights: over seeds 0 to {check['seeds'] - 1} on test.json and new_test.json, the float32 and "
@@ -193,6 +218,38 @@ def model_card(args, result: dict, sampling: dict, check: dict, precision: str, 
         f"the weights ship in {precision}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def result_rows(result: dict) -> list[tuple[str, dict]]:
+    """(row name, scores) per sampler of a diffusion result; the one row of a GAN's."""
+    if "samplers" not in result:
+        return [("generator (one forward pass)", result)]
+    return [(f"{n}-{s['steps']}, guidance {s['guidance']:g}", s) for n, s in result["samplers"].items()]
+
+
+def reused(autoencoder: dict) -> str:
+    return (
+        ", trained by an earlier run of the same benchmark and charged to this one's hour"
+        if "reused" in autoencoder
+        else ""
+    )
+
+
+def training(result: dict, sampling: dict | None, entry: str | None) -> str:
+    """How the generator itself trained, from the benchmark's record."""
+    if sampling:
+        diffusion = result["diffusion"]
+        return (
+            f"the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
+            f"{diffusion['config']['optim']['batch_size']} latents in {diffusion['train_seconds'] / 60:.1f} minutes, "
+            f"{diffusion['train_images_per_second']:.1f} images/s)"
+        )
+    return (
+        f"the GAN (`configs/{GAN_MODELS[entry][1]}`: {result['train_steps']} generator steps of "
+        f"{result['config']['optim']['batch_size']} in "
+        f"{result['train_minutes']:.1f} minutes, {result['seconds_per_step']} s each; the EMA generator of its "
+        f"checkpoint with the best periodic accuracy, step {result['best_step']}, ships)"
+    )
 
 
 def differences(check: dict) -> str:

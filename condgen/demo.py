@@ -1,5 +1,5 @@
-"""The main job: generate and score i-CLEVR's test conditions with the shipped model, then show the training path on
-embedded data: render a dataset, train an evaluator on it, train a small conditional latent diffusion model in the
+"""The main job: generate and score i-CLEVR's test conditions with every shipped model, then show the training path
+on embedded data: render a dataset, train an evaluator on it, train a small conditional latent diffusion model in the
 shipped model's autoencoder's latent space for a few CPU minutes, generate the rendered set's test conditions and
 score them."""
 
@@ -12,10 +12,12 @@ from condgen.data.jsonio import read_json
 from condgen.data.synth import synthesize_dataset
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
-from condgen.generate import denoise_command, sample_command
+from condgen.generate import denoise_command, interpolate_command, sample_command
+from condgen.kinds import Generation, kind_of
 from condgen.launch import start_training
 from condgen.parser import build_parser
-from condgen.pretrained import ICLEVR_LABELS, model_path
+from condgen.pretrained import ICLEVR_LABELS, model_path, shipped_models
+from condgen.train.runs import read_run
 
 # configs/ldm_cpu.yaml with a faster start (learning rate, warm-up, EMA) for a run of minutes. In the latent space of
 # an autoencoder trained on real scenes it learns in minutes what a pixel-space model does not: 3 minutes gave 0.43
@@ -40,32 +42,27 @@ DEMO_LDM = [
 ]
 
 
-# the shipped model samples with its own settings; tests shorten it
+# a shipped diffusion model samples with its own settings; tests shorten it
 SHIPPED_SAMPLING: list[str] = []
 
 
 def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: bool = True) -> dict:
-    """Writes under ``out``: pretrained/ (the shipped model's test.json and new_test.json images, grids and scores,
-    and its denoise.png), then data/ (n rendered images), evaluator/, heldout/ (unseen scenes), ldm/ (the run),
-    samples/ (test.json generated, with grid.png and scores.json) and denoise.png."""
+    """Writes under ``out``: pretrained/NAME/ for each shipped model (its test.json and new_test.json images, grids
+    and scores, and its denoise.png, or a GAN's interpolation.png), then data/ (n rendered images), evaluator/,
+    heldout/ (unseen scenes), ldm/ (the run), samples/ (test.json generated, with grid.png and scores.json) and
+    denoise.png."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
     # through the command line's own parser, so every sampling option keeps its default here too
     parse = build_parser().parse_args
-    shipped = model_path(None)
+    shipped = [model_path(name) for name in shipped_models()] or [model_path(None)]  # none: model_path says so
     print(
-        f"[1/6] the shipped model {shipped.name}: generating i-CLEVR's test.json and new_test.json into "
-        f"{out / 'pretrained'}"
+        f"[1/6] the shipped models ({', '.join(folder.name for folder in shipped)}): generating i-CLEVR's test.json "
+        f"and new_test.json into {out / 'pretrained'}"
     )
-    model = ["--model", str(shipped), "--seed", "0", *SHIPPED_SAMPLING]
-    shipped_scores = {
-        name: sample_command(
-            parse(["sample", *model, "--labels", str(labels), "--out", str(out / "pretrained" / name)])
-        )
-        for name, labels in ICLEVR_LABELS.items()
-    }
-    denoise_command(parse(["denoise", *model, "--out", str(out / "pretrained" / "denoise.png")]))
+    shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name) for folder in shipped}
+    best = shipped[0]  # its autoencoder hosts the training path's model
 
     print(f"[2/6] rendering {n} training images into {out / 'data'}")
     synthesize_dataset(out / "data", n=n, seed=0, progress=progress)
@@ -84,9 +81,9 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
 
     print(
         f"[5/6] training a conditional latent diffusion model for {train_minutes:g} minutes into {out / 'ldm'}, in "
-        f"the latent space of the shipped model's autoencoder ({shipped / 'autoencoder'})"
+        f"the latent space of the shipped model's autoencoder ({best / 'autoencoder'})"
     )
-    overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={shipped / 'autoencoder'}"]
+    overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={best / 'autoencoder'}"]
     start_training("ldm", out / "data", out / "ldm", None, overrides, False, evaluator, progress=progress)
 
     print("[6/6] generating the rendered set's test.json conditions and the denoising picture")
@@ -95,14 +92,17 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     scores = sample_command(parse(["sample", *run, *request, "--out", str(out / "samples")]))
     denoise_command(parse(["denoise", *run, "--out", str(out / "denoise.png")]))
 
-    lines = [f"\nThe shipped model {shipped.name}, trained on real i-CLEVR ({shipped / 'README.md'} says how):"]
-    for name, result in shipped_scores.items():
-        lines.append(
-            f"  {name + '.json':<14} accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}  "
-            f"grid: {out / 'pretrained' / name / 'grid.png'}"
-        )
+    lines = []
+    for folder in shipped:
+        lines.append(f"\nThe shipped model {folder.name}, trained on real i-CLEVR ({folder / 'README.md'} says how):")
+        files, process = shown[folder.name]
+        for name, result in files.items():
+            lines.append(
+                f"  {name + '.json':<14} accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}  "
+                f"grid: {out / 'pretrained' / folder.name / name / 'grid.png'}"
+            )
+        lines.append(f"  {'denoising process' if process.stem == 'denoise' else 'interpolation'}: {process}")
     lines += [
-        f"  denoising process: {out / 'pretrained' / 'denoise.png'}",
         f"Trained here in {train_minutes:g} minutes on rendered scenes, to show the training path (rough images):",
         f"  evaluator accuracy on unseen rendered scenes: {evaluator_accuracy:.4f} "
         f"(held-out scenes during training: {report['val_accuracy']:.4f})",
@@ -115,7 +115,22 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     ]
     print("\n".join(lines))
     return {
-        "shipped": {name: result["accuracy"] for name, result in shipped_scores.items()},
+        "shipped": {model: {name: r["accuracy"] for name, r in files.items()} for model, (files, _) in shown.items()},
         "evaluator_accuracy": evaluator_accuracy,
         "generation_accuracy": scores["accuracy"],
     }
+
+
+def show_shipped_model(folder: Path, out: Path) -> tuple[dict, Path]:
+    """A shipped model's test.json and new_test.json images and scores under ``out``, with its denoising picture (a
+    GAN: its interpolation strip); returns the scores per file and the picture's path."""
+    parse = build_parser().parse_args
+    diffusion = kind_of(read_run(folder), folder).generation is Generation.DIFFUSION
+    model = ["--model", str(folder), "--seed", "0", *(SHIPPED_SAMPLING if diffusion else [])]
+    scores = {
+        name: sample_command(parse(["sample", *model, "--labels", str(labels), "--out", str(out / name)]))
+        for name, labels in ICLEVR_LABELS.items()
+    }
+    if diffusion:
+        return scores, denoise_command(parse(["denoise", *model, "--out", str(out / "denoise.png")]))
+    return scores, interpolate_command(parse(["interpolate", *model, "--out", str(out / "interpolation.png")]))

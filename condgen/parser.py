@@ -9,6 +9,7 @@ from pathlib import Path
 from condgen.data.vocabulary import DEFAULT_OBJECTS
 from condgen.diffusion.options import DEFAULT_STEPS, Sampler, Spacing
 from condgen.kinds import KINDS
+from condgen.pretrained import SHIPPED
 
 # How every kind's settings are made and how a run continues, said once for every `condgen train KIND --help`.
 TRAINING = (
@@ -191,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest="run",
             type=Path,
             help="a training run folder, a model folder written by `condgen export` or a shipped model's name "
-            "(iclevr-ldm); default: the best shipped model",
+            f"({', '.join(SHIPPED)}); default: the best shipped model ({SHIPPED[0]})",
         )
         p.add_argument(
             "--checkpoint",
@@ -316,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="a training run folder, a model folder written by `condgen export` or a shipped model's name "
-        "(iclevr-ldm); repeat it to compare models side by side (default: the best shipped model)",
+        f"({', '.join(SHIPPED)}); repeat it to compare models side by side (default: every shipped model)",
     )
     serve.add_argument(
         "--host",

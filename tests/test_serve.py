@@ -19,6 +19,7 @@ import condgen
 from condgen.cli import main
 from condgen.data.imageio import to_uint8
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.pretrained import SHIPPED
 
 pytest.importorskip("fastapi", reason="condgen serve needs the web extra (pip install 'condgen[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
@@ -160,16 +161,16 @@ def test_the_command_serves_the_shipped_model_by_default_needs_the_extra_and_bin
 ):
     assert main(["serve", "--model", str(runs["ddpm"].parent / "nowhere")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no such run or model folder, nor a shipped model (shipped: iclevr-ldm)" in err
+    assert err.count("\n") == 1 and f"nor a shipped model (shipped: {', '.join(SHIPPED)})" in err
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
-    assert "default: the best shipped model" in " ".join(capsys.readouterr().out.split())
+    assert "default: every shipped model" in " ".join(capsys.readouterr().out.split())
     started = {}
     import uvicorn
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: started.update(options, app=app))
     assert main(["serve"]) == 0
-    assert [m["name"] for m in TestClient(started["app"]).get("/api/models").json()["models"]] == ["iclevr-ldm"]
+    assert [m["name"] for m in TestClient(started["app"]).get("/api/models").json()["models"]] == list(SHIPPED)
     assert main(["serve", "--model", str(runs["gan"]), "--max-steps", "5"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8000)
     assert TestClient(started["app"]).get("/api/models").json()["limits"]["max_steps"] == 5

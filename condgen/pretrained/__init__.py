@@ -13,7 +13,7 @@ from condgen.errors import CondgenError
 
 PRETRAINED = Path(__file__).resolve().parent
 # best first: the first one present is what `sample`, `denoise`, `serve` and the demo use when no model is named
-SHIPPED = ("iclevr-ldm",)
+SHIPPED = ("iclevr-ldm", "iclevr-gan")
 # i-CLEVR's test.json and new_test.json (32 requests each), to generate without the dataset at hand
 ICLEVR_LABELS = {name: PRETRAINED / "iclevr" / f"{name}.json" for name in ("test", "new_test")}
 
