@@ -5,6 +5,7 @@ score them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from condgen.data.check import check_dataset, format_report
@@ -16,7 +17,7 @@ from condgen.generate import denoise_command, interpolate_command, sample_comman
 from condgen.kinds import Generation, kind_of
 from condgen.launch import start_training
 from condgen.parser import build_parser
-from condgen.pretrained import ICLEVR_LABELS, model_path, shipped_models
+from condgen.pretrained import ICLEVR_LABELS, shipped_folders
 from condgen.train.runs import read_run
 
 # configs/ldm_cpu.yaml with a faster start (learning rate, warm-up, EMA) for a run of minutes. In the latent space of
@@ -56,12 +57,12 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
     # through the command line's own parser, so every sampling option keeps its default here too
     parse = build_parser().parse_args
-    shipped = [model_path(name) for name in shipped_models()] or [model_path(None)]  # none: model_path says so
+    shipped = shipped_folders()
     print(
         f"[1/6] the shipped models ({', '.join(folder.name for folder in shipped)}): generating i-CLEVR's test.json "
         f"and new_test.json into {out / 'pretrained'}"
     )
-    shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name) for folder in shipped}
+    shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name, parse) for folder in shipped}
     best = shipped[0]  # its autoencoder hosts the training path's model
 
     print(f"[2/6] rendering {n} training images into {out / 'data'}")
@@ -121,10 +122,10 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     }
 
 
-def show_shipped_model(folder: Path, out: Path) -> tuple[dict, Path]:
+def show_shipped_model(folder: Path, out: Path, parse: Callable) -> tuple[dict, Path]:
     """A shipped model's test.json and new_test.json images and scores under ``out``, with its denoising picture (a
-    GAN: its interpolation strip); returns the scores per file and the picture's path."""
-    parse = build_parser().parse_args
+    GAN: its interpolation strip), through the command line's ``parse``; returns the scores per file and the
+    picture's path."""
     diffusion = kind_of(read_run(folder), folder).generation is Generation.DIFFUSION
     model = ["--model", str(folder), "--seed", "0", *(SHIPPED_SAMPLING if diffusion else [])]
     scores = {

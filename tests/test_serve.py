@@ -161,7 +161,8 @@ def test_the_command_serves_the_shipped_model_by_default_needs_the_extra_and_bin
 ):
     assert main(["serve", "--model", str(runs["ddpm"].parent / "nowhere")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and f"nor a shipped model (shipped: {', '.join(SHIPPED)})" in err
+    shipped = ", ".join(SHIPPED)
+    assert err.count("\n") == 1 and f"no such run or model folder, nor a shipped model (shipped: {shipped})" in err
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "default: every shipped model" in " ".join(capsys.readouterr().out.split())

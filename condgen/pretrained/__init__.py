@@ -23,6 +23,11 @@ def shipped_models() -> list[str]:
     return [name for name in SHIPPED if (PRETRAINED / name / "run.json").is_file()]
 
 
+def shipped_folders() -> list[Path]:
+    """The folders of every shipped model present, best first; none present is an error, as for ``model_path(None)``."""
+    return [PRETRAINED / name for name in shipped_models()] or [model_path(None)]
+
+
 def model_path(model: str | Path | None) -> Path:
     """The folder a ``--model`` value names: an existing folder as it is, else the shipped model of that name; with
     None, the best shipped model."""

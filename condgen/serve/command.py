@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from condgen.errors import CondgenError
-from condgen.pretrained import model_path, shipped_models
+from condgen.pretrained import shipped_folders
 from condgen.serve.requests import Limits
 
 
@@ -21,8 +21,7 @@ def serve_command(args: argparse.Namespace) -> None:
     from condgen.serve.models import load_models
 
     limits = Limits(max_steps=args.max_steps, max_concurrent=args.max_concurrent, queue_timeout=args.queue_timeout)
-    # without --model: every shipped model side by side (model_path(None) says so when none is installed)
-    models = load_models(args.models or shipped_models() or [model_path(None)], args.checkpoint)
+    models = load_models(args.models or shipped_folders(), args.checkpoint)  # no --model: every shipped one
     app = create_app(models, load_evaluator(args.evaluator), limits)
     print(f"serving {', '.join(model.name for model in models)} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
