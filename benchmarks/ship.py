@@ -9,7 +9,8 @@ Run by hand, after the benchmark that trained the run:
     python benchmarks/ship.py --run runs/bench_gan_latent_hinge_s2d_bf16 --result benchmarks/results/gan_cpu.json \
         --entry latent_hinge_s2d_bf16 --name iclevr-gan
 
-A GAN has no sampler to choose: its folder keeps the checkpoint the benchmark scored (best) and samples with a seed.
+A GAN has no sampler to choose: its folder keeps the checkpoint the benchmark scored (best) and samples with a seed,
+ranking as many candidates per request as the entry was scored with (`gan.py --candidates K`, entry <model>_best_of_K).
 
 The float16 check samples test.json and new_test.json with each of --seeds noise seeds from both the float32 and the
 float16 folder and compares the shipped evaluator's accuracy and exact-set rate image set by image set.
@@ -58,19 +59,22 @@ def main() -> None:
     if "models" in result:
         if args.entry not in result["models"]:
             parser.error(f"--entry: one of {', '.join(result['models'])} in {args.result}")
-        result = result["models"][args.entry]
+        models, result = result["models"], result["models"][args.entry]
+        trained_by = models.get(args.entry.split("_best_of_")[0], result)["command"]  # a rescored run's training
+        result = result | {"commands": list(dict.fromkeys([trained_by, result["command"]]))}
     sampling = None  # a GAN's folder samples with its own eval_seed
+    changes = {"candidates": result.get("candidates", 1)}  # a GAN's best of K, as it was scored
     if "samplers" in result:
         samplers = result["samplers"]
         args.sampler = args.sampler or max(samplers, key=lambda s: samplers[s]["accuracy_seen_triples"])
         sampling = sampling_defaults(result, args.sampler)
+        changes = {"sample": sampling}
     args.checkpoint = args.checkpoint or ("latest" if sampling else "best")
     with tempfile.TemporaryDirectory() as scratch:
         folders = {}
         for precision, half in (("float32", False), ("float16", True)):
             folders[precision] = export_model(args.run, Path(scratch) / precision, args.checkpoint, half=half)
-            if sampling:
-                set_sampling(folders[precision], sampling)
+            set_config(folders[precision], changes)
         check = half_precision_check(folders, args.seeds)
         print(json.dumps(check, indent=2))
         chosen = "float16" if check["same_scores"] else "float32"
@@ -91,9 +95,11 @@ def sampling_defaults(result: dict, sampler: str) -> dict:
     return settings | {"guidance_min_t": result.get("guidance_min_t", 0), "seed": 0}
 
 
-def set_sampling(folder: Path, sampling: dict) -> None:
+def set_config(folder: Path, changes: dict) -> None:
+    """Merges ``changes`` into the folder's config.yaml, a section ({"sample": {...}}) key by key."""
     config = yaml.safe_load((folder / "config.yaml").read_text())
-    config["sample"] |= sampling
+    for key, value in changes.items():
+        config[key] = config[key] | value if isinstance(value, dict) else value
     (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
@@ -171,6 +177,14 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
             "changes it.",
             "",
         ]
+    elif result.get("candidates", 1) > 1:
+        lines += [
+            f"Each image is the best of {result['candidates']} generator evaluations (`config.yaml`, `candidates`): "
+            "the one whose objects the GAN's own critic, shipped beside it, finds closest to exactly the request "
+            "(its auxiliary multi-label head, trained on the training images, never the evaluator); `--candidates "
+            "1` samples plainly, `--seed` (default 0) picks the noise.",
+            "",
+        ]
     else:
         lines += ["One generator evaluation per image; `--seed` (default 0) picks the noise.", ""]
     command = f"python benchmarks/ship.py --run {args.run} --result {args.result}"
@@ -179,7 +193,7 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
         "## How it was trained",
         "",
         "```bash",
-        result["command"],
+        *result.get("commands", [result["command"]]),
         f"{command} --name {args.name}",
         "```",
         "",
@@ -208,7 +222,7 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
             for key in FILES
             if f"accuracy_{key}" in scored
         ]
-        evaluations = scored.get("network_evaluations_per_image", 1)
+        evaluations = scored.get("network_evaluations_per_image", scored.get("candidates", 1))
         lines.append(f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']} |")
     lines += [
         "",
@@ -223,7 +237,8 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
 def result_rows(result: dict) -> list[tuple[str, dict]]:
     """(row name, scores) per sampler of a diffusion result; the one row of a GAN's."""
     if "samplers" not in result:
-        return [("generator (one forward pass)", result)]
+        k = result.get("candidates", 1)
+        return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by its critic", result)]
     return [(f"{n}-{s['steps']}, guidance {s['guidance']:g}", s) for n, s in result["samplers"].items()]
 
 
@@ -245,7 +260,7 @@ def training(result: dict, sampling: dict | None, entry: str | None) -> str:
             f"{diffusion['train_images_per_second']:.1f} images/s)"
         )
     return (
-        f"the GAN (`configs/{GAN_MODELS[entry][1]}`: {result['train_steps']} generator steps of "
+        f"the GAN (`configs/{GAN_MODELS[entry.split('_best_of_')[0]][1]}`: {result['train_steps']} generator steps of "
         f"{result['config']['optim']['batch_size']} in "
         f"{result['train_minutes']:.1f} minutes, {result['seconds_per_step']} s each; the EMA generator of its "
         f"checkpoint with the best periodic accuracy, step {result['best_step']}, ships)"

@@ -5,7 +5,8 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
 
     run.json          kind, object vocabulary, largest scene, "format" (the layout version), where it came from
     config.yaml       the run's config (an ldm's ``autoencoder`` is the folder ``autoencoder/`` beside it)
-    best/             ema.safetensors (the sampled weights, float16 with ``--half``) and state.json (kind, step)
+    best/             ema.safetensors (the sampled weights, float16 with ``--half``) and state.json (kind, step);
+                      a GAN whose critic has an auxiliary head also critic.safetensors, which ranks candidates
     autoencoder/      an ldm's autoencoder, as a model folder of its own
     README.md         the model card: how it was trained and what it scored
 
@@ -23,7 +24,8 @@ from safetensors.torch import load_file, save_file
 from condgen.data.jsonio import read_json, write_json
 from condgen.errors import CondgenError
 from condgen.files import staged_folder
-from condgen.kinds import KINDS, kind_of
+from condgen.gan.run import CRITIC_FILE
+from condgen.kinds import KINDS, Generation, kind_of
 from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, read_run
 
 
@@ -37,13 +39,16 @@ def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = Fa
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
     with staged_folder(out) as staging:
-        step = _export_weights(run, kind.name, checkpoint, "ema.safetensors", staging, half)
         config = yaml.safe_load((run / "config.yaml").read_text())
+        names = ["ema.safetensors"]
+        if kind.generation == Generation.GAN and config["model"].get("conditioning") != "projection":
+            names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
+        step = _export_weights(run, kind.name, checkpoint, names, staging, half)
         if kind.needs_autoencoder:
             autoencoder = Path(config["autoencoder"])
             ae_meta = read_run(autoencoder)
             target = staging / "autoencoder"
-            ae_step = _export_weights(autoencoder, ae_meta["kind"], "best", "model.safetensors", target, half)
+            ae_step = _export_weights(autoencoder, ae_meta["kind"], "best", ["model.safetensors"], target, half)
             ae_meta |= {"format": MODEL_FORMAT, "exported_from": str(autoencoder), "step": ae_step}
             write_json(target / "run.json", ae_meta)
             shutil.copy(autoencoder / "config.yaml", staging / "autoencoder" / "config.yaml")
@@ -54,16 +59,17 @@ def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = Fa
     return out
 
 
-def _export_weights(run: Path, kind: str, checkpoint: str, name: str, target: Path, half: bool) -> int:
-    """Copies one weights file of a run's checkpoint into ``target/best/`` (in float16 when ``half``), with a
+def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], target: Path, half: bool) -> int:
+    """Copies weights files of a run's checkpoint into ``target/best/`` (in float16 when ``half``), with a
     state.json that names its kind and step; returns the step."""
     folder, _ = checkpoint_folder(run, kind, checkpoint)
     state = read_json(folder / "state.json")
-    tensors = load_file(folder / name)
-    if half:
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     (target / "best").mkdir(parents=True)
-    save_file(tensors, target / "best" / name)
+    for name in names:
+        tensors = load_file(folder / name)
+        if half:
+            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+        save_file(tensors, target / "best" / name)
     write_json(target / "best" / "state.json", {"kind": kind, "step": state["step"]})
     return state["step"]
 

@@ -69,9 +69,12 @@ def sample_command(args: argparse.Namespace) -> dict:
         seed = loaded.config.eval_seed if args.seed is None else args.seed
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)
-        images = loaded.sample(labels, seed)
-        result = {"images": len(images), "seed": seed}
+        candidates = loaded.config.candidates if args.candidates is None else args.candidates
+        images = loaded.sample(labels, seed, candidates)
+        result = {"images": len(images), "seed": seed, "candidates": candidates}
     else:
+        if args.candidates is not None:
+            raise CondgenError(f"--candidates: gan runs only; {args.run} is a {loaded.meta['kind']} run")
         sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         classifier = None

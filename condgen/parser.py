@@ -254,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     request.add_argument("--objects", help='one request, e.g. "red sphere, cyan cube"')
     sample.add_argument("--out", type=Path, required=True, help="new folder for the images")
     sample.add_argument("--evaluator", type=Path, help="evaluator weights (default: the run's)")
+    sample.add_argument(
+        "--candidates",
+        type=positive_int,
+        help="GAN runs whose critic has an auxiliary head: draw this many noise vectors per request and keep the "
+        "image that head finds closest to exactly the requested objects (best of K, ranked by the run's own "
+        "critic, never the evaluator); 1 = plain sampling; default: the run's candidates",
+    )
     sample.add_argument("--classifier", type=Path, help="a `train classifier` run, for classifier guidance")
     sample.add_argument(
         "--classifier-scale",

@@ -38,10 +38,12 @@ class Pipeline:
         eta: float | None = None,
         spacing: str | None = None,
         callback: Callable[[dict], None] | None = None,
+        candidates: int | None = None,
     ) -> torch.Tensor:
         """One image per request, each a comma-separated list of objects ("red sphere, cyan cube"): a (N, 3, 64, 64)
         tensor in [-1, 1]. Options left at None take the model's own settings; the same seed gives the same images.
-        A GAN takes ``seed`` alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]`` before the
+        A GAN takes ``seed`` and ``candidates`` (the best of that many images per request, ranked by its critic's
+        auxiliary head) alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]`` before the
         first step and after each; ``decode`` turns such states into images."""
         requests = [requests] if isinstance(requests, str) else list(requests)
         labels = self.labels(requests)
@@ -51,7 +53,9 @@ class Pipeline:
             check_gan_options(options, self.folder)
             if callback is not None:
                 raise CondgenError(f"callback: diffusion models only; {self.folder} is a gan, made in one pass")
-            return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed)
+            return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed, candidates)
+        if candidates is not None:
+            raise CondgenError(f"candidates: gan models only; {self.folder} is a {self.kind} model")
         sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
         return self.loaded.decode(generate(self.loaded.model, self.loaded.diffusion, labels, sample, callback=callback))
 

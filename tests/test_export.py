@@ -12,12 +12,13 @@ from condgen.cli import main
 TINY = {
     "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
              "diffusion.num_steps=20", "sample.steps=3"],
-    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
+    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16",
+            "model.conditioning=both"],
     "vae": ["model.channels=8", "model.channel_mults=[1,2,2]"],
     "ldm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[8]", "model.heads=2",
             "diffusion.num_steps=20", "sample.steps=3"],
     "latent-gan": ["model.architecture=s2d", "model.g_channels=8", "model.d_channels=8", "model.noise_dim=16",
-                   "model.label_dim=16"],
+                   "model.label_dim=16", "model.conditioning=both"],
 }  # fmt: skip
 
 
@@ -47,10 +48,16 @@ def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, t
     assert json.loads((model / "run.json").read_text())["format"] == 1
     assert not list(model.rglob("*optimizer*")) and not list(model.rglob("*.pt*"))  # inference only, no pickles
     from_run = sample(run, tmp_path / "b")
+    gan = kind in ("gan", "latent-gan")
+    if gan:  # the critic comes along to rank candidates with its auxiliary head
+        assert (model / "best" / "critic.safetensors").exists()
+        ranked = sample(run, tmp_path / "ranked", "--candidates", "3")
     run.rename(tmp_path / "moved")  # the model folder stands alone, a latent model's autoencoder included
     if latent:
         (tmp_path / "vae").rename(tmp_path / "vae-moved")
     assert sample(model, tmp_path / "a") == from_run
+    if gan:
+        assert sample(model, tmp_path / "ranked-model", "--candidates", "3") == ranked
     pipeline = condgen.load(model)
     images = pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1)
     assert images.shape == (2, 3, 64, 64) and images.min() >= -1 and images.max() <= 1

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -7,7 +8,7 @@ from PIL import Image
 from condgen.cli import main
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
-from condgen.gan import losses
+from condgen.gan import losses, sampling
 from condgen.gan.augment import augment, cutout, translate
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.gan.trainer import GANRunConfig
@@ -134,7 +135,7 @@ def test_gan_resume_continues_exactly(dataset, evaluator_file, tmp_path):
     assert read(tmp_path / "split") == read(tmp_path / "straight")
 
 
-def test_gan_sampling_and_interpolation(dataset, evaluator_file, tmp_path):
+def test_gan_sampling_and_interpolation(dataset, evaluator_file, tmp_path, capsys):
     run = tmp_path / "run"
     assert train(dataset, run, evaluator_file, "loop.steps=1") == 0
     out = tmp_path / "samples"
@@ -146,6 +147,9 @@ def test_gan_sampling_and_interpolation(dataset, evaluator_file, tmp_path):
     strip = tmp_path / "strip.png"
     assert main(["interpolate", "--run", str(run), "--out", str(strip), "--frames", "8"]) == 0
     assert Image.open(strip).size == (8 * 66 + 2, 68)
+    # a projection-only critic has no auxiliary head to rank candidates with
+    assert main([*argv, "--out", str(tmp_path / "ranked"), "--candidates", "4"]) == 2
+    assert "candidates: ranking 4 images per request needs the critic's auxiliary head" in capsys.readouterr().err
 
 
 def test_gradnorm_writes_a_plot_and_one_csv_row_per_layer(dataset, tmp_path, capsys):
@@ -221,7 +225,13 @@ def test_r1_penalty_of_a_linear_critic():
     w = torch.full((3, 2, 2), 0.5)  # |w|^2 = 3
     real = torch.randn(5, 3, 2, 2, requires_grad=True)
     assert losses.r1_penalty((real * w).flatten(1).sum(1), real).item() == pytest.approx(3.0)
-    assert losses.d_hinge_mismatched(torch.tensor([-2.0, 0.0])).item() == pytest.approx(0.5)
+
+
+def test_mismatched_negatives_take_the_fake_side_of_each_loss():
+    scores = torch.tensor([-2.0, 0.0])
+    assert losses.d_mismatched(scores, "hinge").item() == pytest.approx(0.5)
+    assert losses.d_mismatched(scores, "wasserstein").item() == pytest.approx(-1.0)
+    assert losses.d_mismatched(scores, "bce").item() == pytest.approx((math.log1p(math.exp(-2)) + math.log(2)) / 2)
 
 
 @pytest.mark.parametrize(
@@ -232,7 +242,7 @@ def test_r1_penalty_of_a_linear_critic():
         ("optim.augment", "colour", "optim.augment"),
         ("optim.translate_fraction", 0.5, "optim.translate_fraction"),
         ("optim.r1_gamma", -1.0, "optim.r1_gamma"),
-        ("optim.mismatch_weight", 1.0, "optim.mismatch_weight"),  # the default loss is wgan_gp
+        ("optim.mismatch_weight", -1.0, "optim.mismatch_weight"),
         ("model.g_blocks", 0, "model.g_blocks"),
     ],
 )
@@ -253,6 +263,7 @@ S2D = [
     "optim.augment=translation_cutout",
     "optim.mismatch_weight=1",
     "optim.r1_gamma=1",
+    "candidates=2",  # the periodic evaluation ranks two images per request by the critic's auxiliary head
 ]
 
 
@@ -273,3 +284,47 @@ def test_s2d_trains_and_resumes_exactly(dataset, evaluator_file, tmp_path):
     out = tmp_path / "samples"
     argv = ["sample", "--run", str(tmp_path / "straight"), "--labels", str(dataset / "test.json"), "--out", str(out)]
     assert main(argv) == 0 and (out / "grid.png").exists()
+    assert json.loads((out / "scores.json").read_text())["candidates"] == 2
+    assert main([*argv[:-1], str(tmp_path / "best_of_3"), "--candidates", "3"]) == 0
+    assert json.loads((tmp_path / "best_of_3" / "scores.json").read_text())["candidates"] == 3
+
+
+def test_set_log_likelihood_matches_a_plain_loop():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(5, 24) * 3, (torch.rand(5, 24) < 0.2).float()
+    expected = [
+        sum(math.log(1 / (1 + math.exp(-x))) if y else math.log(1 - 1 / (1 + math.exp(-x))) for x, y in zip(row, want))
+        for row, want in zip(logits.tolist(), labels.tolist())
+    ]
+    assert sampling.set_log_likelihood(logits, labels).tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def test_best_of_k_keeps_the_candidate_the_auxiliary_head_ranks_first():
+    torch.manual_seed(0)
+    config = GANModelConfig(architecture="s2d", g_channels=8, d_channels=8, noise_dim=16, label_dim=16)
+    generator, critic = build_generator(config).eval(), build_discriminator(config).eval()
+    both = GANModelConfig(**{**config.__dict__, "conditioning": "both"})
+    ranker = build_discriminator(both).eval()
+    labels = torch.zeros(6, 24)
+    labels[torch.arange(6), torch.arange(6)] = 1
+    plain = sampling.sample_images(generator, labels, seed=3)
+    with torch.no_grad():  # K = 1 is plain sampling: one N(0, I) draw per request, as before ranking existed
+        z = torch.randn(6, 16, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(plain, generator(z, labels))
+        z = torch.randn(6 * 4, 16, generator=torch.Generator().manual_seed(3))
+        repeated = labels.repeat_interleave(4, dim=0)
+        every = generator(z, repeated)
+        best = sampling.set_log_likelihood(ranker(every, repeated)[1], repeated).view(6, 4).argmax(dim=1)
+    ranked = sampling.sample_images(generator, labels, seed=3, batch_size=8, critic=ranker, candidates=4)
+    assert torch.allclose(ranked, every.view(6, 4, *every.shape[1:])[torch.arange(6), best], atol=1e-6)
+    assert len(set(best.tolist())) > 1  # not always the first candidate
+    with pytest.raises(CondgenError, match="auxiliary head"):
+        sampling.sample_images(generator, labels, seed=3, critic=critic, candidates=4)
+
+
+@pytest.mark.parametrize("candidates, conditioning", [(0, "both"), (2, "projection")])
+def test_config_rejects_candidates_without_a_ranking_head(candidates, conditioning):
+    config = GANRunConfig(candidates=candidates)
+    config.model.conditioning = conditioning
+    with pytest.raises(CondgenError, match="candidates"):
+        config.validate()

@@ -22,8 +22,12 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         folder = PRETRAINED / name
         meta = json.loads((folder / "run.json").read_text())
         assert meta["format"] == 1 and len(meta["objects"]) == 24
-        weights = [load_file(path) for path in folder.rglob("*.safetensors")]  # the model's and its autoencoder's
-        assert len(weights) == 2
+        # the model's and its autoencoder's, and a GAN's critic where it ranks candidates
+        files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
+        ranks = yaml.safe_load((folder / "config.yaml").read_text()).get("candidates", 1) > 1
+        critic = ["best/critic.safetensors"] if ranks else []
+        assert files == ["autoencoder/best/model.safetensors", *critic, "best/ema.safetensors"]
+        weights = [load_file(folder / file) for file in files]
         dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}
         assert len(dtypes) == 1 and dtypes <= {torch.float16, torch.float32}
         card = (folder / "README.md").read_text()

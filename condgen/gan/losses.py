@@ -3,7 +3,7 @@ clipping and ACGAN's auxiliary classification loss."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +32,13 @@ def auxiliary_classification(logits: torch.Tensor, labels: torch.Tensor) -> torc
 
 
 @torch.no_grad()
-def clip_weights(module: torch.nn.Module, clip_value: float) -> None:
+def clip_weights(module: torch.nn.Module, clip_value: float, keep: Iterable[torch.nn.Parameter] = ()) -> None:
     """WGAN's Lipschitz constraint by brute force (Arjovsky et al. 2017, Algorithm 1): every weight into
-    [-c, c]."""
+    [-c, c], except the parameters in ``keep``."""
+    kept = {id(parameter) for parameter in keep}
     for parameter in module.parameters():
-        parameter.clamp_(-clip_value, clip_value)
+        if id(parameter) not in kept:
+            parameter.clamp_(-clip_value, clip_value)
 
 
 def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -46,7 +48,12 @@ def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return gradient.flatten(1).square().sum(dim=1).mean()
 
 
-def d_hinge_mismatched(scores: torch.Tensor) -> torch.Tensor:
-    """The hinge loss's fake side, E[max(0, 1 + D(x, y'))], for real images paired with labels that are not theirs:
-    the matching-aware negatives of Reed et al. 2016 (section 4.2), which push a projection term to check the label."""
-    return F.relu(1 + scores).mean()
+def d_mismatched(scores: torch.Tensor, adversarial: str) -> torch.Tensor:
+    """The fake side of the discriminator loss ``adversarial`` for real images paired with labels that are not
+    theirs: the matching-aware negatives of Reed et al. 2016 (section 4.2), which make the critic check the label.
+    hinge: E[max(0, 1 + D(x, y'))]; wasserstein: E[D(x, y')]; bce: E[-log(1 - sigmoid(D(x, y')))]."""
+    if adversarial == "hinge":
+        return F.relu(1 + scores).mean()
+    if adversarial == "wasserstein":
+        return scores.mean()
+    return F.softplus(scores).mean()

@@ -16,11 +16,12 @@ from condgen.gan.augment import AUGMENTS, augment
 from condgen.gan.losses import (
     auxiliary_classification,
     clip_weights,
-    d_hinge_mismatched,
+    d_mismatched,
     gradient_penalty,
     r1_penalty,
 )
-from condgen.gan.networks import FoldGenerator, GANModelConfig, Generator, build_discriminator, build_generator
+from condgen.gan.networks import GANModelConfig, build_discriminator, build_generator
+from condgen.gan.sampling import sample_images
 from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
@@ -51,7 +52,7 @@ class GANOptimConfig:
     augment: str = "none"  # none | translation | translation_cutout: DiffAugment before every critic call
     translate_fraction: float = 0.125  # largest shift, as a fraction of the image side (augment = translation...)
     r1_gamma: float = 0.0  # R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the critic; 0 = off
-    mismatch_weight: float = 0.0  # hinge only: real images with shuffled labels as extra negatives; 0 = off
+    mismatch_weight: float = 0.0  # real images with shuffled labels as extra negatives; 0 = off
     ema_decay: float = 0.999
     hflip: bool = True
     seed: int = 0
@@ -68,6 +69,9 @@ class GANRunConfig:
     optim: GANOptimConfig = field(default_factory=GANOptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval_seed: int = 0  # fixed noise for periodic evaluation and sampling
+    # noise vectors per request in evaluation and sampling; the image kept is the one whose critic's auxiliary head
+    # finds closest to exactly the requested objects (condgen.gan.sampling); 1 = plain sampling
+    candidates: int = 1
     device: str = "auto"
 
     def validate(self) -> None:
@@ -88,27 +92,17 @@ class GANRunConfig:
             raise CondgenError(f"optim.translate_fraction: {self.optim.translate_fraction} is not in [0, 0.5)")
         if self.optim.r1_gamma < 0:
             raise CondgenError(f"optim.r1_gamma: {self.optim.r1_gamma} is negative")
-        if self.optim.mismatch_weight < 0 or (self.optim.mismatch_weight > 0 and self.optim.loss != "hinge"):
-            raise CondgenError("optim.mismatch_weight: must be >= 0, and above 0 only with optim.loss=hinge")
+        if self.optim.mismatch_weight < 0:
+            raise CondgenError(f"optim.mismatch_weight: {self.optim.mismatch_weight} is negative")
         if self.optim.optimizer not in ("adam", "rmsprop"):
             raise CondgenError(f"optim.optimizer: {self.optim.optimizer!r} is not adam or rmsprop")
+        if self.candidates < 1 or (self.candidates > 1 and self.model.conditioning == "projection"):
+            raise CondgenError(
+                f"candidates: {self.candidates}; must be >= 1, and above 1 only with the critic's auxiliary head "
+                "(model.conditioning auxiliary or both)"
+            )
         if self.optim.loss == "wgan_gp" and self.model.d_batch_norm:
             raise CondgenError("model.d_batch_norm: a critic trained with a gradient penalty must not use batch norm")
-
-
-def sample_images(
-    generator: Generator | FoldGenerator, labels: torch.Tensor, seed: int, batch_size: int = 64
-) -> torch.Tensor:
-    """G(z, y) for every row of ``labels`` with noise from ``seed``: the same seed gives the same images."""
-    noise_source = torch.Generator().manual_seed(seed)
-    device = next(generator.parameters()).device
-    z = torch.randn(len(labels), generator.config.noise_dim, generator=noise_source)
-    with torch.no_grad():
-        chunks = [
-            generator(z[i : i + batch_size].to(device), labels[i : i + batch_size].to(device)).cpu()
-            for i in range(0, len(labels), batch_size)
-        ]
-    return torch.cat(chunks)
 
 
 class GANTask:
@@ -135,6 +129,11 @@ class GANTask:
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         self.generators = {"data": self.random}
         self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
+        # Clipping spares the auxiliary head: it classifies the critic's features and is no part of the Wasserstein
+        # critic whose Lipschitz constant clipping bounds; clipped to c its logits stay near 0 and its loss near
+        # log 2, so it would teach the generator nothing.
+        auxiliary = self.critic.auxiliary
+        self.unclipped = list(auxiliary.parameters()) if auxiliary is not None else []
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
         eager_critic = self.penalty or o.r1_gamma > 0 or config.model.spectral_norm
         compile_in_place([self.generator_net] + ([] if eager_critic else [self.critic]), o.compile)
@@ -178,7 +177,7 @@ class GANTask:
             differs = (shuffled != labels).any(dim=1)
             if differs.any():
                 mismatched_score, _ = self.critic(real[differs], shuffled[differs])
-                loss = loss + o.mismatch_weight * d_hinge_mismatched(mismatched_score)
+                loss = loss + o.mismatch_weight * d_mismatched(mismatched_score, self.adversarial)
         if self.penalty:
             critic_score = lambda x, y: self.critic(x, y)[0]  # noqa: E731
             loss = loss + o.gp_lambda * gradient_penalty(critic_score, real, fake, labels, self.random)
@@ -198,7 +197,7 @@ class GANTask:
             d_loss.backward()
             self.opt_d.step()
             if self.clip:
-                clip_weights(self.critic, o.clip_value)
+                clip_weights(self.critic, o.clip_value, keep=self.unclipped)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
         with autocast(self.device, o.bf16):
             fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
@@ -213,8 +212,10 @@ class GANTask:
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
-        """Images from the EMA generator with the fixed evaluation noise."""
-        return sample_images(self.ema.model.eval(), labels, self.config.eval_seed)
+        """Images from the EMA generator with the fixed evaluation noise (ranked by the current critic when
+        ``candidates`` > 1; ``train_step`` puts it back in training mode)."""
+        generator, critic = self.ema.model.eval(), self.modules["critic"].eval()
+        return sample_images(generator, labels, self.config.eval_seed, critic=critic, candidates=self.config.candidates)
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
         return score_label_files(self.label_files, self.sample, self.evaluator, step, run)

@@ -55,8 +55,8 @@ class Model:
         return self.pipeline.generate(requests, seed=seed, **self.settings(sampler))
 
     def network_evaluations(self, sampler: str) -> int:
-        if sampler == GAN_PASS:
-            return 1
+        if sampler == GAN_PASS:  # a generator pass per candidate (the critic that ranks them is not counted)
+            return self.pipeline.loaded.config.candidates
         loaded = self.pipeline.loaded
         sample = loaded.config.sample.changed(**self.settings(sampler))
         return network_evaluations(sample, loaded.diffusion.num_steps)

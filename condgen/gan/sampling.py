@@ -1,0 +1,56 @@
+"""Sampling a conditional GAN: one noise vector per request, or the best of several, ranked by the critic's own
+auxiliary head (a multi-label classifier trained on the training images alongside the critic, never the
+evaluator) by how close each image is to holding exactly the requested objects."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from condgen.errors import CondgenError
+from condgen.gan.networks import ConditionedCritic, FoldGenerator, Generator
+
+
+def set_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(the detected set is exactly the requested one | x) under independent per-object sigmoids:
+    sum over requested i of log sigmoid(logit_i) + sum over the others j of log(1 - sigmoid(logit_j)), per row.
+    Unlike the requested terms alone, it also counts an extra object against the image."""
+    return (F.logsigmoid(logits) * labels + F.logsigmoid(-logits) * (1 - labels)).sum(dim=1)
+
+
+def sample_images(
+    generator: Generator | FoldGenerator,
+    labels: torch.Tensor,
+    seed: int,
+    batch_size: int = 64,
+    critic: ConditionedCritic | None = None,
+    candidates: int = 1,
+) -> torch.Tensor:
+    """G(z, y) for every row of ``labels`` with noise from ``seed``: the same seed gives the same images.
+
+    With ``candidates`` K > 1, request i gets the K noise vectors iK .. iK + K - 1 of one draw and keeps the output
+    whose auxiliary logits from ``critic`` have the highest :func:`set_log_likelihood` (best-of-K rejection); with
+    K = 1 the noise, and so the images, are those of plain sampling."""
+    if candidates < 1:
+        raise CondgenError(f"candidates: {candidates} is below 1")
+    if candidates > 1 and (critic is None or critic.auxiliary is None):
+        raise CondgenError(
+            f"candidates: ranking {candidates} images per request needs the critic's auxiliary head and its weights "
+            "(model.conditioning auxiliary or both, critic.safetensors beside ema.safetensors)"
+        )
+    noise_source = torch.Generator().manual_seed(seed)
+    device = next(generator.parameters()).device
+    z = torch.randn(len(labels) * candidates, generator.config.noise_dim, generator=noise_source)
+    per_batch = max(1, batch_size // candidates)  # requests per forward pass
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(labels), per_batch):
+            wanted = labels[start : start + per_batch].to(device)
+            repeated = wanted.repeat_interleave(candidates, dim=0)
+            out = generator(z[start * candidates : start * candidates + len(repeated)].to(device), repeated)
+            if candidates > 1:
+                _, logits = critic(out, repeated)
+                best = set_log_likelihood(logits.float(), repeated).view(len(wanted), candidates).argmax(dim=1)
+                out = out.view(len(wanted), candidates, *out.shape[1:])[torch.arange(len(wanted)), best]
+            chunks.append(out.cpu())
+    return torch.cat(chunks)
