@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-from common import int_list, result_header, write_result
+from common import int_list, result_header, train_label_lists, write_result
 
-from condgen.data.iclevr import read_train_index
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_generator
 from condgen.kinds import Generation
@@ -41,9 +39,7 @@ def main() -> None:
 
     loaded = load_generator(args.run, args.checkpoint, Generation.GAN)
     evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
-    _, labels = read_train_index(args.data, evaluator.codec)
-    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(args.list_seed))]
-    labels = labels[: args.lists]
+    labels = train_label_lists(args.data, evaluator.codec, args.lists, args.list_seed)
     rows = []
     for k in args.candidates:
         scored = score_seeds(lambda y, seed, k=k: loaded.sample(y, seed, k), labels, evaluator, args.seeds)

@@ -171,6 +171,15 @@ def seeded_images(make_images: Callable[[torch.Tensor, object], torch.Tensor], s
     return make_images(labels, dataclasses.replace(sample, seed=seed))
 
 
+def train_label_lists(data: Path, codec, lists: int, list_seed: int = 0, objects: int | None = None) -> torch.Tensor:
+    """``lists`` label lists (multi-hot rows) drawn from train.json by a permutation seeded with ``list_seed``, only
+    those of ``objects`` objects when given: what sampling settings are chosen on, never the test files."""
+    _, labels = read_train_index(data, codec)
+    if objects is not None:
+        labels = labels[labels.sum(dim=1) == objects]
+    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
+
+
 def choose_guidance(
     make_images: Callable[[torch.Tensor, object], torch.Tensor],
     sample_config,
@@ -185,10 +194,7 @@ def choose_guidance(
     drawn from train.json (a permutation seeded with ``list_seed``; only lists of ``objects`` objects when given),
     sampled with ``sample_config``'s other settings. The test files are never looked at, so the accuracy reported on
     them stays a held-out figure."""
-    _, labels = read_train_index(data, evaluator.codec)
-    if objects is not None:
-        labels = labels[labels.sum(dim=1) == objects]
-    labels = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
+    labels = train_label_lists(data, evaluator.codec, lists, list_seed, objects)
     accuracy = {}
     for scale in scales:
         sample = dataclasses.replace(sample_config, guidance=scale)
