@@ -2,11 +2,14 @@
 on a dataset, sample test.json and new_test.json with DDPM (all T steps), DDIM-50 and DPM-Solver++(2M)-20, and score
 every image with the shipped evaluator, each sampler at the classifier-free guidance scale chosen for it on label
 lists drawn from train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
-encoding the training set and the diffusion model's training.
+encoding the training set, the optional noisy classifier's training (--classifier-minutes: classifier guidance and
+best-of-K ranking, never the evaluator) and the diffusion model's training.
 
 Run by hand:
     python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
     python benchmarks/latent.py --score-only    # score the trained runs again, e.g. after changing sample.clip_x0
+    python benchmarks/latent.py --classifier-minutes 6 --candidates 4 --samplers ddim --guidance 8 \
+        --name latent_ranked_cpu    # a noisy classifier within the budget; each image the best of 4 by it
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
 """
 
@@ -22,9 +25,12 @@ from common import add_sampling_arguments, result_header, score_samplers, train_
 
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
+from condgen.latent.classifier import LatentClassifierRunConfig, load_latent_classifier
 from condgen.latent.ldm import LDMRunConfig
 from condgen.launch import start_training
+from condgen.parser import positive_int
 from condgen.train.config import config_to_dict, load_config
+from condgen.train.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,19 +51,40 @@ def main() -> None:
         help="skip training: score the runs in --runs again (after changing their sampling settings), keeping the "
         "training figures of the <name>.json that trained them",
     )
+    parser.add_argument(
+        "--classifier-minutes",
+        type=float,
+        default=0.0,
+        help="the latent noisy classifier's share of the budget (configs/latent_classifier_cpu.yaml), trained after "
+        "the autoencoder and before the diffusion model; 0 = none (default)",
+    )
+    parser.add_argument("--classifier-config", type=Path, default=ROOT / "configs" / "latent_classifier_cpu.yaml")
+    parser.add_argument(
+        "--candidates", type=positive_int, default=1, help="best of K samples per request, ranked by the classifier"
+    )
+    parser.add_argument("--classifier-scale", type=float, default=0.0, help="classifier guidance to the requested")
+    parser.add_argument("--classifier-absent-scale", type=float, default=0.0, help="and away from the others")
     add_sampling_arguments(parser)
     args = parser.parse_args()
 
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
+    classifier_run = args.runs / "bench_latent_classifier" if args.classifier_minutes > 0 else None
     if args.score_only:
         if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
             parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
         trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
     else:
-        trained = train(args, ae_run, ldm_run)
+        trained = train(args, ae_run, classifier_run, ldm_run)
     loaded = KINDS["ldm"].load_model(ldm_run, "latest")
     config = loaded.config
+    if classifier_run is not None:
+        loaded.classifier = load_latent_classifier(classifier_run, config)
+    config.sample = config.sample.changed(
+        candidates=args.candidates,
+        classifier_scale=args.classifier_scale,
+        classifier_absent_scale=args.classifier_absent_scale,
+    )
     device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
     trained["diffusion"]["config"] = config_to_dict(config)  # its sampling settings may have changed since
@@ -72,17 +99,31 @@ def main() -> None:
     score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 
-TRAINING_KEYS = ("budget_minutes", "minutes_until_sampling", "autoencoder", "diffusion")
+TRAINING_KEYS = ("budget_minutes", "minutes_until_sampling", "autoencoder", "classifier", "diffusion")
 
 
-def train(args: argparse.Namespace, ae_run: Path, ldm_run: Path) -> dict:
-    """Trains the autoencoder, then the diffusion model on what is left of the budget; returns the record's
-    training part (``TRAINING_KEYS``)."""
+def train(args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, ldm_run: Path) -> dict:
+    """Trains the autoencoder, then the noisy classifier when ``classifier_run`` is given, then the diffusion model
+    on what is left of the budget; returns the record's training part (``TRAINING_KEYS``)."""
     start = time.perf_counter()
     shutil.rmtree(ldm_run, ignore_errors=True)
     autoencoder = train_autoencoder(
         args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes
     )
+    classifier = None
+    if classifier_run is not None:  # its own encoding of the training set comes out of its share
+        shutil.rmtree(classifier_run, ignore_errors=True)
+        overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={args.classifier_minutes}"]
+        summary = start_training(
+            "latent_classifier", args.data, classifier_run, args.classifier_config, overrides, resume=False
+        )
+        final = [record for record in read_metrics(classifier_run) if "exact_set" in record][-1]
+        classifier = {
+            "train_steps": summary["step"],
+            "train_seconds": round(summary["seconds"], 1),
+            "held_out": {key: value for key, value in final.items() if key.startswith(("accuracy", "exact_set"))},
+            "config": config_to_dict(load_config(LatentClassifierRunConfig, classifier_run / "config.yaml")),
+        }
     # the diffusion model gets what is left; encoding the training set comes out of its share
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
@@ -92,6 +133,7 @@ def train(args: argparse.Namespace, ae_run: Path, ldm_run: Path) -> dict:
         "budget_minutes": args.budget_minutes,
         "minutes_until_sampling": round((time.perf_counter() - start) / 60, 2),
         "autoencoder": autoencoder,
+        "classifier": classifier,
         "diffusion": {
             "train_steps": ldm_summary["step"],
             "train_seconds": round(ldm_summary["seconds"], 1),

@@ -8,6 +8,7 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
     best/             ema.safetensors (the sampled weights, float16 with ``--half``) and state.json (kind, step);
                       a GAN whose critic has an auxiliary head also critic.safetensors, which ranks candidates
     autoencoder/      an ldm's autoencoder, as a model folder of its own
+    classifier/       a diffusion model's noisy classifier, when exported with one (guidance, best-of-K ranking)
     README.md         the model card: how it was trained and what it scored
 
 Nothing in it is pickled: safetensors, JSON and YAML.
@@ -22,15 +23,21 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from condgen.data.jsonio import read_json, write_json
+from condgen.diffusion.run import CLASSIFIER_FOLDER
 from condgen.errors import CondgenError
 from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
+from condgen.generate import guiding_classifier
 from condgen.kinds import KINDS, Generation, kind_of
+from condgen.train.config import load_config
 from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, read_run
 
 
-def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = False) -> Path:
-    """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist."""
+def export_model(
+    run: Path, out: Path, checkpoint: str = "best", half: bool = False, classifier: Path | None = None
+) -> Path:
+    """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
+    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it)."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -38,10 +45,15 @@ def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = Fa
         raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes one of: {able}")
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
+    if classifier is not None:
+        if kind.generation != Generation.DIFFUSION:
+            raise CondgenError(f"--classifier: diffusion runs only; {run} is a {kind.name} run")
+        guiding_classifier(kind.load_model(run, checkpoint), classifier)  # refuses one that does not match
     with staged_folder(out) as staging:
         config = yaml.safe_load((run / "config.yaml").read_text())
         names = ["ema.safetensors"]
-        if kind.generation == Generation.GAN and config["model"].get("conditioning") != "projection":
+        typed = load_config(kind.config_class(), run / "config.yaml")
+        if kind.generation == Generation.GAN and typed.model.auxiliary_head:
             names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
         step = _export_weights(run, kind.name, checkpoint, names, staging, half)
         if kind.needs_autoencoder:
@@ -53,10 +65,23 @@ def export_model(run: Path, out: Path, checkpoint: str = "best", half: bool = Fa
             write_json(target / "run.json", ae_meta)
             shutil.copy(autoencoder / "config.yaml", staging / "autoencoder" / "config.yaml")
             config["autoencoder"] = "autoencoder"
+        if classifier is not None:
+            _export_classifier(classifier, staging / CLASSIFIER_FOLDER, half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_json(staging / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
         (staging / "README.md").write_text(model_card(run, out, meta, step, half))
     return out
+
+
+def _export_classifier(run: Path, target: Path, half: bool) -> None:
+    """A noisy classifier run's best weights, config and run.json as a folder of its own."""
+    meta = read_run(run)
+    step = _export_weights(run, meta["kind"], "best", ["model.safetensors"], target, half)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    if "autoencoder" in config:
+        config["autoencoder"] = "../autoencoder"  # the model folder's own
+    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_json(target / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
 
 
 def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], target: Path, half: bool) -> int:

@@ -14,9 +14,11 @@ from condgen.data.jsonio import write_json
 from condgen.device import enable_tf32
 from condgen.diffusion.run import DiffusionModel, load_classifier
 from condgen.diffusion.sampling import SampleConfig, generate
+from condgen.diffusion.unet import NoisyClassifier
 from condgen.errors import CondgenError
 from condgen.gan.run import GANModel
 from condgen.kinds import KINDS, Generation, kind_of
+from condgen.latent.classifier import load_latent_classifier
 from condgen.train.config import config_to_dict
 from condgen.train.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
@@ -38,17 +40,40 @@ def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
     return loaded
 
 
+CLASSIFIER_OPTIONS = ("classifier", "classifier_scale", "classifier_absent_scale")
+
+
 def sample_settings(config_sample: SampleConfig, args: argparse.Namespace, num_steps: int) -> SampleConfig:
     """The run's sample settings with the command line's --sampler, --steps, --guidance, --guidance-min-t, --eta,
-    --spacing and --seed, checked against the model's T."""
-    sample = config_sample.changed(**{key: getattr(args, key) for key in SAMPLING_OPTIONS})
+    --spacing, --seed and, where the command has them, --classifier-scale, --classifier-absent-scale and
+    --candidates, checked against the model's T. --classifier given alone guides at scale 1."""
+    changes = {key: getattr(args, key, None) for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS[1:], "candidates")}
+    sample = config_sample.changed(**changes)
+    classifier_used = sample.classifier_scale or sample.classifier_absent_scale or sample.candidates > 1
+    if getattr(args, "classifier", None) is not None and not classifier_used:
+        sample = sample.changed(classifier_scale=1.0)
     sample.check(num_steps)
     return sample
 
 
+def guiding_classifier(loaded: DiffusionModel, run: Path | None) -> NoisyClassifier | None:
+    """The noisy classifier that guides and ranks ``loaded``'s samples: the ``run`` given (--classifier; a
+    ``classifier`` run for a ddpm model, a ``latent-classifier`` run for an ldm model), else the model folder's own."""
+    if run is None:
+        return loaded.classifier
+    if loaded.meta["kind"] == "ldm":
+        return load_latent_classifier(run, loaded.config)
+    return load_classifier(run, loaded.config.diffusion)[0]
+
+
 def check_gan_options(args: argparse.Namespace, run: Path) -> None:
-    """A GAN takes a seed alone: refuses the diffusion sampling options (and --classifier) that ``args`` sets."""
-    given = [key for key in (*SAMPLING_OPTIONS, "classifier") if key != "seed" and getattr(args, key, None) is not None]
+    """A GAN takes a seed and candidates alone: refuses the diffusion sampling and classifier options that ``args``
+    sets."""
+    given = [
+        key
+        for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS)
+        if key != "seed" and getattr(args, key, None) is not None
+    ]
     if given:
         options = ", ".join("--" + key.replace("_", "-") for key in given)
         raise CondgenError(f"{options}: diffusion runs only; {run} is a gan run, which takes --seed alone")
@@ -73,16 +98,11 @@ def sample_command(args: argparse.Namespace) -> dict:
         images = loaded.sample(labels, seed, candidates)
         result = {"images": len(images), "seed": seed, "candidates": candidates}
     else:
-        if args.candidates is not None:
-            raise CondgenError(f"--candidates: gan runs only; {args.run} is a {loaded.meta['kind']} run")
         sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
+        classifier = guiding_classifier(loaded, args.classifier)
+        if sample.candidates > 1 and classifier is None:
+            raise CondgenError(f"--candidates: ranking {sample.candidates} samples per request needs --classifier RUN")
         evaluator = run_evaluator(loaded.meta, args.evaluator)
-        classifier = None
-        if getattr(args, "classifier", None) is not None:
-            if loaded.meta["kind"] != "ddpm":
-                raise CondgenError("--classifier: classifier guidance works on pixel-space (ddpm) runs only")
-            classifier = load_classifier(args.classifier, loaded.config.diffusion)
-            sample = sample.changed(classifier_scale=args.classifier_scale)
         _fresh_folder(args.out)
         images = loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier))
         result = {"images": len(images), "sample": config_to_dict(sample)}
@@ -127,11 +147,13 @@ def denoise_command(args: argparse.Namespace) -> Path:
     """One row of the sampler's states, from pure noise to the final image, decoded to images."""
     loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
     labels = request_labels(loaded.meta, None, args.objects)
-    sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
+    # one process pictured: the model's own settings, without ranking several samples
+    sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps).changed(candidates=1)
     if args.out.exists():
         raise CondgenError(f"{args.out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
-    generate(loaded.model, loaded.diffusion, labels, sample, callback=lambda info: states.append(info["x"][0].cpu()))
+    record = lambda info: states.append(info["x"][0].cpu())  # noqa: E731
+    generate(loaded.model, loaded.diffusion, labels, sample, callback=record, classifier=loaded.classifier)
     picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
     save_grid(loaded.decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
     return args.out

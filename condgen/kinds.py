@@ -154,6 +154,20 @@ KINDS: dict[str, Kind] = {
             needs_autoencoder=True,
         ),
         Kind(
+            "latent_classifier",
+            "latent-classifier",
+            "a noisy classifier of a vae/vqvae run's latents, for guiding and ranking latent diffusion",
+            "Train a multi-label classifier on noised latents z_t of --autoencoder RUN (the UNet encoder plus a pooled "
+            "head), for `condgen sample --classifier RUN` on an ldm run of the same autoencoder and noise schedule: "
+            "classifier guidance (--classifier-scale, --classifier-absent-scale) and the best of --candidates K "
+            "samples, ranked at t = 0 by how close each is to holding exactly the requested objects. The training set "
+            "is encoded once at the start.",
+            config="condgen.latent.classifier:LatentClassifierRunConfig",
+            task="condgen.latent.classifier:make_latent_classifier_task",
+            example_config="configs/latent_classifier_cpu.yaml",
+            needs_autoencoder=True,
+        ),
+        Kind(
             "latent_gan",
             "latent-gan",
             "conditional GAN in the latent space of a trained vae/vqvae run",

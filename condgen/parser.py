@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate images for label lists from a trained run (diffusion, latent diffusion or GAN)",
         description="Generate one image per label list into OUT (0.png, 1.png, ...), an 8-per-row grid.png, "
         "and scores.json with the evaluator's accuracy. --sampler, --steps, --guidance, --guidance-min-t, --eta, "
-        "--spacing and --classifier apply to diffusion runs; a GAN run uses --seed for its noise.",
+        "--spacing and --classifier options apply to diffusion runs; a GAN run uses --seed and --candidates.",
     )
     add_generation_options(sample)
     request = sample.add_mutually_exclusive_group(required=True)
@@ -257,16 +257,29 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--candidates",
         type=positive_int,
-        help="GAN runs whose critic has an auxiliary head: draw this many noise vectors per request and keep the "
-        "image that head finds closest to exactly the requested objects (best of K, ranked by the run's own "
-        "critic, never the evaluator); 1 = plain sampling; default: the run's candidates",
+        help="make K images per request and keep the one a classifier trained on the training images finds "
+        "closest to exactly the requested objects (never the evaluator): a GAN's critic's auxiliary head, or a "
+        "diffusion model's noisy classifier (--classifier); 1 = no ranking; default: the run's candidates",
     )
-    sample.add_argument("--classifier", type=Path, help="a `train classifier` run, for classifier guidance")
+    sample.add_argument(
+        "--classifier",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs: a noisy classifier for classifier guidance and --candidates, a `train classifier` "
+        "run for a ddpm run or a `train latent-classifier` run for an ldm run (default: the model folder's own "
+        "classifier/, if it has one)",
+    )
     sample.add_argument(
         "--classifier-scale",
         type=non_negative_float,
-        default=1.0,
-        help="classifier guidance strength, with --classifier (default 1)",
+        help="classifier guidance towards the requested objects (default: the run's sample.classifier_scale, or 1 "
+        "when --classifier is given alone)",
+    )
+    sample.add_argument(
+        "--classifier-absent-scale",
+        type=non_negative_float,
+        help="classifier guidance away from the objects not requested (default: the run's "
+        "sample.classifier_absent_scale)",
     )
     denoise = commands.add_parser(
         "denoise",
@@ -306,6 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="the model folder to create")
     export.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
     export.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    export.add_argument(
+        "--classifier",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs: a noisy classifier run (`train classifier` for ddpm, `train latent-classifier` for "
+        "ldm) to carry as classifier/, for classifier guidance and --candidates without --classifier",
+    )
 
     serve = commands.add_parser(
         "serve",

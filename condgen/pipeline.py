@@ -42,22 +42,24 @@ class Pipeline:
     ) -> torch.Tensor:
         """One image per request, each a comma-separated list of objects ("red sphere, cyan cube"): a (N, 3, 64, 64)
         tensor in [-1, 1]. Options left at None take the model's own settings; the same seed gives the same images.
-        A GAN takes ``seed`` and ``candidates`` (the best of that many images per request, ranked by its critic's
-        auxiliary head) alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]`` before the
-        first step and after each; ``decode`` turns such states into images."""
+        ``candidates`` K keeps the best of K images per request, ranked by a GAN's critic's auxiliary head or a
+        diffusion model folder's noisy classifier (``classifier/``); a GAN takes it and ``seed`` alone. ``callback``
+        (diffusion only) sees the sampler's state ``info["x"]`` before the first step and after each; ``decode``
+        turns such states into images."""
         requests = [requests] if isinstance(requests, str) else list(requests)
         labels = self.labels(requests)
         options = Namespace(sampler=sampler, steps=steps, guidance=guidance, guidance_min_t=guidance_min_t, eta=eta)
-        options.spacing, options.seed = spacing, seed
+        options.spacing, options.seed, options.candidates = spacing, seed, candidates
         if isinstance(self.loaded, GANModel):
             check_gan_options(options, self.folder)
             if callback is not None:
                 raise CondgenError(f"callback: diffusion models only; {self.folder} is a gan, made in one pass")
             return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed, candidates)
-        if candidates is not None:
-            raise CondgenError(f"candidates: gan models only; {self.folder} is a {self.kind} model")
         sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
-        return self.loaded.decode(generate(self.loaded.model, self.loaded.diffusion, labels, sample, callback=callback))
+        loaded = self.loaded
+        return loaded.decode(
+            generate(loaded.model, loaded.diffusion, labels, sample, callback, classifier=loaded.classifier)
+        )
 
     def decode(self, states: torch.Tensor) -> torch.Tensor:
         """Sampler states seen by a ``callback`` (a latent model's latents, a pixel model's noisy images) -> images

@@ -4,6 +4,7 @@ import pytest
 
 from condgen.diffusion.trainer import DDPMRunConfig
 from condgen.gan.trainer import GANRunConfig
+from condgen.latent.classifier import LatentClassifierRunConfig
 from condgen.latent.gan import LatentGANRunConfig
 from condgen.latent.ldm import LDMRunConfig
 from condgen.latent.trainer import AutoencoderRunConfig
@@ -17,6 +18,7 @@ KINDS = {
     "ddpm": DDPMRunConfig,
     "vae": AutoencoderRunConfig,
     "ldm": LDMRunConfig,
+    "latent_classifier": LatentClassifierRunConfig,
     "evaluator": EvaluatorRunConfig,
 }
 

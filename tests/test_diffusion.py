@@ -6,12 +6,16 @@ from PIL import Image
 
 from condgen.cli import build_parser, main
 from condgen.data.labels import LabelCodec
+from condgen.diffusion.classifier import ClassifierRunConfig, noise_levels
 from condgen.diffusion.guidance import classifier_gradient, guided_eps_fn
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, Spacing, sample_ddim, timesteps
+from condgen.diffusion.sampling import network_evaluations
 from condgen.diffusion.schedules import cosine_alpha_bar_betas, linear_betas
 from condgen.diffusion.trainer import SampleConfig, generate
 from condgen.diffusion.unet import UNet, UNetConfig
+from condgen.errors import CondgenError
+from condgen.nn.ranking import set_log_likelihood
 
 TINY = UNetConfig(channels=16, channel_mults=(1, 2), attention_resolutions=(16,), heads=2)
 TINY_OVERRIDES = [
@@ -151,17 +155,59 @@ def test_guidance_acts_only_from_guidance_min_t_and_saves_the_unconditional_pass
     assert moved[0] > 0 and moved[1] == 0  # classifier guidance obeys the same bound
 
 
-def test_classifier_gradient_sums_log_sigmoid_of_requested_labels():
+def test_classifier_gradient_sums_log_sigmoid_of_requested_and_absent_labels():
     weights = torch.randn(3, 12)  # a linear classifier on flattened 3x2x2 images
 
     def classifier(x, t, y):
         return x.flatten(1) @ weights.T
 
     x, labels = torch.randn(2, 3, 2, 2), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
-    gradient = classifier_gradient(classifier, x, torch.tensor([1, 1]), labels)
-    # d/dx log sigmoid(w_i . x) = (1 - sigmoid(w_i . x)) w_i, summed over the requested i
-    expected = ((1 - torch.sigmoid(x.flatten(1) @ weights.T)) * labels) @ weights
-    assert torch.allclose(gradient.flatten(1), expected, atol=1e-6)
+    t = torch.tensor([1, 1])
+    probability = torch.sigmoid(x.flatten(1) @ weights.T)
+    # d/dx log sigmoid(w_i . x) = (1 - sigmoid(w_i . x)) w_i, summed over the requested i;
+    # d/dx log(1 - sigmoid(w_j . x)) = -sigmoid(w_j . x) w_j, summed over the others j
+    towards = ((1 - probability) * labels) @ weights
+    away = (-probability * (1 - labels)) @ weights
+    assert torch.allclose(classifier_gradient(classifier, x, t, labels).flatten(1), towards, atol=1e-6)
+    both = classifier_gradient(classifier, x, t, labels, scale=2.0, absent_scale=0.5).flatten(1)
+    assert torch.allclose(both, 2.0 * towards + 0.5 * away, atol=1e-6)
+    assert torch.allclose(classifier_gradient(classifier, x, t, labels, 0.0, 1.0).flatten(1), away, atol=1e-6)
+
+
+def test_classifier_noise_levels_are_uniform_at_power_1_and_favour_low_noise_above():
+    uniform = noise_levels(20000, 1000, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(uniform, torch.randint(0, 1000, (20000,), generator=torch.Generator().manual_seed(0)))
+    low = noise_levels(20000, 1000, 2.0, torch.Generator().manual_seed(0))
+    assert low.min() >= 0 and low.max() <= 999 and low.dtype == torch.long
+    assert (low < 250).float().mean().item() == pytest.approx(0.5, abs=0.02)  # P(u^2 < 1/4) = 1/2
+    with pytest.raises(CondgenError, match="t_power"):
+        ClassifierRunConfig(t_power=0)
+
+
+def test_best_of_k_keeps_the_sample_the_classifier_ranks_first_and_k_1_is_plain_sampling():
+    torch.manual_seed(0)
+    config = UNetConfig(channels=8, channel_mults=(1,), attention_resolutions=(), image_size=8, num_labels=6)
+    model, diffusion = randomise(UNet(config)).eval(), GaussianDiffusion(cosine_alpha_bar_betas(10))
+    weights = torch.randn(6, 3 * 8 * 8)
+
+    def classifier(x, t, y):  # a fixed linear ranker of the final sample
+        return x.flatten(1) @ weights.T
+
+    labels = torch.eye(6)[:4]
+    sample = SampleConfig(sampler="ddim", steps=3, eta=1.0, guidance=2.0, seed=5)
+    plain = generate(model, diffusion, labels, sample, batch_size=12)
+    assert torch.equal(generate(model, diffusion, labels, sample, batch_size=12, classifier=classifier), plain)
+    repeated = labels.repeat_interleave(3, dim=0)
+    every = generate(model, diffusion, repeated, sample, batch_size=12)  # the same 12 noise draws as K = 3 makes
+    best = set_log_likelihood(classifier(every, None, None), repeated).view(4, 3).argmax(dim=1)
+    ranked = generate(model, diffusion, labels, sample.changed(candidates=3), batch_size=12, classifier=classifier)
+    assert torch.equal(ranked, every.view(4, 3, *every.shape[1:])[torch.arange(4), best])
+    assert len(set(best.tolist())) > 1  # not always the first candidate
+    with pytest.raises(CondgenError, match="needs --classifier"):
+        generate(model, diffusion, labels, sample.changed(candidates=3))
+    with pytest.raises(CondgenError, match="sample.candidates"):
+        sample.changed(candidates=0).check(10)
+    assert network_evaluations(sample.changed(candidates=3), 10) == 3 * network_evaluations(sample, 10)
 
 
 def test_ddim_with_eta_one_is_stochastic_and_eta_zero_is_not():

@@ -13,6 +13,7 @@ from condgen.gan.augment import augment, cutout, translate
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.gan.trainer import GANRunConfig
 from condgen.nn import adversarial
+from condgen.nn.ranking import set_log_likelihood
 
 TINY = [
     "model.g_channels=8",
@@ -289,16 +290,6 @@ def test_s2d_trains_and_resumes_exactly(dataset, evaluator_file, tmp_path):
     assert json.loads((tmp_path / "best_of_3" / "scores.json").read_text())["candidates"] == 3
 
 
-def test_set_log_likelihood_matches_a_plain_loop():
-    torch.manual_seed(0)
-    logits, labels = torch.randn(5, 24) * 3, (torch.rand(5, 24) < 0.2).float()
-    expected = [
-        sum(math.log(1 / (1 + math.exp(-x))) if y else math.log(1 - 1 / (1 + math.exp(-x))) for x, y in zip(row, want))
-        for row, want in zip(logits.tolist(), labels.tolist())
-    ]
-    assert sampling.set_log_likelihood(logits, labels).tolist() == pytest.approx(expected, rel=1e-5)
-
-
 def test_best_of_k_keeps_the_candidate_the_auxiliary_head_ranks_first():
     torch.manual_seed(0)
     config = GANModelConfig(architecture="s2d", g_channels=8, d_channels=8, noise_dim=16, label_dim=16)
@@ -314,7 +305,7 @@ def test_best_of_k_keeps_the_candidate_the_auxiliary_head_ranks_first():
         z = torch.randn(6 * 4, 16, generator=torch.Generator().manual_seed(3))
         repeated = labels.repeat_interleave(4, dim=0)
         every = generator(z, repeated)
-        best = sampling.set_log_likelihood(ranker(every, repeated)[1], repeated).view(6, 4).argmax(dim=1)
+        best = set_log_likelihood(ranker(every, repeated)[1], repeated).view(6, 4).argmax(dim=1)
     ranked = sampling.sample_images(generator, labels, seed=3, batch_size=8, critic=ranker, candidates=4)
     assert torch.allclose(ranked, every.view(6, 4, *every.shape[1:])[torch.arange(6), best], atol=1e-6)
     assert len(set(best.tolist())) > 1  # not always the first candidate

@@ -2,9 +2,11 @@ import json
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
+import condgen
 from condgen.cli import main
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, VectorQuantizer, kl_divergence
 from condgen.latent.trainer import psnr, random_crop
@@ -182,7 +184,56 @@ def test_latent_diffusion_end_to_end(dataset, evaluator_file, tmp_path, capsys):
     assert Image.open(picture).size == (3 * (64 + 2) + 2, 64 + 4)  # decoded snapshots, not 16x16 latents
     guided = ["sample", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "g")]
     assert main([*guided, "--classifier", str(autoencoder)]) == 2
-    assert "pixel-space" in capsys.readouterr().err
+    assert "a vae run; this needs a latent_classifier run" in capsys.readouterr().err
+
+
+TINY_CLASSIFIER = [*TINY_LDM[:5], "optim.batch_size=4", "val_fraction=0.2", "loop.steps=2", "loop.log_every=1"]
+
+
+def test_a_latent_classifier_guides_and_ranks_an_ldm_and_travels_with_its_model_folder(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    autoencoder, run, classifier = tmp_path / "vae", tmp_path / "ldm", tmp_path / "classifier"
+    assert train("vae", dataset, autoencoder, evaluator_file, "loop.steps=2") == 0
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=2", autoencoder=autoencoder) == 0
+    argv = ["train", "latent-classifier", "--data", str(dataset), "--autoencoder", str(autoencoder), "--out"]
+    assert main([*argv, str(classifier), *TINY_CLASSIFIER]) == 0
+    assert {"accuracy_t0", "exact_set_t50", "exact_set"} <= set(records(classifier)[-1])
+    assert yaml.safe_load((classifier / "config.yaml").read_text())["scale_factor"] == pytest.approx(
+        yaml.safe_load((run / "config.yaml").read_text())["scale_factor"]
+    )
+
+    def sample(source, out, *options):
+        argv = ["sample", "--run", str(source), "--objects", "red cube, blue sphere", "--out", str(out), "--seed", "1"]
+        code = main([*argv, *options])
+        return (out / "0.png").read_bytes() if code == 0 else code
+
+    plain = sample(run, tmp_path / "plain")
+    ranked = sample(run, tmp_path / "ranked", "--classifier", str(classifier), "--candidates", "3")
+    assert json.loads((tmp_path / "ranked" / "scores.json").read_text())["sample"]["candidates"] == 3
+    pushed = sample(run, tmp_path / "pushed", "--classifier", str(classifier), "--classifier-absent-scale", "50")
+    assert plain != pushed and sample(run, tmp_path / "r", "--candidates", "3") == 2
+    assert "--candidates: ranking 3 samples per request needs --classifier RUN" in capsys.readouterr().err
+
+    # a classifier of other latents, or of another noise schedule, is refused with the reason
+    assert main([*argv, str(tmp_path / "rescaled"), *TINY_CLASSIFIER, "scale_factor=0.5"]) == 0
+    assert sample(run, tmp_path / "x", "--classifier", str(tmp_path / "rescaled")) == 2
+    assert "scaled by 0.5" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main([*argv, str(tmp_path / "t30"), *TINY_CLASSIFIER, "diffusion.num_steps=30"]) == 0
+    assert sample(run, tmp_path / "y", "--classifier", str(tmp_path / "t30")) == 2
+    assert "another noise schedule" in capsys.readouterr().err
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "z"), "--classifier", str(tmp_path / "t30")]) == 2
+    assert not (tmp_path / "z").exists()
+
+    model = tmp_path / "model"
+    assert main(["export", "--run", str(run), "--out", str(model), "--classifier", str(classifier)]) == 0
+    assert (model / "classifier" / "best" / "model.safetensors").exists()
+    for moved in (run, classifier, autoencoder):  # the folder stands alone
+        moved.rename(tmp_path / f"{moved.name}-moved")
+    assert sample(model, tmp_path / "from-model", "--candidates", "3") == ranked
+    assert sample(model, tmp_path / "plain-model") == plain
+    images = condgen.load(model).generate(["red cube", "blue sphere"], seed=1, candidates=2)
+    assert images.shape == (2, 3, 64, 64)
 
 
 def test_latent_gan_end_to_end(dataset, evaluator_file, tmp_path, capsys):

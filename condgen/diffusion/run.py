@@ -34,6 +34,7 @@ class DiffusionModel:
     config: Any
     meta: dict
     decode: Callable[[torch.Tensor], torch.Tensor] = _images
+    classifier: NoisyClassifier | None = None  # a model folder's own, for guidance and ranking (``classifier/``)
 
 
 def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:
@@ -45,15 +46,28 @@ def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> 
     return DiffusionModel(model.eval().to(resolve_device(config.device)), config.diffusion.build(), config, meta)
 
 
+CLASSIFIER_FOLDER = "classifier"  # a model folder's own noisy classifier (`condgen export --classifier RUN`)
+
+
 def load_ddpm(run: Path, checkpoint: str = "best") -> DiffusionModel:
-    """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, with its process, config and run.json."""
-    return load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
+    """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, with its process, config and run.json,
+    and the noisy classifier of a model folder that holds one."""
+    loaded = load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
+    if (run / CLASSIFIER_FOLDER).is_dir():
+        loaded.classifier = load_classifier(run / CLASSIFIER_FOLDER, loaded.config.diffusion)[0]
+    return loaded
 
 
-def load_classifier(run: Path, diffusion_config: DiffusionConfig) -> NoisyClassifier:
-    """A trained noisy classifier, checked to share the guided model's noise schedule."""
-    folder, _ = checkpoint_folder(run, "noisy_classifier", "best")
-    config = load_config(ClassifierRunConfig, run / "config.yaml")
+def load_classifier(
+    run: Path,
+    diffusion_config: DiffusionConfig,
+    kind: str = "noisy_classifier",
+    config_class: type = ClassifierRunConfig,
+) -> tuple[NoisyClassifier, Any]:
+    """A trained noisy classifier of ``kind`` and its config (a ``config_class``), checked to share the guided
+    model's noise schedule."""
+    folder, _ = checkpoint_folder(run, kind, "best")
+    config = load_config(config_class, run / "config.yaml")
     same_noise = (config.diffusion.schedule, config.diffusion.num_steps) == (
         diffusion_config.schedule,
         diffusion_config.num_steps,
@@ -62,4 +76,4 @@ def load_classifier(run: Path, diffusion_config: DiffusionConfig) -> NoisyClassi
         raise CondgenError(f"{run}: the classifier was trained on another noise schedule than the diffusion run")
     model = NoisyClassifier(config.model)
     load_module(model, folder / "model.safetensors")
-    return model.eval().to(resolve_device(config.device))
+    return model.eval().requires_grad_(False).to(resolve_device(config.device)), config

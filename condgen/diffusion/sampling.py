@@ -13,6 +13,7 @@ from condgen.diffusion.options import DEFAULT_STEPS, Sampler, Spacing
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, Callback, bound, timesteps
 from condgen.errors import CondgenError
+from condgen.nn.ranking import keep_best
 
 
 @dataclass
@@ -24,7 +25,10 @@ class SampleConfig:
     eta: float = 0.0  # ddim and dpmpp: 0 = deterministic (the ODE), 1 = full noise (DDPM-like / the SDE)
     spacing: Spacing = Spacing.TRAILING  # leading | trailing | linspace | quadratic (ddim, dpmpp)
     seed: int = 0
-    classifier_scale: float = 0.0  # classifier guidance strength; needs a noisy-classifier run at sampling time
+    # classifier guidance towards the requested objects and away from the others; needs a noisy classifier
+    classifier_scale: float = 0.0
+    classifier_absent_scale: float = 0.0
+    candidates: int = 1  # best of K samples per request, ranked by the noisy classifier at t = 0; 1 = no ranking
     clip_x0: float = 1.0  # every x_0 prediction (and the result) is clamped to [-clip_x0, clip_x0]; 0 = never
 
     def __post_init__(self):
@@ -36,6 +40,8 @@ class SampleConfig:
             raise CondgenError(f"sample.clip_x0: a bound >= 0 (0 for none), got {self.clip_x0}")
         if not self.eta >= 0:
             raise CondgenError(f"sample.eta: a noise amount >= 0 (0 for none), got {self.eta}")
+        if self.candidates < 1:
+            raise CondgenError(f"sample.candidates (--candidates): at least 1, got {self.candidates}")
         if self.guidance_min_t < 0:
             raise CondgenError(f"sample.guidance_min_t: a step >= 0 (0 for every step), got {self.guidance_min_t}")
         if self.sampler != Sampler.DDPM and self.steps > num_steps:
@@ -68,35 +74,54 @@ def generate(
     classifier: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Samples for every row of ``labels``, within [-sample.clip_x0, sample.clip_x0] (images in [-1, 1] by default);
-    the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step."""
+    the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step.
+
+    ``classifier`` (a noisy classifier of the model's x_t) serves classifier guidance and, with ``sample.candidates``
+    K > 1, ranking: each request is sampled K times in one batch and keeps the sample whose logits at t = 0 have the
+    highest :func:`condgen.nn.ranking.set_log_likelihood` (closest to holding exactly the requested objects)."""
     sample.check(diffusion.num_steps)
+    k = sample.candidates
+    if k > 1 and classifier is None:
+        raise CondgenError(f"sample.candidates (--candidates): ranking {k} samples per request needs --classifier RUN")
     generator = torch.Generator().manual_seed(sample.seed)
     device = next(model.parameters()).device
     size = model.config.image_size
     outputs = []
-    for start in range(0, len(labels), batch_size):
-        batch = labels[start : start + batch_size].to(device)
+    for start in range(0, len(labels), max(1, batch_size // k)):
+        batch = labels[start : start + max(1, batch_size // k)].to(device).repeat_interleave(k, dim=0)
         x = torch.randn((len(batch), model.config.in_channels, size, size), generator=generator).to(device)
         if callback is not None:
             callback({"i": -1, "t": diffusion.num_steps, "x": x, "x0": None})  # the starting noise x_T
         eps_fn = guided_eps_fn(
-            model, diffusion, batch, sample.guidance, classifier, sample.classifier_scale, sample.guidance_min_t
+            model,
+            diffusion,
+            batch,
+            sample.guidance,
+            classifier,
+            sample.classifier_scale,
+            sample.guidance_min_t,
+            sample.classifier_absent_scale,
         )
         kwargs: dict = {"generator": generator, "callback": callback, "clip_x0": sample.clip_x0}
         if sample.sampler != Sampler.DDPM:
             kwargs |= {"steps": sample.sampler_steps(), "spacing": sample.spacing, "eta": sample.eta}
-        x = SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs)
-        outputs.append(bound(x, sample.clip_x0).cpu())
+        x = bound(SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs), sample.clip_x0)
+        if k > 1:
+            with torch.no_grad():
+                logits = classifier(x, torch.zeros(len(x), dtype=torch.long, device=device), batch)
+            x = keep_best(x, logits, batch, k)
+        outputs.append(x.cpu())
     return torch.cat(outputs)
 
 
 def network_evaluations(sample: SampleConfig, num_steps: int) -> int:
     """Network calls per image of ``sample`` on a model with ``num_steps`` (T) noise levels: two at the steps where
-    classifier-free guidance acts (t >= ``guidance_min_t``, a scale other than 1), one at the others."""
+    classifier-free guidance acts (t >= ``guidance_min_t``, a scale other than 1), one at the others, times the
+    ``candidates`` made per image (a noisy classifier's calls are not counted)."""
     steps = (
         range(num_steps)
         if sample.sampler == Sampler.DDPM
         else timesteps(num_steps, sample.sampler_steps(), sample.spacing)
     )
     guided = sample.guidance != 1
-    return sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)
+    return sample.candidates * sum(2 if guided and t >= sample.guidance_min_t else 1 for t in steps)

@@ -32,6 +32,11 @@ class GANModelConfig:
     d_blocks: int = 1  # s2d: discriminator residual blocks at 16x16 before the two that halve to 8x8 and 4x4
     latent_channels: int = 0  # s2d: > 0 = the nets make and read 16x16 latents of this many channels, not images
 
+    @property
+    def auxiliary_head(self) -> bool:
+        """Whether the discriminator has ACGAN's auxiliary head, which best-of-K sampling ranks candidates by."""
+        return self.conditioning in ("auxiliary", "both")
+
 
 class ConditionalBatchNorm(nn.Module):
     """Batch norm whose scale and shift come from the label embedding (de Vries et al. 2017), or plain BN."""
@@ -111,8 +116,7 @@ class ConditionedCritic(nn.Module):
         conditioning = config.conditioning
         projection = conditioning in ("projection", "both")
         self.projection = wrap(nn.Linear(config.num_labels, width, bias=False)) if projection else None
-        auxiliary = conditioning in ("auxiliary", "both")
-        self.auxiliary = wrap(nn.Linear(width, config.num_labels)) if auxiliary else None
+        self.auxiliary = wrap(nn.Linear(width, config.num_labels)) if config.auxiliary_head else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

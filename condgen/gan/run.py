@@ -47,7 +47,7 @@ def load_gan(run: Path, checkpoint: str = "best", kind: str = "gan", config_clas
     generator = build_generator(config.model)
     load_module(generator, folder / "ema.safetensors")
     critic = None
-    if config.model.conditioning != "projection" and (folder / CRITIC_FILE).is_file():
+    if config.model.auxiliary_head and (folder / CRITIC_FILE).is_file():
         critic = build_discriminator(config.model)
         load_module(critic, folder / CRITIC_FILE)
         critic = critic.eval().to(device)

@@ -5,17 +5,10 @@ evaluator) by how close each image is to holding exactly the requested objects."
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from condgen.errors import CondgenError
 from condgen.gan.networks import ConditionedCritic, FoldGenerator, Generator
-
-
-def set_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log p(the detected set is exactly the requested one | x) under independent per-object sigmoids:
-    sum over requested i of log sigmoid(logit_i) + sum over the others j of log(1 - sigmoid(logit_j)), per row.
-    Unlike the requested terms alone, it also counts an extra object against the image."""
-    return (F.logsigmoid(logits) * labels + F.logsigmoid(-logits) * (1 - labels)).sum(dim=1)
+from condgen.nn.ranking import keep_best
 
 
 def sample_images(
@@ -29,8 +22,8 @@ def sample_images(
     """G(z, y) for every row of ``labels`` with noise from ``seed``: the same seed gives the same images.
 
     With ``candidates`` K > 1, request i gets the K noise vectors iK .. iK + K - 1 of one draw and keeps the output
-    whose auxiliary logits from ``critic`` have the highest :func:`set_log_likelihood` (best-of-K rejection); with
-    K = 1 the noise, and so the images, are those of plain sampling."""
+    whose auxiliary logits from ``critic`` have the highest :func:`condgen.nn.ranking.set_log_likelihood`
+    (best-of-K rejection); with K = 1 the noise, and so the images, are those of plain sampling."""
     if candidates < 1:
         raise CondgenError(f"candidates: {candidates} is below 1")
     if candidates > 1 and (critic is None or critic.auxiliary is None):
@@ -50,7 +43,6 @@ def sample_images(
             out = generator(z[start * candidates : start * candidates + len(repeated)].to(device), repeated)
             if candidates > 1:
                 _, logits = critic(out, repeated)
-                best = set_log_likelihood(logits.float(), repeated).view(len(wanted), candidates).argmax(dim=1)
-                out = out.view(len(wanted), candidates, *out.shape[1:])[torch.arange(len(wanted)), best]
+                out = keep_best(out, logits, repeated, candidates)
             chunks.append(out.cpu())
     return torch.cat(chunks)

@@ -96,7 +96,7 @@ class GANRunConfig:
             raise CondgenError(f"optim.mismatch_weight: {self.optim.mismatch_weight} is negative")
         if self.optim.optimizer not in ("adam", "rmsprop"):
             raise CondgenError(f"optim.optimizer: {self.optim.optimizer!r} is not adam or rmsprop")
-        if self.candidates < 1 or (self.candidates > 1 and self.model.conditioning == "projection"):
+        if self.candidates < 1 or (self.candidates > 1 and not self.model.auxiliary_head):
             raise CondgenError(
                 f"candidates: {self.candidates}; must be >= 1, and above 1 only with the critic's auxiliary head "
                 "(model.conditioning auxiliary or both)"

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages
-from condgen.diffusion.run import DiffusionModel, load_ema_unet
+from condgen.diffusion.run import CLASSIFIER_FOLDER, DiffusionModel, load_ema_unet
 from condgen.diffusion.sampling import SampleConfig
 from condgen.diffusion.trainer import DiffusionConfig, DiffusionTask, OptimConfig
 from condgen.diffusion.unet import UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder
+from condgen.latent.classifier import load_latent_classifier
 from condgen.latent.latents import decode_latents, mirrored_batch, scaled_latents
 from condgen.latent.run import decoding_autoencoder, frozen_autoencoder
 from condgen.train.loop import LoopConfig
@@ -88,9 +89,12 @@ def make_ldm_task(
 
 
 def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
-    """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder."""
+    """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder, with the
+    noisy classifier of a model folder that holds one."""
     loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
     config = loaded.config
     autoencoder = decoding_autoencoder(run, config)
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
+    if (run / CLASSIFIER_FOLDER).is_dir():
+        loaded.classifier = load_latent_classifier(run / CLASSIFIER_FOLDER, config)
     return loaded

@@ -1,0 +1,23 @@
+"""Best-of-K sampling: of K images made for one request, keep the one a multi-label classifier finds closest to
+holding exactly the requested objects. Shared by the GANs (ranked by the critic's auxiliary head) and latent
+diffusion (ranked by a noisy classifier at t = 0); neither ranker is the evaluator."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def set_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log p(the detected set is exactly the requested one | x) under independent per-object sigmoids:
+    sum over requested i of log sigmoid(logit_i) + sum over the others j of log(1 - sigmoid(logit_j)), per row.
+    Unlike the requested terms alone, it also counts an extra object against the image."""
+    return (F.logsigmoid(logits) * labels + F.logsigmoid(-logits) * (1 - labels)).sum(dim=1)
+
+
+def keep_best(candidates: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """``candidates`` (N k, ...) made for ``labels`` (N k, C; each request repeated k times in a row) -> (N, ...):
+    per request, the candidate whose ``logits`` have the highest :func:`set_log_likelihood`."""
+    n = len(candidates) // k
+    best = set_log_likelihood(logits.float(), labels.float()).view(n, k).argmax(dim=1)
+    return candidates.view(n, k, *candidates.shape[1:])[torch.arange(n), best.to(candidates.device)]
