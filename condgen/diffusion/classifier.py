@@ -42,7 +42,7 @@ class ClassifierRunConfig:
 
 
 class ClassifierTask:
-    """Trains :class:`NoisyClassifier` with BCE-with-logits on x_t at uniformly random t."""
+    """Trains :class:`NoisyClassifier` with BCE-with-logits on x_t at random t (:func:`noise_levels`)."""
 
     kind = "noisy_classifier"
 
