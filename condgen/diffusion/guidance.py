@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import EpsFn
+from condgen.nn.ranking import set_log_likelihood
 
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,7 +72,5 @@ def classifier_gradient(
     others j of log(1 - sigmoid(logit_j(x_t, t))): every object at once, no softmax."""
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
-        logits = classifier(x, t, labels).float()
-        requested = (F.logsigmoid(logits) * labels).sum()
-        absent = (F.logsigmoid(-logits) * (1 - labels)).sum()
-        return torch.autograd.grad(scale * requested + absent_scale * absent, x)[0]
+        objective = set_log_likelihood(classifier(x, t, labels).float(), labels, scale, absent_scale).sum()
+        return torch.autograd.grad(objective, x)[0]

@@ -87,8 +87,9 @@ def generate(
     device = next(model.parameters()).device
     size = model.config.image_size
     outputs = []
-    for start in range(0, len(labels), max(1, batch_size // k)):
-        batch = labels[start : start + max(1, batch_size // k)].to(device).repeat_interleave(k, dim=0)
+    per_batch = max(1, batch_size // k)  # requests per sampler batch of about batch_size samples
+    for start in range(0, len(labels), per_batch):
+        batch = labels[start : start + per_batch].to(device).repeat_interleave(k, dim=0)
         x = torch.randn((len(batch), model.config.in_channels, size, size), generator=generator).to(device)
         if callback is not None:
             callback({"i": -1, "t": diffusion.num_steps, "x": x, "x0": None})  # the starting noise x_T

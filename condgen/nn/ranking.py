@@ -8,11 +8,14 @@ import torch
 import torch.nn.functional as F
 
 
-def set_log_likelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def set_log_likelihood(
+    logits: torch.Tensor, labels: torch.Tensor, requested: float = 1.0, absent: float = 1.0
+) -> torch.Tensor:
     """log p(the detected set is exactly the requested one | x) under independent per-object sigmoids:
     sum over requested i of log sigmoid(logit_i) + sum over the others j of log(1 - sigmoid(logit_j)), per row.
-    Unlike the requested terms alone, it also counts an extra object against the image."""
-    return (F.logsigmoid(logits) * labels + F.logsigmoid(-logits) * (1 - labels)).sum(dim=1)
+    Unlike the requested terms alone, it also counts an extra object against the image. ``requested`` and
+    ``absent`` weight the two sums (classifier guidance gives each its own scale)."""
+    return (requested * F.logsigmoid(logits) * labels + absent * F.logsigmoid(-logits) * (1 - labels)).sum(dim=1)
 
 
 def keep_best(candidates: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
