@@ -57,7 +57,8 @@ MODELS = {
     "latent_hinge_s2d_bf16_third": ("latent_gan", "latent_gan_cpu.yaml", []),
     "latent_acgan_bf16": ("latent_gan", "latent_gan_acgan.yaml", []),
     "latent_wgangp_bf16": ("latent_gan", "latent_gan_wgangp.yaml", []),
-    "latent_wgan_clip_bf16": ("latent_gan", "latent_gan_wgan_clip.yaml", []),
+    "latent_wgan_clip_bf16": ("latent_gan", "latent_gan_wgan_clip.yaml", ["model.conditioning=projection"]),
+    "latent_wgan_clip_input_bf16": ("latent_gan", "latent_gan_wgan_clip.yaml", []),
 }
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {

@@ -108,9 +108,10 @@ KINDS: dict[str, Kind] = {
             "gan",
             "conditional GAN: bce (ACGAN with conditioning=auxiliary), hinge, wgan_clip, wgan_gp",
             "Train a conditional GAN on DIR: optim.loss = bce | hinge | wgan_clip | wgan_gp, model.architecture = "
-            "dcgan | resnet, model.conditioning = projection | auxiliary (ACGAN's head, weighted by optim.aux_weight), "
-            "model.spectral_norm, model.conditional_bn. One step is optim.n_critic critic updates and one generator "
-            "update; RUN/best keeps the highest evaluator accuracy.",
+            "dcgan | resnet | s2d, model.conditioning = projection | auxiliary (ACGAN's head, weighted by "
+            "optim.aux_weight) | both | input (labels as planes beside the critic's input), model.spectral_norm, "
+            "model.conditional_bn. One step is optim.n_critic critic updates and one generator update; RUN/best "
+            "keeps the highest evaluator accuracy.",
             config="condgen.gan.trainer:GANRunConfig",
             task="condgen.gan.trainer:GANTask",
             example_config="configs/gan_acgan.yaml",

@@ -67,7 +67,7 @@ def test_clipping_bounds_every_critic_weight():
 
 
 @pytest.mark.parametrize("architecture", ["dcgan", "resnet"])
-@pytest.mark.parametrize("conditioning", ["projection", "auxiliary"])
+@pytest.mark.parametrize("conditioning", ["projection", "auxiliary", "input"])
 def test_networks_shapes_and_label_dependence(architecture, conditioning):
     config = GANModelConfig(
         architecture=architecture,
@@ -85,8 +85,8 @@ def test_networks_shapes_and_label_dependence(architecture, conditioning):
     assert not torch.allclose(images, generator(z, labels.flip(0)))
     score, aux = critic(images, labels)
     assert score.shape == (2,)
-    assert (aux is None) == (conditioning == "projection")
-    if conditioning == "projection":
+    assert (aux is None) == (conditioning != "auxiliary")
+    if conditioning != "auxiliary":
         assert not torch.allclose(score, critic(images, labels.flip(0))[0])
 
 
@@ -164,7 +164,7 @@ def test_gradnorm_writes_a_plot_and_one_csv_row_per_layer(dataset, tmp_path, cap
     assert main(["gradnorm", "--data", str(tmp_path / "gradnorm"), "--out", str(out)]) == 2  # no overwrite
 
 
-@pytest.mark.parametrize("conditioning", ["projection", "auxiliary", "both"])
+@pytest.mark.parametrize("conditioning", ["projection", "auxiliary", "both", "input"])
 def test_s2d_networks_shapes_and_label_dependence(conditioning):
     config = GANModelConfig(
         architecture="s2d",
@@ -186,7 +186,7 @@ def test_s2d_networks_shapes_and_label_dependence(conditioning):
     assert not torch.allclose(images, generator(z, labels.flip(0)))
     score, aux = critic(images, labels)
     assert score.shape == (2,)
-    assert (aux is None) == (conditioning == "projection")
+    assert (aux is None) == (conditioning in ("projection", "input"))
     if aux is not None:
         assert aux.shape == (2, 24)
     if conditioning != "auxiliary":
@@ -197,6 +197,16 @@ def test_both_conditioning_on_the_dcgan_discriminator():
     critic = Discriminator(GANModelConfig(architecture="dcgan", d_channels=8, conditioning="both"))
     score, aux = critic(torch.zeros(3, 3, 64, 64), torch.zeros(3, 24))
     assert score.shape == (3,) and aux.shape == (3, 24)
+
+
+def test_input_conditioning_feeds_label_planes_to_the_first_layer_through_clipping():
+    config = GANModelConfig(architecture="s2d", d_channels=8, conditioning="input", latent_channels=4)
+    critic = build_discriminator(config)
+    assert critic.stem.in_channels == 4 + 24 and critic.projection is None and critic.auxiliary is None
+    losses.clip_weights(critic, 0.01)
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    labels = LabelCodec.iclevr().encode_many([["red cube"], ["blue sphere", "cyan cube"]])
+    assert not torch.allclose(critic(latents, labels)[0], critic(latents, labels.flip(0))[0])
 
 
 def test_translation_moves_pixels_without_changing_colours():

@@ -3,7 +3,8 @@ folded to and from 64x64 by pixel shuffle (``s2d``, sized for a CPU).
 
 The generator takes noise and the multi-hot label vector (embedded by a Linear and concatenated with the noise;
 optionally also modulating every batch norm). The discriminator is conditioned by projection (Miyato & Koyama
-2018: <embed(y), phi(x)> added to the unconditional score) or carries an auxiliary multi-label head (ACGAN).
+2018: <embed(y), phi(x)> added to the unconditional score), carries an auxiliary multi-label head (ACGAN), or reads
+the labels as constant input planes beside the image (Mirza & Osindero 2014).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class GANModelConfig:
     g_channels: int = 64
     d_channels: int = 64
     conditional_bn: bool = False  # generator: labels also set every batch norm's scale and shift
-    conditioning: str = "projection"  # discriminator: projection | auxiliary | both (projection + auxiliary head)
+    # discriminator: projection | auxiliary | both (projection + auxiliary head) | input (labels as constant planes
+    # concatenated to the first layer's input)
+    conditioning: str = "projection"
     spectral_norm: bool = False  # on every discriminator layer
     d_batch_norm: bool = False  # never together with a gradient penalty (it couples the samples of a batch)
     g_blocks: int = 2  # s2d: generator residual blocks at 16x16 (one more runs at 8x8 before them)
@@ -36,6 +39,11 @@ class GANModelConfig:
     def auxiliary_head(self) -> bool:
         """Whether the discriminator has ACGAN's auxiliary head, which best-of-K sampling ranks candidates by."""
         return self.conditioning in ("auxiliary", "both")
+
+    @property
+    def input_labels(self) -> int:
+        """Label planes the discriminator's first layer reads beside the image (0 unless conditioning = input)."""
+        return self.num_labels if self.conditioning == "input" else 0
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -118,12 +126,20 @@ class ConditionedCritic(nn.Module):
         self.projection = wrap(nn.Linear(config.num_labels, width, bias=False)) if projection else None
         self.auxiliary = wrap(nn.Linear(width, config.num_labels)) if config.auxiliary_head else None
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def with_label_planes(self, h: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``h`` with the multi-hot labels appended as constant planes when ``conditioning`` is input: a first layer
+        that sees both can relate the objects it finds to the requested ones, under any Lipschitz constraint."""
+        if not self.config.input_labels:
+            return h
+        planes = labels.to(h.dtype)[:, :, None, None].expand(-1, -1, *h.shape[2:])
+        return torch.cat([h, planes], dim=1)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Returns the adversarial score (B,) and the auxiliary logits (B, num_labels) or None."""
-        phi = self.features(x)
+        phi = self.features(x, labels)
         score = self.score(phi).squeeze(1)
         if self.projection is not None:
             score = score + (self.projection(labels) * phi).sum(dim=1)
@@ -138,7 +154,7 @@ class Discriminator(ConditionedCritic):
         super().__init__()
         self.config = config
         c = config.d_channels
-        widths = [3, c, 2 * c, 4 * c, 8 * c]
+        widths = [3 + config.input_labels, c, 2 * c, 4 * c, 8 * c]
         wrap = spectral_norm if config.spectral_norm else (lambda m: m)
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
@@ -151,8 +167,8 @@ class Discriminator(ConditionedCritic):
             self.norms.append(nn.BatchNorm2d(b) if use_norm else nn.Identity())
         self.add_heads(8 * c, config, wrap)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
+    def features(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.with_label_planes(x, labels)
         for layer, norm in zip(self.layers, self.norms):
             h = norm(layer(h))
             if self.config.architecture == "dcgan":
@@ -256,7 +272,7 @@ class FoldDiscriminator(ConditionedCritic):
         self.config = config
         c = config.d_channels
         wrap = spectral_norm if config.spectral_norm else (lambda m: m)
-        self.stem = wrap(nn.Conv2d(config.latent_channels or 3 * 16, c, 3, padding=1))
+        self.stem = wrap(nn.Conv2d((config.latent_channels or 3 * 16) + config.input_labels, c, 3, padding=1))
         blocks = [ResidualBlock(c, c, norm=False, wrap=wrap) for _ in range(config.d_blocks)]
         blocks += [
             ResidualBlock(c, 2 * c, norm=False, downsample=True, wrap=wrap),
@@ -265,8 +281,9 @@ class FoldDiscriminator(ConditionedCritic):
         self.blocks = nn.Sequential(*blocks)
         self.add_heads(4 * c, config, wrap)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.blocks(self.stem(x if self.config.latent_channels else F.pixel_unshuffle(x, 4)))
+    def features(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = x if self.config.latent_channels else F.pixel_unshuffle(x, 4)
+        h = self.blocks(self.stem(self.with_label_planes(h, labels)))
         return F.relu(h).sum(dim=(2, 3))
 
 

@@ -80,8 +80,10 @@ class GANRunConfig:
             raise CondgenError(f"optim.loss: {self.optim.loss!r} is not one of {sorted(LOSSES)}")
         if self.model.architecture not in ("dcgan", "resnet", "s2d"):
             raise CondgenError(f"model.architecture: {self.model.architecture!r} is not dcgan, resnet or s2d")
-        if self.model.conditioning not in ("projection", "auxiliary", "both"):
-            raise CondgenError(f"model.conditioning: {self.model.conditioning!r} is not projection, auxiliary or both")
+        if self.model.conditioning not in ("projection", "auxiliary", "both", "input"):
+            raise CondgenError(
+                f"model.conditioning: {self.model.conditioning!r} is not projection, auxiliary, both or input"
+            )
         if self.model.architecture == "s2d" and self.model.d_batch_norm:
             raise CondgenError("model.d_batch_norm: the s2d discriminator has no batch norm")
         if self.model.g_blocks < 1 or self.model.d_blocks < 0:
