@@ -6,7 +6,8 @@ Run by hand after training one:
 Writes condgen/evaluate/weights/iclevr_evaluator.{safetensors,json} and benchmarks/results/evaluator_cpu.json:
 held-out accuracy (the scenes the training held out) in float32 and after the float16 round trip, and the shipped
 file's exact-set rate at several detection thresholds. `--shipped` measures only the shipped file (no training run
-needed: its record names the held-out split) and adds that to evaluator_cpu.json.
+needed: its record names the held-out split) and adds that to evaluator_cpu.json. `--repack` rewrites the shipped
+file in the current float16 layout (condgen.tensorfile's byte planes), failing unless every tensor is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from condgen.data.iclevr import load_dataset
 from condgen.data.imageio import to_signed
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, Evaluator, load_evaluator, save_evaluator
 from condgen.evaluate.training import split_by_scene
+from condgen.tensorfile import BYTE_PLANES, read_tensors, save_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +35,14 @@ def main() -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="an `evaluator train` run folder to ship")
     source.add_argument("--shipped", action="store_true", help="measure the shipped evaluator as it is")
+    source.add_argument("--repack", action="store_true", help="rewrite the shipped file in the current layout")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
     args = parser.parse_args()
     out = ROOT / "benchmarks" / "results" / "evaluator_cpu.json"
     weights = ROOT / "condgen" / "evaluate" / "weights"
+    if args.repack:
+        repack(weights / SHIPPED_WEIGHTS)
+        return
     if args.shipped:
         report = json.loads((weights / "iclevr_evaluator.json").read_text())
         images, labels = held_out(args.data, report)
@@ -68,6 +74,18 @@ def main() -> None:
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+
+
+def repack(path: Path) -> None:
+    """Rewrites the shipped float16 evaluator with byte planes, bit for bit the same weights."""
+    before, metadata = read_tensors(path)
+    if any(t.is_floating_point() and t.dtype != torch.float16 for t in before.values()):
+        raise SystemExit(f"{path}: not all float16; ship it from its run with --run instead")
+    save_tensors(before, path, {k: v for k, v in metadata.items() if k != BYTE_PLANES}, half=True)
+    after, _ = read_tensors(path)
+    if before.keys() != after.keys() or any(not torch.equal(before[k], after[k]) for k in before):
+        raise SystemExit(f"{path}: the rewritten tensors differ")
+    print(f"rewrote {path} ({path.stat().st_size / 1e6:.1f} MB), every tensor unchanged")
 
 
 def held_out(data_root: Path, report: dict) -> tuple[torch.Tensor, torch.Tensor]:

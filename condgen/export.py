@@ -5,8 +5,9 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
 
     run.json          kind, object vocabulary, largest scene, "format" (the layout version), where it came from
     config.yaml       the run's config (an ldm's ``autoencoder`` is the folder ``autoencoder/`` beside it)
-    best/             ema.safetensors (the sampled weights, float16 with ``--half``) and state.json (kind, step);
-                      a GAN whose critic has an auxiliary head also critic.safetensors, which ranks candidates
+    best/             ema.safetensors (the sampled weights; with ``--half`` float16 in byte planes, condgen.tensorfile)
+                      and state.json (kind, step); a GAN whose critic has an auxiliary head also
+                      critic.safetensors, which ranks candidates
     autoencoder/      an ldm's autoencoder, as a model folder of its own
     classifier/       a diffusion model's noisy classifier, when exported with one (guidance, best-of-K ranking)
     README.md         the model card: how it was trained and what it scored
@@ -20,7 +21,6 @@ import shutil
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_file, save_file
 
 from condgen.data.jsonio import read_json, write_json
 from condgen.diffusion.run import CLASSIFIER_FOLDER
@@ -29,6 +29,8 @@ from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
 from condgen.generate import guiding_classifier
 from condgen.kinds import KINDS, Generation, kind_of
+from condgen.tensorfile import save_tensors
+from condgen.train.checkpoint import load_tensors
 from condgen.train.config import load_config
 from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, read_run
 
@@ -37,7 +39,8 @@ def export_model(
     run: Path, out: Path, checkpoint: str = "best", half: bool = False, classifier: Path | None = None
 ) -> Path:
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
-    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it)."""
+    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it). ``run`` may be a
+    model folder itself, to store it again (in float16, say)."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -45,6 +48,8 @@ def export_model(
         raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes one of: {able}")
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
+    if classifier is None and (run / CLASSIFIER_FOLDER).is_dir():
+        classifier = run / CLASSIFIER_FOLDER  # re-exporting a model folder keeps its classifier
     if classifier is not None:
         if kind.generation != Generation.DIFFUSION:
             raise CondgenError(f"--classifier: diffusion runs only; {run} is a {kind.name} run")
@@ -57,7 +62,7 @@ def export_model(
             names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
         step = _export_weights(run, kind.name, checkpoint, names, staging, half)
         if kind.needs_autoencoder:
-            autoencoder = Path(config["autoencoder"])
+            autoencoder = run / config["autoencoder"]  # a run's is absolute, a model folder's relative to it
             ae_meta = read_run(autoencoder)
             target = staging / "autoencoder"
             ae_step = _export_weights(autoencoder, ae_meta["kind"], "best", ["model.safetensors"], target, half)
@@ -85,16 +90,13 @@ def _export_classifier(run: Path, target: Path, half: bool) -> None:
 
 
 def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], target: Path, half: bool) -> int:
-    """Copies weights files of a run's checkpoint into ``target/best/`` (in float16 when ``half``), with a
-    state.json that names its kind and step; returns the step."""
+    """Copies weights files of a run's checkpoint into ``target/best/`` (in float16 byte planes when ``half``), with
+    a state.json that names its kind and step; returns the step."""
     folder, _ = checkpoint_folder(run, kind, checkpoint)
     state = read_json(folder / "state.json")
     (target / "best").mkdir(parents=True)
     for name in names:
-        tensors = load_file(folder / name)
-        if half:
-            tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-        save_file(tensors, target / "best" / name)
+        save_tensors(load_tensors(folder / name), target / "best" / name, half=half)
     write_json(target / "best" / "state.json", {"kind": kind, "step": state["step"]})
     return state["step"]
 
@@ -102,7 +104,7 @@ def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], tar
 def model_card(run: Path, out: Path, meta: dict, step: int, half: bool) -> str:
     """README.md of a model folder: what it is, how it was trained (from the run's own records) and what its periodic
     evaluation scored at the exported step."""
-    records = read_metrics(run)
+    records = read_metrics(run) if (run / "metrics.jsonl").is_file() else []  # a model folder has none
     trained = [r for r in records if "seconds" in r]
     scores = next((r for r in records if r["step"] == step and "accuracy" in r), None)
     lines = [

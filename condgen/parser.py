@@ -315,10 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
         "`sample`, `denoise`, `interpolate` (--model DIR) and condgen.load(DIR) open like the run itself. Nothing in "
         "it is pickled.",
     )
-    export.add_argument("--run", type=Path, required=True, help="a ddpm, gan, ldm or latent_gan training run")
+    export.add_argument(
+        "--run", type=Path, required=True, help="a ddpm, gan, ldm or latent_gan training run, or a model folder"
+    )
     export.add_argument("--out", type=Path, required=True, help="the model folder to create")
     export.add_argument("--checkpoint", choices=["best", "latest"], default="best", help="which weights (default best)")
-    export.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    export.add_argument(
+        "--half",
+        action="store_true",
+        help="store the weights in float16 (half the size), byte planes that compress better",
+    )
     export.add_argument(
         "--classifier",
         type=Path,

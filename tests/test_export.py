@@ -8,6 +8,7 @@ import torch
 
 import condgen
 from condgen.cli import main
+from condgen.tensorfile import read_tensors
 
 TINY = {
     "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
@@ -56,6 +57,11 @@ def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, t
     if latent:
         (tmp_path / "vae").rename(tmp_path / "vae-moved")
     assert sample(model, tmp_path / "a") == from_run
+    half = tmp_path / "half"  # a model folder exports again, here into float16, with its autoencoder and critic
+    assert main(["export", "--run", str(model), "--out", str(half), "--half"]) == 0
+    full_weights, half_weights = (read_tensors(f / "best" / "ema.safetensors")[0] for f in (model, half))
+    assert all(torch.equal(half_weights[k], v.half() if v.is_floating_point() else v) for k, v in full_weights.items())
+    sample(half, tmp_path / "h", *(["--candidates", "3"] if gan else []))
     if gan:
         assert sample(model, tmp_path / "ranked-model", "--candidates", "3") == ranked
     pipeline = condgen.load(model)

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import torch
 import torchvision
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
 from condgen.evaluate.metrics import set_scores, top_k_accuracy
-from condgen.files import write_atomic
+from condgen.tensorfile import read_tensors, save_tensors
 
 SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
 
@@ -84,10 +82,10 @@ def evaluator_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def save_evaluator(model: torch.nn.Module, codec: LabelCodec, path: str | Path, half: bool = False) -> None:
-    """Writes the weights as safetensors (fp16 if ``half``) with the vocabulary in the header, atomically."""
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    """Writes the weights as safetensors (float16 in byte planes if ``half``) with the vocabulary in the header,
+    atomically."""
     metadata = {"format": "condgen-evaluator", "architecture": "resnet18", "objects": json.dumps(list(codec.names))}
-    write_atomic(path, save(state, metadata=metadata))
+    save_tensors(model.state_dict(), Path(path), metadata, half)
 
 
 def load_evaluator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Evaluator:
@@ -112,13 +110,7 @@ def load_evaluator(path: str | Path | None = None, device: str | torch.device = 
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], LabelCodec]:
-    try:
-        state = load_file(path)
-        with open(path, "rb") as handle:  # the header's metadata carries the vocabulary
-            header_len = int.from_bytes(handle.read(8), "little")
-            metadata = json.loads(handle.read(header_len)).get("__metadata__", {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CondgenError(f"{path}: cannot read safetensors file ({exc})") from None
+    state, metadata = read_tensors(path)
     if "objects" not in metadata:
         raise CondgenError(f"{path}: no object vocabulary in the metadata; not a condgen evaluator")
     return state, LabelCodec(json.loads(metadata["objects"]))

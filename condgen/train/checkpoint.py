@@ -18,11 +18,11 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from condgen.errors import CondgenError
 from condgen.files import staged_folder, write_atomic
+from condgen.tensorfile import read_tensors
 
 
 def optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -124,12 +124,9 @@ def read_state(checkpoint: Path) -> dict:
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except FileNotFoundError:
-        raise CondgenError(f"{path}: missing from the checkpoint") from None
-    except (SafetensorError, OSError) as exc:
-        raise CondgenError(f"{path}: truncated or corrupt ({exc})") from None
+    if not path.is_file():
+        raise CondgenError(f"{path}: missing from the checkpoint")
+    return read_tensors(path)[0]
 
 
 def load_module(module: torch.nn.Module, path: Path) -> None:
