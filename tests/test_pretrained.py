@@ -13,7 +13,7 @@ from condgen.data.iclevr import load_label_file
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
-from condgen.tensorfile import read_tensors
+from condgen.tensorfile import BYTE_PLANES, read_tensors
 
 
 def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of_the_precision_it_names():
@@ -27,9 +27,11 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         ranks = yaml.safe_load((folder / "config.yaml").read_text()).get("candidates", 1) > 1
         critic = ["best/critic.safetensors"] if ranks else []
         assert files == ["autoencoder/best/model.safetensors", *critic, "best/ema.safetensors"]
-        weights = [read_tensors(folder / file)[0] for file in files]
+        weights, metadata = zip(*(read_tensors(folder / file) for file in files))
         dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}
         assert len(dtypes) == 1 and dtypes <= {torch.float16, torch.float32}
+        # float16 ships in byte planes, which keep the wheel small
+        assert all((BYTE_PLANES in m) == (dtypes == {torch.float16}) for m in metadata)
         card = (folder / "README.md").read_text()
         assert f"the weights ship in {str(dtypes.pop()).removeprefix('torch.')}" in card
         assert "## How it was trained" in card and "## Scores" in card
