@@ -10,9 +10,10 @@ One process uses every core (torch's default threads); each of 2 processes gets 
 
 Run by hand on an otherwise idle machine:
     python benchmarks/train_speed.py [--kinds ddpm,ldm,gan,latent_gan,vae] [--options fp32,bf16,compile]
-        [--processes 1,2] [--steps 20]
-Writes benchmarks/results/train_speed_<cpu|gpu>.json: images/s per kind, option and process count; the kinds not
-measured this time keep their earlier figures, each kind with the date it was measured.
+        [--processes 1,2] [--steps 20] [--name train_speed_cpu]
+Writes benchmarks/results/train_speed_<cpu|gpu>.json (or --name): images/s per kind, option and process count; the
+kinds not measured this time keep their earlier figures, each kind with the date it was measured. A machine of
+another kind (a CPU without bfloat16 units, say) takes its own --name, so no file mixes two machines' figures.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2048, help="training images the tasks draw from (default 2048)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    parser.add_argument("--name", help="result name (default train_speed_cpu, or train_speed_gpu on a GPU)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--option", help=argparse.SUPPRESS)
@@ -128,7 +130,7 @@ def main() -> None:
         if unknown:
             parser.error(f"{name}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     device = resolve_device("auto")
-    name = f"train_speed_{device.type.replace('cuda', 'gpu')}"
+    name = args.name or f"train_speed_{device.type.replace('cuda', 'gpu')}"
     earlier = Path(__file__).resolve().parent / "results" / f"{name}.json"
     results: dict = json.loads(earlier.read_text())["images_per_second"] if earlier.is_file() else {}
     for kind in kinds:

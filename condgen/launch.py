@@ -21,6 +21,7 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS, Kind
 from condgen.train import distributed
+from condgen.train.acceleration import bf16_warning
 from condgen.train.config import dump_config, load_config
 from condgen.train.loop import fit
 
@@ -93,6 +94,9 @@ def _train(
     distributed.check_agreement(_fingerprint(entry.name, dump_config(config), data, resume), problem)
     task = entry.make_task(config, data, data_root, evaluator)
     distributed.spread_random_streams(task.generators)
+    warning = bf16_warning(device, getattr(getattr(config, "optim", None), "bf16", False))
+    if warning and main:
+        print(f"condgen: {warning}", file=sys.stderr)
     note = describe(device)
     if distributed.world_size() > 1:
         note += f"; {distributed.describe()}{_global_batch(config)}"

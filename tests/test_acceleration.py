@@ -7,6 +7,7 @@ import torch
 from condgen.data.iclevr import load_dataset
 from condgen.errors import CondgenError
 from condgen.kinds import KINDS
+from condgen.train.acceleration import bf16_warning
 from condgen.train.config import load_config
 
 TINY = {
@@ -88,3 +89,24 @@ def test_compile_changes_no_number_of_a_training_step(dataset, kind, settings, n
 def test_an_unknown_compile_backend_is_refused_naming_the_option(dataset):
     with pytest.raises(CondgenError, match=r"optim.compile: 'fastest' is not a torch.compile backend"):
         make_task("ddpm", dataset, "optim.compile=fastest")
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "enabled", "warns"),
+    [
+        ("fpu avx2 avx512f avx512_vnni", "cpu", True, True),  # AVX-512 without bfloat16: emulated
+        ("fpu avx2 avx512f avx512_bf16", "cpu", True, False),
+        ("fpu avx2 amx_bf16 amx_tile", "cpu", True, False),
+        ("fpu avx2 avx512f", "cpu", False, False),  # bf16 not asked for
+        ("fpu avx2 avx512f", "cuda", True, False),  # GPUs are not judged by the CPU's flags
+        (None, "cpu", True, False),  # no /proc/cpuinfo: nothing is known, nothing is said
+    ],
+)
+def test_bf16_on_a_cpu_without_bfloat16_units_is_named_in_one_line(tmp_path, flags, device, enabled, warns):
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    warning = bf16_warning(torch.device(device), enabled, cpuinfo)
+    assert (warning is not None) == warns
+    if warns:
+        assert warning.startswith("optim.bf16:") and "optim.bf16=false" in warning and "\n" not in warning

@@ -209,6 +209,27 @@ def test_input_conditioning_feeds_label_planes_to_the_first_layer_through_clippi
     assert not torch.allclose(critic(latents, labels)[0], critic(latents, labels.flip(0))[0])
 
 
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_s2d_critic_batch_norm_keeps_residual_branches_alive_under_clipping(batch_norm):
+    """Every critic weight at the clipping bound's scale: a residual branch adds about a tenth of its shortcut
+    without batch norm and more than the shortcut itself with it; the norm has no weight for clipping to clamp."""
+    torch.manual_seed(0)
+    config = GANModelConfig(
+        architecture="s2d", d_channels=32, conditioning="input", latent_channels=4, d_batch_norm=batch_norm
+    )
+    critic = build_discriminator(config).train()
+    with torch.no_grad():
+        for parameter in critic.parameters():
+            parameter.uniform_(-0.01, 0.01)
+    norms = [m for m in critic.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == (6 if batch_norm else 0) and not any(m.affine for m in norms)
+    labels = (torch.rand(32, 24) < 0.1).float()
+    shortcut = critic.stem(critic.with_label_planes(torch.randn(32, 4, 16, 16), labels))
+    branch = critic.blocks[0](shortcut) - shortcut
+    ratio = (branch.std() / shortcut.std()).item()
+    assert (ratio > 1) if batch_norm else (ratio < 0.2)
+
+
 def test_translation_moves_pixels_without_changing_colours():
     x = torch.zeros(1, 3, 16, 16)
     x[0, :, 6:10, 6:10] = torch.tensor([0.9, -0.3, 0.1])[:, None, None]  # one coloured square on grey

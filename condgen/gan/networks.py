@@ -30,7 +30,9 @@ class GANModelConfig:
     # concatenated to the first layer's input)
     conditioning: str = "projection"
     spectral_norm: bool = False  # on every discriminator layer
-    d_batch_norm: bool = False  # never together with a gradient penalty (it couples the samples of a batch)
+    # discriminator batch norm; never together with a gradient penalty (it couples the samples of a batch). In s2d
+    # it has no learned scale and shift, which weight clipping would clamp to c (see FoldDiscriminator)
+    d_batch_norm: bool = False
     g_blocks: int = 2  # s2d: generator residual blocks at 16x16 (one more runs at 8x8 before them)
     d_blocks: int = 1  # s2d: discriminator residual blocks at 16x16 before the two that halve to 8x8 and 4x4
     latent_channels: int = 0  # s2d: > 0 = the nets make and read 16x16 latents of this many channels, not images
@@ -47,11 +49,12 @@ class GANModelConfig:
 
 
 class ConditionalBatchNorm(nn.Module):
-    """Batch norm whose scale and shift come from the label embedding (de Vries et al. 2017), or plain BN."""
+    """Batch norm whose scale and shift come from the label embedding (de Vries et al. 2017), or plain BN (with a
+    learned scale and shift unless ``affine`` is false)."""
 
-    def __init__(self, channels: int, label_dim: int | None):
+    def __init__(self, channels: int, label_dim: int | None, affine: bool = True):
         super().__init__()
-        self.norm = nn.BatchNorm2d(channels, affine=label_dim is None)
+        self.norm = nn.BatchNorm2d(channels, affine=affine and label_dim is None)
         self.affine = nn.Linear(label_dim, 2 * channels) if label_dim else None
         if self.affine is not None:
             nn.init.zeros_(self.affine.weight)
@@ -198,7 +201,8 @@ class ResidualBlock(nn.Module):
     """Pre-activation residual block (He et al. 2016) at one resolution, or doubling it first by nearest upsampling,
     or halving it by average pooling between its two convolutions (the second conv and the 1x1 shortcut then run
     at the lower resolution, a quarter of the cost); (conditional) batch norm for a generator, spectral norm
-    through ``wrap`` for a discriminator."""
+    through ``wrap`` and optionally batch norm without scale and shift (``norm_affine`` false) for a
+    discriminator."""
 
     def __init__(
         self,
@@ -209,12 +213,13 @@ class ResidualBlock(nn.Module):
         upsample: bool = False,
         downsample: bool = False,
         wrap=lambda m: m,
+        norm_affine: bool = True,
     ):
         super().__init__()
         self.upsample, self.downsample, self.use_norm = upsample, downsample, norm
-        self.norm1 = ConditionalBatchNorm(in_channels, label_dim) if norm else None
+        self.norm1 = ConditionalBatchNorm(in_channels, label_dim, norm_affine) if norm else None
         self.conv1 = wrap(nn.Conv2d(in_channels, out_channels, 3, padding=1))
-        self.norm2 = ConditionalBatchNorm(out_channels, label_dim) if norm else None
+        self.norm2 = ConditionalBatchNorm(out_channels, label_dim, norm_affine) if norm else None
         self.conv2 = wrap(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         changes = in_channels != out_channels or upsample or downsample
         self.skip = wrap(nn.Conv2d(in_channels, out_channels, 1)) if changes else nn.Identity()
@@ -265,7 +270,13 @@ class FoldDiscriminator(ConditionedCritic):
     """x -> phi(x) with a 4x4 space-to-depth stem (pixel unshuffle: 3x64x64 -> 48x16x16) and a 3x3 conv, ``d_blocks``
     residual blocks at 16x16, then residual blocks halving to 8x8 (2c) and 4x4 (4c), ReLU and global sum pooling;
     the score, projection term and auxiliary head are those of :class:`Discriminator`. With ``latent_channels`` it
-    reads 16x16 latents as they are, without the stem's unfolding."""
+    reads 16x16 latents as they are, without the stem's unfolding.
+
+    ``d_batch_norm`` normalises the input of both convolutions of every block, without a learned scale and shift.
+    Under weight clipping that is what lets the residual branches count: each clamped convolution shrinks its input
+    (gain about c * sqrt(fan-in) ~ 0.17 at c = 0.01), so without a norm, or with a norm whose scale is clamped to c
+    too, every branch adds a vanishing term to its identity shortcut and the critic stays close to linear. The WGAN
+    paper's critic (Arjovsky et al. 2017) normalises every layer for the same reason."""
 
     def __init__(self, config: GANModelConfig):
         super().__init__()
@@ -273,10 +284,11 @@ class FoldDiscriminator(ConditionedCritic):
         c = config.d_channels
         wrap = spectral_norm if config.spectral_norm else (lambda m: m)
         self.stem = wrap(nn.Conv2d((config.latent_channels or 3 * 16) + config.input_labels, c, 3, padding=1))
-        blocks = [ResidualBlock(c, c, norm=False, wrap=wrap) for _ in range(config.d_blocks)]
+        norm = dict(norm=config.d_batch_norm, norm_affine=False, wrap=wrap)
+        blocks = [ResidualBlock(c, c, **norm) for _ in range(config.d_blocks)]
         blocks += [
-            ResidualBlock(c, 2 * c, norm=False, downsample=True, wrap=wrap),
-            ResidualBlock(2 * c, 4 * c, norm=False, downsample=True, wrap=wrap),
+            ResidualBlock(c, 2 * c, downsample=True, **norm),
+            ResidualBlock(2 * c, 4 * c, downsample=True, **norm),
         ]
         self.blocks = nn.Sequential(*blocks)
         self.add_heads(4 * c, config, wrap)

@@ -84,8 +84,6 @@ class GANRunConfig:
             raise CondgenError(
                 f"model.conditioning: {self.model.conditioning!r} is not projection, auxiliary, both or input"
             )
-        if self.model.architecture == "s2d" and self.model.d_batch_norm:
-            raise CondgenError("model.d_batch_norm: the s2d discriminator has no batch norm")
         if self.model.g_blocks < 1 or self.model.d_blocks < 0:
             raise CondgenError("model.g_blocks / model.d_blocks: need g_blocks >= 1 and d_blocks >= 0")
         if self.optim.augment not in AUGMENTS:
