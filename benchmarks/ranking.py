@@ -1,6 +1,7 @@
 """Exact-set sweep for a diffusion run and its noisy classifier: what classifier guidance towards the requested
-objects (classifier_scale), away from the others (classifier_absent_scale) and best-of-K ranking (candidates) each
-do to top-k accuracy and the exact-set rate, one change at a time, on label lists that are never the test files:
+objects (classifier_scale), away from the others (classifier_absent_scale), best-of-K ranking (candidates) and the
+classifier-free guidance scale and interval (guidance, guidance_min_t) each do to top-k accuracy and the exact-set
+rate, one change at a time, on label lists that are never the test files:
 the compositional split's 136 unseen three-object sets by default (--labels), or lists drawn from train.json
 (--lists). The images are made with the benchmarks' sampler settings (DDIM-50, eta 1, unless --sampler) at
 --guidance.
@@ -9,7 +10,14 @@ Run by hand (after `python benchmarks/latent.py --classifier-minutes 6 ...` trai
     python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier
     python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier --lists 128 \\
         --settings candidates=1 candidates=4 candidates=8
-Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting.
+    python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --lists 256 --objects 3 \\
+        --settings none guidance_min_t=100 guidance=12    # no classifier: classifier-free guidance alone
+    python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier --pool 8
+With --pool K, each request is sampled K times once (at --guidance, no classifier guidance) and, for K' = 1, 2, 4 ..
+K, the rows give the exact-set rate of the candidate the classifier ranks first among the first K', beside the share
+of requests where any of them is exactly right: what a perfect ranker could reach. That share is a diagnostic of the
+ranker, read off the evaluator; no image is chosen by it.
+Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting (or per K').
 """
 
 from __future__ import annotations
@@ -18,16 +26,25 @@ import argparse
 import time
 from pathlib import Path
 
+import torch
 from common import COMPOSITIONAL, SAMPLERS, image_maker, result_header, sampler_config, train_label_lists, write_result
 
 from condgen.data.iclevr import load_label_file
-from condgen.evaluate.evaluator import load_evaluator
+from condgen.diffusion.sampling import SampleConfig, generate
+from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
+from condgen.nn.ranking import set_log_likelihood
 from condgen.parser import non_negative_int, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = {"classifier_scale": float, "classifier_absent_scale": float, "candidates": int}
+KEYS = {
+    "classifier_scale": float,
+    "classifier_absent_scale": float,
+    "candidates": int,
+    "guidance": float,
+    "guidance_min_t": int,
+}
 DEFAULT_SETTINGS = [
     "none",
     "classifier_scale=1",
@@ -53,51 +70,128 @@ def setting(text: str) -> dict:
     return changes
 
 
+def needs_classifier(changes: dict) -> bool:
+    """Whether a setting guides by the noisy classifier or ranks by it."""
+    guided = changes.get("classifier_scale", 0.0) or changes.get("classifier_absent_scale", 0.0)
+    return bool(guided) or changes.get("candidates", 1) > 1
+
+
+def setting_row(make_images, evaluator: Evaluator, labels: torch.Tensor, base: SampleConfig, changes: dict, seeds: int):
+    """The evaluator's scores of ``base`` with ``changes``, per noise seed and their mean."""
+    row = {"setting": changes or "none", "by_seed": []}
+    start = time.perf_counter()
+    for seed in range(seeds):
+        measured = evaluator.measure(make_images(labels, base.changed(seed=seed, **changes)), labels)
+        row["by_seed"].append({key: round(value, 4) for key, value in measured.items()})
+    row["seconds_per_image"] = round((time.perf_counter() - start) / (len(labels) * seeds), 3)
+    for key in row["by_seed"][0]:
+        row[key] = round(sum(seed[key] for seed in row["by_seed"]) / seeds, 4)
+    print(row, flush=True)
+    return row
+
+
+def pool_rows(loaded, evaluator: Evaluator, labels: torch.Tensor, sample: SampleConfig, k: int) -> list[dict]:
+    """K candidates per request from one sampling pass; for K' = 1, 2, 4 .. K, the exact-set rate of the classifier's
+    pick among the first K' (``ranked_exact_set``) and the share of requests with any exactly right candidate among them
+    (``any_exact``), with the pool's own rate per candidate."""
+    repeated = labels.repeat_interleave(k, dim=0)
+    x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1))
+    detected = evaluator.scores(loaded.decode(x)) > 0.5
+    exact = (detected == repeated.bool()).all(dim=1).float().view(-1, k)
+    device = next(loaded.classifier.parameters()).device
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                loaded.classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).cpu()
+                for xs in x.split(256)
+            ]
+        )
+    likelihood = set_log_likelihood(logits.float().cpu(), repeated.float()).view(-1, k)
+    rows, first = [], 1
+    while first <= k:
+        pick = likelihood[:, :first].argmax(dim=1)
+        rows.append(
+            {
+                "candidates": first,
+                "ranked_exact_set": round(exact[torch.arange(len(pick)), pick].mean().item(), 4),
+                "any_exact": round(exact[:, :first].max(dim=1).values.mean().item(), 4),
+                "exact_set_per_candidate": round(exact.mean().item(), 4),
+            }
+        )
+        first *= 2
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained ddpm or ldm run (or model folder)")
-    parser.add_argument("--classifier", type=Path, required=True, help="its classifier or latent-classifier run")
-    parser.add_argument("--checkpoint", default="latest", help="latest (the benchmarks score it) or best")
+    parser.add_argument(
+        "--classifier", type=Path, help="its classifier or latent-classifier run (default: the model folder's own)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        help="latest or best (default: latest, which the benchmarks score; best in a model folder, its only one)",
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
     parser.add_argument("--settings", type=setting, nargs="+", default=[setting(s) for s in DEFAULT_SETTINGS])
     parser.add_argument("--labels", type=Path, default=COMPOSITIONAL[0], help="default: the unseen triples")
     parser.add_argument("--lists", type=positive_int, help="instead of --labels: this many train.json label lists")
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which train.json lists (seed 0)")
+    parser.add_argument("--objects", type=positive_int, help="with --lists: only lists of this many objects")
     parser.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="default ddim (50 steps, eta 1)")
     parser.add_argument("--guidance", type=float, default=8.0, help="classifier-free guidance scale (default 8)")
+    parser.add_argument(
+        "--guidance-min-t", type=non_negative_int, help="guide only at t >= this (default: the run's own setting)"
+    )
     parser.add_argument("--seeds", type=positive_int, default=1, help="noise seeds 0..N-1 per setting (default 1)")
     parser.add_argument("--name", help="result name (default: ranking_<run folder name>)")
+    parser.add_argument(
+        "--pool", type=positive_int, help="instead of --settings: K candidates per request, ranked and any-exact rows"
+    )
     args = parser.parse_args()
 
-    loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
+    checkpoint = args.checkpoint or ("latest" if (args.run / "checkpoints").is_dir() else "best")
+    loaded = load_generator(args.run, checkpoint, Generation.DIFFUSION)
     loaded.classifier = guiding_classifier(loaded, args.classifier)
+    for changes in [{"candidates": args.pool}] if args.pool else args.settings:
+        if loaded.classifier is None and needs_classifier(changes):
+            parser.error(f"--settings {changes}: needs --classifier RUN (the model has none of its own)")
     device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
     if args.lists:
-        labels, source = train_label_lists(args.data, evaluator.codec, args.lists, args.list_seed), "train.json"
+        labels = train_label_lists(args.data, evaluator.codec, args.lists, args.list_seed, args.objects)
+        source = "train.json" + (f" ({args.objects} objects each)" if args.objects else "")
     else:
         labels, source = load_label_file(args.labels, evaluator.codec), args.labels.name
     base = sampler_config(loaded.config.sample, args.sampler, loaded.diffusion.num_steps)
-    base = base.changed(guidance=args.guidance, classifier_scale=0.0, classifier_absent_scale=0.0, candidates=1)
-    make_images = image_maker(loaded)
-    rows = []
-    for changes in args.settings:
-        row = {"setting": changes or "none", "by_seed": []}
-        start = time.perf_counter()
-        for seed in range(args.seeds):
-            measured = evaluator.measure(make_images(labels, base.changed(seed=seed, **changes)), labels)
-            row["by_seed"].append({key: round(value, 4) for key, value in measured.items()})
-        row["seconds_per_image"] = round((time.perf_counter() - start) / (len(labels) * args.seeds), 3)
-        for key in row["by_seed"][0]:
-            row[key] = round(sum(seed[key] for seed in row["by_seed"]) / args.seeds, 4)
-        print(row, flush=True)
-        rows.append(row)
+    base = base.changed(
+        guidance=args.guidance,
+        guidance_min_t=args.guidance_min_t,
+        classifier_scale=0.0,
+        classifier_absent_scale=0.0,
+        candidates=1,
+    )
+    if args.pool:
+        rows = [
+            row | {"seed": seed}
+            for seed in range(args.seeds)
+            for row in pool_rows(loaded, evaluator, labels, base.changed(seed=seed), args.pool)
+        ]
+    else:
+        make_images = image_maker(loaded)
+        rows = [setting_row(make_images, evaluator, labels, base, changes, args.seeds) for changes in args.settings]
     record = {
         **result_header(device),
         "run": str(args.run),
-        "classifier": str(args.classifier),
+        "classifier": str(args.classifier) if args.classifier else None,
         "labels": f"{len(labels)} from {source}" + (f" (permutation seed {args.list_seed})" if args.lists else ""),
-        "sampler": {"name": args.sampler, "steps": base.sampler_steps(), "eta": base.eta, "guidance": args.guidance},
+        "sampler": {
+            "name": args.sampler,
+            "steps": base.sampler_steps(),
+            "eta": base.eta,
+            "guidance": args.guidance,
+            "guidance_min_t": base.guidance_min_t,
+        },
         "rows": rows,
     }
     write_result(args.name or f"ranking_{args.run.name}", record)
