@@ -84,11 +84,14 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def result_header(device: torch.device) -> dict:
-    """The first keys of every benchmark result: the date, the machine and the command line that produced it."""
+    """The first keys of every benchmark result: the date, the machine and the command line that produced it, its
+    script named from the repository root (as the README quotes it) wherever it was started."""
+    script = Path(sys.argv[0]).resolve()
+    argv = [script.relative_to(ROOT).as_posix() if script.is_relative_to(ROOT) else sys.argv[0], *sys.argv[1:]]
     return {
         "date": datetime.date.today().isoformat(),
         "machine": machine(device),
-        "command": " ".join(["python", *[a if " " not in a else repr(a) for a in sys.argv]]),
+        "command": " ".join(["python", *[a if " " not in a else repr(a) for a in argv]]),
     }
 
 

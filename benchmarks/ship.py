@@ -5,12 +5,18 @@ float16 lowers a score, and write a model card with the benchmark's record (how 
 Run by hand, after the benchmark that trained the run:
     python benchmarks/latent.py --samplers dpmpp,ddim --guidance 8 --seeds 3
     python benchmarks/ship.py --run runs/bench_ldm --result benchmarks/results/latent_cpu.json --name iclevr-ldm
+    python benchmarks/latent.py --classifier-minutes 6 --candidates 4 --samplers ddim --guidance 8 \
+        --guidance-min-t 100 --name latent_exact_cpu
+    python benchmarks/ship.py --run runs/bench_ldm --classifier runs/bench_latent_classifier \
+        --result benchmarks/results/latent_exact_cpu.json --name iclevr-ldm
     python benchmarks/gan.py --models latent_hinge_s2d_bf16 --seeds 3
     python benchmarks/ship.py --run runs/bench_gan_latent_hinge_s2d_bf16 --result benchmarks/results/gan_cpu.json \
         --entry latent_hinge_s2d_bf16 --name iclevr-gan
 
-A GAN has no sampler to choose: its folder keeps the checkpoint the benchmark scored (best) and samples with a seed,
-ranking as many candidates per request as the entry was scored with (`gan.py --candidates K`, entry <model>_best_of_K).
+A diffusion benchmark that trained a noisy classifier (`--classifier-minutes`) ships it with --classifier: the folder
+then guides and ranks as the benchmark scored (its candidates and classifier scales). A GAN has no sampler to choose:
+its folder keeps the checkpoint the benchmark scored (best) and samples with a seed, ranking as many candidates per
+request as the entry was scored with (`gan.py --candidates K`, entry <model>_best_of_K).
 
 The float16 check samples test.json and new_test.json with each of --seeds noise seeds from both the float32 and the
 float16 folder and compares the shipped evaluator's accuracy and exact-set rate image set by image set. A sampler
@@ -52,6 +58,11 @@ def main() -> None:
         help="the benchmark sampler whose settings become the default (default: the most accurate on the "
         "three-object requests that occur in train.json, never on test.json or new_test.json)",
     )
+    parser.add_argument(
+        "--classifier",
+        type=Path,
+        help="the benchmark's noisy classifier run, shipped in the folder to guide and rank as the benchmark scored",
+    )
     parser.add_argument("--entry", help="the model's entry in a result file of several (gan_cpu.json's models)")
     parser.add_argument(
         "--checkpoint", help="the checkpoint the benchmark scored (default: latest for diffusion, best for a GAN)"
@@ -80,7 +91,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         folders = {}
         for precision, half in (("float32", False), ("float16", True)):
-            folders[precision] = export_model(args.run, Path(scratch) / precision, args.checkpoint, half=half)
+            folders[precision] = export_model(
+                args.run, Path(scratch) / precision, args.checkpoint, half=half, classifier=args.classifier
+            )
             set_config(folders[precision], changes)
         check = half_precision_check(folders, args.seeds)
         print(json.dumps(check, indent=2))
@@ -98,11 +111,17 @@ def main() -> None:
     print(f"wrote {target} ({chosen}, {size / 1e6:.1f} MB)")
 
 
+RANKING_KEYS = ("candidates", "classifier_scale", "classifier_absent_scale")  # what a noisy classifier serves
+
+
 def sampling_defaults(result: dict, sampler: str) -> dict:
-    """The sample settings the benchmark scored ``sampler`` with."""
+    """The sample settings the benchmark scored ``sampler`` with, its classifier's guidance and ranking included."""
     scored = result["samplers"][sampler]
     settings = {"sampler": sampler, "steps": scored["steps"], "guidance": scored["guidance"]}
     settings |= {key: scored[key] for key in ("eta", "spacing") if key in scored}
+    if result.get("classifier"):
+        sample = result["diffusion"]["config"]["sample"]
+        settings |= {key: sample[key] for key in RANKING_KEYS}
     return settings | {"guidance_min_t": result.get("guidance_min_t", 0), "seed": 0}
 
 
@@ -207,7 +226,12 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
         ]
     else:
         lines += ["One generator evaluation per image; `--seed` (default 0) picks the noise.", ""]
-    options = f" --result {args.result}" + (f" --entry {args.entry}" if args.entry else "") + f" --name {args.name}"
+    options = (
+        (f" --classifier {args.classifier}" if args.classifier else "")
+        + f" --result {args.result}"
+        + (f" --entry {args.entry}" if args.entry else "")
+        + f" --name {args.name}"
+    )
     shipping = [f"python benchmarks/ship.py --run {run}{options}" for run in (args.first_shipped, args.run) if run]
     lines += [
         "## How it was trained",
@@ -243,7 +267,9 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
             if f"accuracy_{key}" in scored
         ]
         evaluations = scored.get("network_evaluations_per_image", scored.get("candidates", 1))
-        lines.append(f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']} |")
+        lines.append(
+            f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']:.2f} |"
+        )
     lines += [
         "",
         f"Float16 weights: over seeds 0 to {check['seeds'] - 1} on test.json and new_test.json, the float32 and "
@@ -261,7 +287,12 @@ def result_rows(result: dict) -> list[tuple[str, dict]]:
     if "samplers" not in result:
         k = result.get("candidates", 1)
         return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by its critic", result)]
-    return [(f"{n}-{s['steps']}, guidance {s['guidance']:g}", s) for n, s in result["samplers"].items()]
+    interval = f" at t >= {result['guidance_min_t']}" if result.get("guidance_min_t") else ""
+    ranked = result.get("classifier") and result["diffusion"]["config"]["sample"]["candidates"]
+    best_of = f", best of {ranked}" if ranked and ranked > 1 else ""
+    return [
+        (f"{n}-{s['steps']}, guidance {s['guidance']:g}{interval}{best_of}", s) for n, s in result["samplers"].items()
+    ]
 
 
 def reused(autoencoder: dict) -> str:
@@ -276,8 +307,16 @@ def training(result: dict, sampling: dict | None, entry: str | None) -> str:
     """How the generator itself trained, from the benchmark's record."""
     if sampling:
         diffusion = result["diffusion"]
+        classifier = result.get("classifier")
+        ranker = (
+            f"the noisy latent classifier (`configs/latent_classifier_cpu.yaml`: {classifier['train_steps']} steps "
+            f"in {classifier['train_seconds'] / 60:.1f} minutes; exact-set rate "
+            f"{classifier['held_out']['exact_set_t0']:.3f} on held-out latents at t = 0), then "
+            if classifier
+            else ""
+        )
         return (
-            f"the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
+            f"{ranker}the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
             f"{diffusion['config']['optim']['batch_size']} latents in {diffusion['train_seconds'] / 60:.1f} minutes, "
             f"{diffusion['train_images_per_second']:.1f} images/s)"
         )
@@ -307,6 +346,17 @@ def describe(sampling: dict) -> str:
         text += f" at t >= {sampling['guidance_min_t']}"
     if "spacing" in sampling:
         text += f", {sampling['spacing']} spacing, eta {sampling['eta']:g}"
+    if sampling.get("classifier_scale") or sampling.get("classifier_absent_scale"):
+        text += (
+            f", classifier guidance {sampling['classifier_scale']:g} towards the requested objects and "
+            f"{sampling['classifier_absent_scale']:g} away from the others"
+        )
+    if sampling.get("candidates", 1) > 1:
+        text += (
+            f", each image the best of {sampling['candidates']} ranked by the noisy latent classifier shipped beside "
+            "the model (`classifier/`, trained on the training images' latents, never the evaluator; `--candidates "
+            "1` samples plainly)"
+        )
     return text + ", seed 0"
 
 

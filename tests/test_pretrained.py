@@ -15,6 +15,8 @@ from condgen.evaluate.evaluator import load_evaluator
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
 from condgen.tensorfile import BYTE_PLANES, read_tensors
 
+CLASSIFIER_SCALES = ("classifier_scale", "classifier_absent_scale")
+
 
 def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of_the_precision_it_names():
     assert shipped_models() == list(SHIPPED)
@@ -22,11 +24,15 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         folder = PRETRAINED / name
         meta = json.loads((folder / "run.json").read_text())
         assert meta["format"] == 1 and len(meta["objects"]) == 24
-        # the model's and its autoencoder's, and a GAN's critic where it ranks candidates
+        # the model's and its autoencoder's, a GAN's critic where it ranks candidates and a diffusion model's noisy
+        # classifier where it ranks or guides
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
-        ranks = yaml.safe_load((folder / "config.yaml").read_text()).get("candidates", 1) > 1
-        critic = ["best/critic.safetensors"] if ranks else []
-        assert files == ["autoencoder/best/model.safetensors", *critic, "best/ema.safetensors"]
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        sample = config.get("sample", {})
+        classified = sample.get("candidates", 1) > 1 or any(sample.get(k) for k in CLASSIFIER_SCALES)
+        ranker = ["best/critic.safetensors"] if config.get("candidates", 1) > 1 else []
+        ranker += ["classifier/best/model.safetensors"] if classified else []
+        assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
         weights, metadata = zip(*(read_tensors(folder / file) for file in files))
         dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}
         assert len(dtypes) == 1 and dtypes <= {torch.float16, torch.float32}
