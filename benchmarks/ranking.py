@@ -70,12 +70,6 @@ def setting(text: str) -> dict:
     return changes
 
 
-def needs_classifier(changes: dict) -> bool:
-    """Whether a setting guides by the noisy classifier or ranks by it."""
-    guided = changes.get("classifier_scale", 0.0) or changes.get("classifier_absent_scale", 0.0)
-    return bool(guided) or changes.get("candidates", 1) > 1
-
-
 def setting_row(make_images, evaluator: Evaluator, labels: torch.Tensor, base: SampleConfig, changes: dict, seeds: int):
     """The evaluator's scores of ``base`` with ``changes``, per noise seed and their mean."""
     row = {"setting": changes or "none", "by_seed": []}
@@ -154,7 +148,7 @@ def main() -> None:
     loaded = load_generator(args.run, checkpoint, Generation.DIFFUSION)
     loaded.classifier = guiding_classifier(loaded, args.classifier)
     for changes in [{"candidates": args.pool}] if args.pool else args.settings:
-        if loaded.classifier is None and needs_classifier(changes):
+        if loaded.classifier is None and SampleConfig(**changes).uses_classifier:
             parser.error(f"--settings {changes}: needs --classifier RUN (the model has none of its own)")
     device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)

@@ -114,14 +114,20 @@ def main() -> None:
 RANKING_KEYS = ("candidates", "classifier_scale", "classifier_absent_scale")  # what a noisy classifier serves
 
 
+def classifier_sampling(result: dict) -> dict:
+    """The guidance and ranking settings a diffusion benchmark scored its noisy classifier with; {} without one."""
+    if not result.get("classifier"):
+        return {}
+    sample = result["diffusion"]["config"]["sample"]
+    return {key: sample[key] for key in RANKING_KEYS}
+
+
 def sampling_defaults(result: dict, sampler: str) -> dict:
     """The sample settings the benchmark scored ``sampler`` with, its classifier's guidance and ranking included."""
     scored = result["samplers"][sampler]
     settings = {"sampler": sampler, "steps": scored["steps"], "guidance": scored["guidance"]}
     settings |= {key: scored[key] for key in ("eta", "spacing") if key in scored}
-    if result.get("classifier"):
-        sample = result["diffusion"]["config"]["sample"]
-        settings |= {key: sample[key] for key in RANKING_KEYS}
+    settings |= classifier_sampling(result)
     return settings | {"guidance_min_t": result.get("guidance_min_t", 0), "seed": 0}
 
 
@@ -288,8 +294,8 @@ def result_rows(result: dict) -> list[tuple[str, dict]]:
         k = result.get("candidates", 1)
         return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by its critic", result)]
     interval = f" at t >= {result['guidance_min_t']}" if result.get("guidance_min_t") else ""
-    ranked = result.get("classifier") and result["diffusion"]["config"]["sample"]["candidates"]
-    best_of = f", best of {ranked}" if ranked and ranked > 1 else ""
+    ranked = classifier_sampling(result).get("candidates", 1)
+    best_of = f", best of {ranked}" if ranked > 1 else ""
     return [
         (f"{n}-{s['steps']}, guidance {s['guidance']:g}{interval}{best_of}", s) for n, s in result["samplers"].items()
     ]

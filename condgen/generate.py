@@ -49,8 +49,7 @@ def sample_settings(config_sample: SampleConfig, args: argparse.Namespace, num_s
     --candidates, checked against the model's T. --classifier given alone guides at scale 1."""
     changes = {key: getattr(args, key, None) for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS[1:], "candidates")}
     sample = config_sample.changed(**changes)
-    classifier_used = sample.classifier_scale or sample.classifier_absent_scale or sample.candidates > 1
-    if getattr(args, "classifier", None) is not None and not classifier_used:
+    if getattr(args, "classifier", None) is not None and not sample.uses_classifier:
         sample = sample.changed(classifier_scale=1.0)
     sample.check(num_steps)
     return sample

@@ -10,12 +10,11 @@ import yaml
 import condgen
 from condgen.cli import main
 from condgen.data.iclevr import load_label_file
+from condgen.diffusion.sampling import SampleConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
 from condgen.tensorfile import BYTE_PLANES, read_tensors
-
-CLASSIFIER_SCALES = ("classifier_scale", "classifier_absent_scale")
 
 
 def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of_the_precision_it_names():
@@ -28,10 +27,10 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         # classifier where it ranks or guides
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
         config = yaml.safe_load((folder / "config.yaml").read_text())
-        sample = config.get("sample", {})
-        classified = sample.get("candidates", 1) > 1 or any(sample.get(k) for k in CLASSIFIER_SCALES)
         ranker = ["best/critic.safetensors"] if config.get("candidates", 1) > 1 else []
-        ranker += ["classifier/best/model.safetensors"] if classified else []
+        ranker += (
+            ["classifier/best/model.safetensors"] if SampleConfig(**config.get("sample", {})).uses_classifier else []
+        )
         assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
         weights, metadata = zip(*(read_tensors(folder / file) for file in files))
         dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}

@@ -59,6 +59,11 @@ class SampleConfig:
             changes["steps"] = DEFAULT_STEPS[Sampler(changes["sampler"])] or 0
         return dataclasses.replace(self, **changes)
 
+    @property
+    def uses_classifier(self) -> bool:
+        """Whether these settings guide by a noisy classifier or rank candidates by it."""
+        return bool(self.classifier_scale or self.classifier_absent_scale) or self.candidates > 1
+
     def sampler_steps(self) -> int:
         """The step count of ddim and dpmpp: ``steps``, or the sampler's default when 0."""
         return self.steps or DEFAULT_STEPS[self.sampler]
