@@ -10,6 +10,9 @@ Run by hand:
     python benchmarks/latent.py --score-only    # score the trained runs again, e.g. after changing sample.clip_x0
     python benchmarks/latent.py --classifier-minutes 6 --candidates 4 --samplers ddim --guidance 8 \
         --name latent_ranked_cpu    # a noisy classifier within the budget; each image the best of 4 by it
+    python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
+        --generator-result benchmarks/results/latent_exact_cpu.json --classifier-minutes 6 --candidates 8 ...
+        # the autoencoder and diffusion model that benchmark trained (as shipped), a classifier trained anew
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
 """
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from common import add_sampling_arguments, result_header, score_samplers, train_autoencoder
 
+from condgen.data.jsonio import read_json
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
 from condgen.latent.classifier import LatentClassifierRunConfig, load_latent_classifier
@@ -60,6 +64,16 @@ def main() -> None:
     )
     parser.add_argument("--classifier-config", type=Path, default=ROOT / "configs" / "latent_classifier_cpu.yaml")
     parser.add_argument(
+        "--generator",
+        type=Path,
+        help="instead of training the autoencoder and diffusion model: those of a model folder that ship.py wrote "
+        "from an earlier run of this benchmark (float32 weights), with a classifier trained anew in its "
+        "--classifier-minutes share; needs --generator-result",
+    )
+    parser.add_argument(
+        "--generator-result", type=Path, help="with --generator: the result JSON of the benchmark that trained it"
+    )
+    parser.add_argument(
         "--candidates", type=positive_int, default=1, help="best of K samples per request, ranked by the classifier"
     )
     parser.add_argument("--classifier-scale", type=float, default=0.0, help="classifier guidance to the requested")
@@ -70,13 +84,21 @@ def main() -> None:
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
     classifier_run = args.runs / "bench_latent_classifier" if args.classifier_minutes > 0 else None
-    if args.score_only:
+    if args.generator:
+        if not (args.generator_result and args.generator_result.is_file()) or args.classifier_minutes <= 0:
+            parser.error(
+                "--generator: needs --generator-result JSON (the benchmark that trained it) and "
+                "--classifier-minutes > 0"
+            )
+        trained = train_classifier_only(args, classifier_run)
+        ldm_run = args.generator
+    elif args.score_only:
         if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
             parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
         trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
     else:
         trained = train(args, ae_run, classifier_run, ldm_run)
-    loaded = KINDS["ldm"].load_model(ldm_run, "latest")
+    loaded = KINDS["ldm"].load_model(ldm_run, "best" if args.generator else "latest")
     config = loaded.config
     if classifier_run is not None:
         loaded.classifier = load_latent_classifier(classifier_run, config)
@@ -99,7 +121,39 @@ def main() -> None:
     score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 
-TRAINING_KEYS = ("budget_minutes", "minutes_until_sampling", "autoencoder", "classifier", "diffusion")
+TRAINING_KEYS = ("generator", "budget_minutes", "minutes_until_sampling", "autoencoder", "classifier", "diffusion")
+
+
+def train_classifier_only(args: argparse.Namespace, classifier_run: Path) -> dict:
+    """The training record of ``args.generator_result`` with its classifier replaced by one trained anew on the
+    generator's autoencoder, and the minutes until sampling changed by the difference in the classifier's time."""
+    trained = {k: v for k, v in json.loads(args.generator_result.read_text()).items() if k in TRAINING_KEYS}
+    if trained["diffusion"]["train_steps"] != read_json(args.generator / "best" / "state.json")["step"]:
+        raise SystemExit(f"{args.generator}: not the diffusion model that {args.generator_result} trained")
+    previous = (trained["classifier"] or {}).get("train_seconds", 0.0)
+    classifier = train_classifier(args, args.generator / "autoencoder", classifier_run)
+    minutes = trained["minutes_until_sampling"] + (classifier["train_seconds"] - previous) / 60
+    trained["minutes_until_sampling"] = round(minutes, 2)
+    return trained | {"classifier": classifier, "generator": f"{args.generator} ({args.generator_result.name})"}
+
+
+def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Path) -> dict:
+    """Trains the latent noisy classifier on ``ae_run``'s latents for ``args.classifier_minutes`` from scratch; its
+    own encoding of the training set comes out of that share. Returns its record for the result file, with the
+    held-out figures of its best/ checkpoint, the one that ranks and guides."""
+    shutil.rmtree(classifier_run, ignore_errors=True)
+    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={args.classifier_minutes}"]
+    summary = start_training("latent_classifier", args.data, classifier_run, args.classifier_config, overrides, False)
+    config = load_config(LatentClassifierRunConfig, classifier_run / "config.yaml")
+    evaluations = [record for record in read_metrics(classifier_run) if "exact_set" in record]
+    best = max(evaluations, key=lambda record: record[config.loop.best_by])  # best/, which ranks; the first on ties
+    return {
+        "train_steps": summary["step"],
+        "train_seconds": round(summary["seconds"], 1),
+        "best_step": best["step"],
+        "held_out": {key: value for key, value in best.items() if key.startswith(("accuracy", "exact_set"))},
+        "config": config_to_dict(config),
+    }
 
 
 def train(args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, ldm_run: Path) -> dict:
@@ -110,20 +164,7 @@ def train(args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, l
     autoencoder = train_autoencoder(
         args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes
     )
-    classifier = None
-    if classifier_run is not None:  # its own encoding of the training set comes out of its share
-        shutil.rmtree(classifier_run, ignore_errors=True)
-        overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={args.classifier_minutes}"]
-        summary = start_training(
-            "latent_classifier", args.data, classifier_run, args.classifier_config, overrides, resume=False
-        )
-        final = [record for record in read_metrics(classifier_run) if "exact_set" in record][-1]
-        classifier = {
-            "train_steps": summary["step"],
-            "train_seconds": round(summary["seconds"], 1),
-            "held_out": {key: value for key, value in final.items() if key.startswith(("accuracy", "exact_set"))},
-            "config": config_to_dict(load_config(LatentClassifierRunConfig, classifier_run / "config.yaml")),
-        }
+    classifier = train_classifier(args, ae_run, classifier_run) if classifier_run is not None else None
     # the diffusion model gets what is left; encoding the training set comes out of its share
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]

@@ -13,10 +13,12 @@ Run by hand (after `python benchmarks/latent.py --classifier-minutes 6 ...` trai
     python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --lists 256 --objects 3 \\
         --settings none guidance_min_t=100 guidance=12    # no classifier: classifier-free guidance alone
     python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier --pool 8
+    python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --pool 8 --rivals runs/other_classifier
 With --pool K, each request is sampled K times once (at --guidance, no classifier guidance) and, for K' = 1, 2, 4 ..
 K, the rows give the exact-set rate of the candidate the classifier ranks first among the first K', beside the share
 of requests where any of them is exactly right: what a perfect ranker could reach. That share is a diagnostic of the
-ranker, read off the evaluator; no image is chosen by it.
+ranker, read off the evaluator; no image is chosen by it. --rivals adds rows for other classifier runs ranking the
+same pool, and for the ensemble of all of them.
 Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting (or per K').
 """
 
@@ -84,36 +86,47 @@ def setting_row(make_images, evaluator: Evaluator, labels: torch.Tensor, base: S
     return row
 
 
-def pool_rows(loaded, evaluator: Evaluator, labels: torch.Tensor, sample: SampleConfig, k: int) -> list[dict]:
-    """K candidates per request from one sampling pass; for K' = 1, 2, 4 .. K, the exact-set rate of the classifier's
-    pick among the first K' (``ranked_exact_set``) and the share of requests with any exactly right candidate among them
-    (``any_exact``), with the pool's own rate per candidate."""
+def pool_rows(
+    loaded, evaluator: Evaluator, labels: torch.Tensor, sample: SampleConfig, k: int, rankers: dict
+) -> list[dict]:
+    """K candidates per request from one sampling pass; for each classifier in ``rankers`` (name -> classifier),
+    and for their ensemble (the sum of their set log-likelihoods) when there are several, and for K' = 1, 2, 4 .. K:
+    the exact-set rate of its pick among the first K' (``ranked_exact_set``) and the share of requests with any
+    exactly right candidate among them (``any_exact``), with the pool's own rate per candidate."""
     repeated = labels.repeat_interleave(k, dim=0)
     x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1))
     detected = evaluator.scores(loaded.decode(x)) > 0.5
     exact = (detected == repeated.bool()).all(dim=1).float().view(-1, k)
-    device = next(loaded.classifier.parameters()).device
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                loaded.classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).cpu()
-                for xs in x.split(256)
-            ]
-        )
-    likelihood = set_log_likelihood(logits.float().cpu(), repeated.float()).view(-1, k)
-    rows, first = [], 1
-    while first <= k:
-        pick = likelihood[:, :first].argmax(dim=1)
-        rows.append(
-            {
-                "candidates": first,
-                "ranked_exact_set": round(exact[torch.arange(len(pick)), pick].mean().item(), 4),
-                "any_exact": round(exact[:, :first].max(dim=1).values.mean().item(), 4),
-                "exact_set_per_candidate": round(exact.mean().item(), 4),
-            }
-        )
-        first *= 2
+    likelihoods = {name: pool_likelihood(classifier, x, repeated).view(-1, k) for name, classifier in rankers.items()}
+    if len(rankers) > 1:
+        likelihoods["ensemble"] = sum(likelihoods.values())
+    rows = []
+    for name, likelihood in likelihoods.items():
+        first = 1
+        while first <= k:
+            pick = likelihood[:, :first].argmax(dim=1)
+            rows.append(
+                {
+                    "ranker": name,
+                    "candidates": first,
+                    "ranked_exact_set": round(exact[torch.arange(len(pick)), pick].mean().item(), 4),
+                    "any_exact": round(exact[:, :first].max(dim=1).values.mean().item(), 4),
+                    "exact_set_per_candidate": round(exact.mean().item(), 4),
+                }
+            )
+            first *= 2
     return rows
+
+
+@torch.no_grad()
+def pool_likelihood(classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The classifier's set log-likelihood of each finished sample in ``x`` (read at t = 0) for its ``labels``."""
+    device = next(classifier.parameters()).device
+    logits = [
+        classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).float().cpu()
+        for xs in x.split(256)
+    ]
+    return set_log_likelihood(torch.cat(logits), labels.float())
 
 
 def main() -> None:
@@ -142,11 +155,23 @@ def main() -> None:
     parser.add_argument(
         "--pool", type=positive_int, help="instead of --settings: K candidates per request, ranked and any-exact rows"
     )
+    parser.add_argument(
+        "--rivals",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="with --pool: other classifier runs that rank the same pool, each in its own rows and with --classifier "
+        "in an ensemble's",
+    )
     args = parser.parse_args()
 
     checkpoint = args.checkpoint or ("latest" if (args.run / "checkpoints").is_dir() else "best")
     loaded = load_generator(args.run, checkpoint, Generation.DIFFUSION)
     loaded.classifier = guiding_classifier(loaded, args.classifier)
+    if args.rivals and not args.pool:
+        parser.error("--rivals: ranks a --pool K; give --pool too")
+    rankers = {str(args.classifier or args.run / "classifier"): loaded.classifier}
+    rankers |= {str(run): guiding_classifier(loaded, run) for run in args.rivals}
     for changes in [{"candidates": args.pool}] if args.pool else args.settings:
         if loaded.classifier is None and SampleConfig(**changes).uses_classifier:
             parser.error(f"--settings {changes}: needs --classifier RUN (the model has none of its own)")
@@ -169,7 +194,7 @@ def main() -> None:
         rows = [
             row | {"seed": seed}
             for seed in range(args.seeds)
-            for row in pool_rows(loaded, evaluator, labels, base.changed(seed=seed), args.pool)
+            for row in pool_rows(loaded, evaluator, labels, base.changed(seed=seed), args.pool, rankers)
         ]
     else:
         make_images = image_maker(loaded)
@@ -178,6 +203,7 @@ def main() -> None:
         **result_header(device),
         "run": str(args.run),
         "classifier": str(args.classifier) if args.classifier else None,
+        "rivals": [str(run) for run in args.rivals],
         "labels": f"{len(labels)} from {source}" + (f" (permutation seed {args.list_seed})" if args.lists else ""),
         "sampler": {
             "name": args.sampler,
