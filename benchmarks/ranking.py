@@ -14,9 +14,11 @@ Run by hand (after `python benchmarks/latent.py --classifier-minutes 6 ...` trai
         --settings none guidance_min_t=100 guidance=12    # no classifier: classifier-free guidance alone
     python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier --pool 8
     python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --pool 8 --rivals runs/other_classifier
+    python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --pool 4 --settings none steps=25 steps=100
 With --pool K, each request is sampled K times once (at --guidance, no classifier guidance) and, for K' = 1, 2, 4 ..
 K, the rows give the exact-set rate of the candidate the classifier ranks first among the first K', beside the share
-of requests where any of them is exactly right: what a perfect ranker could reach. That share is a diagnostic of the
+of requests where any of them is exactly right: what a perfect ranker could reach; --settings then changes the
+sampler for one pool each (steps=25, eta=0.5, guidance_min_t=200 ...). That share is a diagnostic of the
 ranker, read off the evaluator; no image is chosen by it. --rivals adds rows for other classifier runs ranking the
 same pool, and for the ensemble of all of them.
 Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting (or per K').
@@ -46,6 +48,8 @@ KEYS = {
     "candidates": int,
     "guidance": float,
     "guidance_min_t": int,
+    "steps": int,
+    "eta": float,
 }
 DEFAULT_SETTINGS = [
     "none",
@@ -94,7 +98,7 @@ def pool_rows(
     the exact-set rate of its pick among the first K' (``ranked_exact_set``) and the share of requests with any
     exactly right candidate among them (``any_exact``), with the pool's own rate per candidate."""
     repeated = labels.repeat_interleave(k, dim=0)
-    x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1))
+    x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1), classifier=loaded.classifier)
     detected = evaluator.scores(loaded.decode(x)) > 0.5
     exact = (detected == repeated.bool()).all(dim=1).float().view(-1, k)
     likelihoods = {name: pool_likelihood(classifier, x, repeated).view(-1, k) for name, classifier in rankers.items()}
@@ -140,7 +144,13 @@ def main() -> None:
         help="latest or best (default: latest, which the benchmarks score; best in a model folder, its only one)",
     )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
-    parser.add_argument("--settings", type=setting, nargs="+", default=[setting(s) for s in DEFAULT_SETTINGS])
+    parser.add_argument(
+        "--settings",
+        type=setting,
+        nargs="+",
+        help=f"key=value[,key=value] or none; keys: {', '.join(KEYS)} (default: {' '.join(DEFAULT_SETTINGS)}; "
+        "with --pool: none)",
+    )
     parser.add_argument("--labels", type=Path, default=COMPOSITIONAL[0], help="default: the unseen triples")
     parser.add_argument("--lists", type=positive_int, help="instead of --labels: this many train.json label lists")
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which train.json lists (seed 0)")
@@ -153,7 +163,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=positive_int, default=1, help="noise seeds 0..N-1 per setting (default 1)")
     parser.add_argument("--name", help="result name (default: ranking_<run folder name>)")
     parser.add_argument(
-        "--pool", type=positive_int, help="instead of --settings: K candidates per request, ranked and any-exact rows"
+        "--pool",
+        type=positive_int,
+        help="K candidates per request, ranked and any-exact rows (one pool per --settings entry)",
     )
     parser.add_argument(
         "--rivals",
@@ -172,6 +184,10 @@ def main() -> None:
         parser.error("--rivals: ranks a --pool K; give --pool too")
     rankers = {str(args.classifier or args.run / "classifier"): loaded.classifier}
     rankers |= {str(run): guiding_classifier(loaded, run) for run in args.rivals}
+    if args.settings is None:
+        args.settings = [{}] if args.pool else [setting(text) for text in DEFAULT_SETTINGS]
+    if args.pool and any("candidates" in changes for changes in args.settings):
+        parser.error("--settings: with --pool K, candidates is K")
     for changes in [{"candidates": args.pool}] if args.pool else args.settings:
         if loaded.classifier is None and SampleConfig(**changes).uses_classifier:
             parser.error(f"--settings {changes}: needs --classifier RUN (the model has none of its own)")
@@ -192,9 +208,10 @@ def main() -> None:
     )
     if args.pool:
         rows = [
-            row | {"seed": seed}
+            row | {"setting": changes or "none", "seed": seed}
+            for changes in args.settings
             for seed in range(args.seeds)
-            for row in pool_rows(loaded, evaluator, labels, base.changed(seed=seed), args.pool, rankers)
+            for row in pool_rows(loaded, evaluator, labels, base.changed(seed=seed, **changes), args.pool, rankers)
         ]
     else:
         make_images = image_maker(loaded)
