@@ -103,7 +103,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="best", help="latest or best (default: best)")
     parser.add_argument("--labels", type=Path, default=COMPOSITIONAL[0], help="default: the unseen triples")
     parser.add_argument(
-        "--variants", type=variant, nargs="+", default=[variant(v) for v in ("plain", "compose:1", "contrast:1")]
+        "--variants",
+        type=variant,
+        nargs="+",
+        default=[variant(v) for v in ("plain", "compose:1", "contrast:1")],
+        help="plain, compose:W or contrast:W, each a row (default: plain compose:1 contrast:1)",
     )
     parser.add_argument("--candidates", type=positive_int, default=2, help="samples per request (default 2)")
     parser.add_argument("--guidance", type=float, default=8.0, help="classifier-free guidance scale s (default 8)")

@@ -15,11 +15,11 @@ Run by hand (after `python benchmarks/latent.py --classifier-minutes 6 ...` trai
     python benchmarks/ranking.py --run runs/bench_ldm --classifier runs/bench_latent_classifier --pool 8
     python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --pool 8 --rivals runs/other_classifier
     python benchmarks/ranking.py --run condgen/pretrained/iclevr-ldm --pool 4 --settings none steps=25 steps=100
-With --pool K, each request is sampled K times once (at --guidance, no classifier guidance) and, for K' = 1, 2, 4 ..
-K, the rows give the exact-set rate of the candidate the classifier ranks first among the first K', beside the share
-of requests where any of them is exactly right: what a perfect ranker could reach; --settings then changes the
-sampler for one pool each (steps=25, eta=0.5, guidance_min_t=200 ...). That share is a diagnostic of the
-ranker, read off the evaluator; no image is chosen by it. --rivals adds rows for other classifier runs ranking the
+With --pool K, each request is sampled K times once (at --guidance; classifier guidance only where --settings asks)
+and, for K' = 1, 2, 4 .. K, the rows give the exact-set rate of the candidate the classifier ranks first among the
+first K', beside the share of requests where any of them is exactly right: what a perfect ranker could reach. That
+share is a diagnostic of the ranker, read off the evaluator; no image is chosen by it. --settings makes one pool per
+sampler change (steps=25, eta=0.5, guidance_min_t=200 ...); --rivals adds rows for other classifier runs ranking the
 same pool, and for the ensemble of all of them.
 Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting (or per K').
 """
