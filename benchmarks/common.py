@@ -27,6 +27,7 @@ from condgen.latent.latents import encode_images
 from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.launch import start_training
+from condgen.nn.ranking import set_log_likelihood
 from condgen.parser import non_negative_int, positive_int
 from condgen.report.measure import score_seeds
 from condgen.train.config import config_to_dict, load_config
@@ -218,6 +219,17 @@ def sampler_config(sample_config, sampler: str, num_steps: int):
     steps being the model's T."""
     settings = SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
     return dataclasses.replace(sample_config, sampler=sampler, **settings)
+
+
+@torch.no_grad()
+def pool_likelihood(classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The classifier's set log-likelihood of each finished sample in ``x`` (read at t = 0) for its ``labels``."""
+    device = next(classifier.parameters()).device
+    logits = [
+        classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).float().cpu()
+        for xs in x.split(256)
+    ]
+    return set_log_likelihood(torch.cat(logits), labels.float())
 
 
 # Each sampler runs at the guidance scale that suits it, chosen with the sampler named here. DDPM's would take hours

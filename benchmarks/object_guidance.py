@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import COMPOSITIONAL, result_header, write_result
+from common import COMPOSITIONAL, pool_likelihood, result_header, sampler_config, write_result
 
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.guidance import Network
@@ -34,7 +34,6 @@ from condgen.evaluate.evaluator import load_evaluator
 from condgen.evaluate.metrics import top_k_accuracy
 from condgen.generate import load_generator
 from condgen.kinds import Generation
-from condgen.nn.ranking import set_log_likelihood
 from condgen.parser import non_negative_int, positive_int
 
 VARIANTS = ("plain", "compose", "contrast")
@@ -122,7 +121,7 @@ def main() -> None:
     evaluator = load_evaluator(device=device)
     requests = load_label_file(args.labels, evaluator.codec)
     labels = requests.repeat_interleave(args.candidates, dim=0).float()
-    sample = loaded.config.sample
+    sample = sampler_config(loaded.config.sample, "ddim", loaded.diffusion.num_steps)  # DDIM-50, eta 1
     rows = []
     for name, weight in args.variants:
         generator = torch.Generator().manual_seed(args.seed)
@@ -139,26 +138,23 @@ def main() -> None:
                     generator=generator,
                 ).to(device)
                 x = sample_ddim(
-                    eps_fn, loaded.diffusion, x, steps=50, eta=1.0, generator=generator, clip_x0=sample.clip_x0
+                    eps_fn,
+                    loaded.diffusion,
+                    x,
+                    steps=sample.steps,
+                    eta=sample.eta,
+                    spacing=sample.spacing,
+                    generator=generator,
+                    clip_x0=sample.clip_x0,
                 )
                 samples.append(bound(x, sample.clip_x0).cpu())
             x = torch.cat(samples)
             seconds = time.perf_counter() - start
             images = loaded.decode(x)
             scores = evaluator.scores(images).cpu()
-            logits = (
-                torch.cat(
-                    [
-                        loaded.classifier(z.to(device), torch.zeros(len(z), dtype=torch.long, device=device))
-                        for z in x.split(256)
-                    ]
-                )
-                .float()
-                .cpu()
-            )
         detected, wanted = scores > 0.5, labels.bool()
         exact = (detected == wanted).all(dim=1).float()
-        best = set_log_likelihood(logits, labels).view(-1, args.candidates).argmax(dim=1)
+        best = pool_likelihood(loaded.classifier, x, labels).view(-1, args.candidates).argmax(dim=1)
         row = {
             "variant": name,
             "weight": weight,
@@ -179,8 +175,8 @@ def main() -> None:
         "labels": f"{len(requests)} from {args.labels.name}, {args.candidates} samples each, noise seed {args.seed}",
         "sampler": {
             "name": "ddim",
-            "steps": 50,
-            "eta": 1.0,
+            "steps": sample.steps,
+            "eta": sample.eta,
             "guidance": args.guidance,
             "guidance_min_t": sample.guidance_min_t,
         },

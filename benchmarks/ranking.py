@@ -31,14 +31,22 @@ import time
 from pathlib import Path
 
 import torch
-from common import COMPOSITIONAL, SAMPLERS, image_maker, result_header, sampler_config, train_label_lists, write_result
+from common import (
+    COMPOSITIONAL,
+    SAMPLERS,
+    image_maker,
+    pool_likelihood,
+    result_header,
+    sampler_config,
+    train_label_lists,
+    write_result,
+)
 
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
-from condgen.nn.ranking import set_log_likelihood
 from condgen.parser import non_negative_int, positive_int
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,17 +128,6 @@ def pool_rows(
             )
             first *= 2
     return rows
-
-
-@torch.no_grad()
-def pool_likelihood(classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The classifier's set log-likelihood of each finished sample in ``x`` (read at t = 0) for its ``labels``."""
-    device = next(classifier.parameters()).device
-    logits = [
-        classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).float().cpu()
-        for xs in x.split(256)
-    ]
-    return set_log_likelihood(torch.cat(logits), labels.float())
 
 
 def main() -> None:
