@@ -161,11 +161,15 @@ def score_label_file(
 
 
 def image_maker(loaded: DiffusionModel) -> Callable[[torch.Tensor, object], torch.Tensor]:
-    """``make_images(labels, sample_config)``: samples a loaded diffusion run with those settings (guided and ranked
-    by ``loaded.classifier`` where they ask for it) and decodes the result."""
+    """``make_images(labels, sample_config)``: samples a loaded diffusion run with those settings (guided by
+    ``loaded.classifier``, ranked by ``loaded.ranker``, else the classifier, where they ask for it) and decodes the
+    result."""
 
     def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
-        return loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier))
+        x = generate(
+            loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier, ranker=loaded.ranking()
+        )
+        return loaded.decode(x)
 
     return make_images
 

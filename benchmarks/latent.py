@@ -3,7 +3,8 @@ on a dataset, sample test.json and new_test.json with DDPM (all T steps), DDIM-5
 every image with the shipped evaluator, each sampler at the classifier-free guidance scale chosen for it on label
 lists drawn from train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
 encoding the training set, the optional noisy classifier's training (--classifier-minutes: classifier guidance and
-best-of-K ranking, never the evaluator) and the diffusion model's training.
+best-of-K ranking), the optional image ranker's (--ranker-config: best-of-K ranking of the decoded images, before the
+classifier; never the evaluator) and the diffusion model's training.
 
 Run by hand:
     python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
@@ -13,6 +14,9 @@ Run by hand:
     python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
         --generator-result benchmarks/results/latent_exact_cpu.json --classifier-minutes 6 --candidates 8 ...
         # the autoencoder and diffusion model that benchmark trained (as shipped), a classifier trained anew
+    python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
+        --generator-result benchmarks/results/latent_exact_cpu.json --ranker-config configs/ranker_cpu.yaml ...
+        # the same generator, its candidates ranked by an image ranker trained anew in place of the classifier
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
 """
 
@@ -28,6 +32,7 @@ from common import add_sampling_arguments, result_header, score_samplers, train_
 
 from condgen.data.jsonio import read_json
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.ranker import load_ranker
 from condgen.kinds import KINDS
 from condgen.latent.classifier import LatentClassifierRunConfig, load_latent_classifier
 from condgen.latent.ldm import LDMRunConfig
@@ -74,7 +79,16 @@ def main() -> None:
         "--generator-result", type=Path, help="with --generator: the result JSON of the benchmark that trained it"
     )
     parser.add_argument(
-        "--candidates", type=positive_int, default=1, help="best of K samples per request, ranked by the classifier"
+        "--ranker-config",
+        type=Path,
+        help="train an image ranker (`condgen train evaluator` with this config, e.g. configs/ranker_cpu.yaml) "
+        "within the budget, after the autoencoder and before the diffusion model; it ranks the candidates",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=positive_int,
+        default=1,
+        help="best of K samples per request, ranked by the image ranker, else the classifier",
     )
     parser.add_argument("--classifier-scale", type=float, default=0.0, help="classifier guidance to the requested")
     parser.add_argument("--classifier-absent-scale", type=float, default=0.0, help="and away from the others")
@@ -84,24 +98,27 @@ def main() -> None:
     results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
     classifier_run = args.runs / "bench_latent_classifier" if args.classifier_minutes > 0 else None
+    ranker_run = args.runs / "bench_ranker" if args.ranker_config else None
     if args.generator:
-        if not (args.generator_result and args.generator_result.is_file()) or args.classifier_minutes <= 0:
+        if not (args.generator_result and args.generator_result.is_file()) or not (classifier_run or ranker_run):
             parser.error(
                 "--generator: needs --generator-result JSON (the benchmark that trained it) and "
-                "--classifier-minutes > 0"
+                "--classifier-minutes > 0 or --ranker-config"
             )
-        trained = train_classifier_only(args, classifier_run)
+        trained = train_rankers_only(args, classifier_run, ranker_run)
         ldm_run = args.generator
     elif args.score_only:
         if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
             parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
         trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
     else:
-        trained = train(args, ae_run, classifier_run, ldm_run)
+        trained = train(args, ae_run, classifier_run, ranker_run, ldm_run)
     loaded = KINDS["ldm"].load_model(ldm_run, "best" if args.generator else "latest")
     config = loaded.config
     if classifier_run is not None:
         loaded.classifier = load_latent_classifier(classifier_run, config)
+    if ranker_run is not None:
+        loaded.ranker = load_ranker(ranker_run, loaded.meta["objects"], next(loaded.model.parameters()).device)
     config.sample = config.sample.changed(
         candidates=args.candidates,
         classifier_scale=args.classifier_scale,
@@ -121,20 +138,49 @@ def main() -> None:
     score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 
-TRAINING_KEYS = ("generator", "budget_minutes", "minutes_until_sampling", "autoencoder", "classifier", "diffusion")
+TRAINING_KEYS = (
+    "generator",
+    "budget_minutes",
+    "minutes_until_sampling",
+    "autoencoder",
+    "classifier",
+    "ranker",
+    "diffusion",
+)
 
 
-def train_classifier_only(args: argparse.Namespace, classifier_run: Path) -> dict:
-    """The training record of ``args.generator_result`` with its classifier replaced by one trained anew on the
-    generator's autoencoder, and the minutes until sampling changed by the difference in the classifier's time."""
+def train_rankers_only(args: argparse.Namespace, classifier_run: Path | None, ranker_run: Path | None) -> dict:
+    """The training record of ``args.generator_result`` with its classifier and ranker replaced by those trained anew
+    (a classifier on the generator's autoencoder), and the minutes until sampling changed by the difference in their
+    training time."""
     trained = {k: v for k, v in json.loads(args.generator_result.read_text()).items() if k in TRAINING_KEYS}
     if trained["diffusion"]["train_steps"] != read_json(args.generator / "best" / "state.json")["step"]:
         raise SystemExit(f"{args.generator}: not the diffusion model that {args.generator_result} trained")
-    previous = (trained["classifier"] or {}).get("train_seconds", 0.0)
-    classifier = train_classifier(args, args.generator / "autoencoder", classifier_run)
-    minutes = trained["minutes_until_sampling"] + (classifier["train_seconds"] - previous) / 60
-    trained["minutes_until_sampling"] = round(minutes, 2)
-    return trained | {"classifier": classifier, "generator": f"{args.generator} ({args.generator_result.name})"}
+    autoencoder = args.generator / "autoencoder"
+    retrained = {
+        "classifier": train_classifier(args, autoencoder, classifier_run) if classifier_run else None,
+        "ranker": train_ranker(args, ranker_run) if ranker_run else None,
+    }
+    difference = sum(
+        (retrained[key] or {}).get("train_seconds", 0.0) - (trained.get(key) or {}).get("train_seconds", 0.0)
+        for key in retrained
+    )
+    trained["minutes_until_sampling"] = round(trained["minutes_until_sampling"] + difference / 60, 2)
+    return trained | retrained | {"generator": f"{args.generator} ({args.generator_result.name})"}
+
+
+def train_ranker(args: argparse.Namespace, ranker_run: Path) -> dict:
+    """Trains the image ranker (`condgen train evaluator` with ``args.ranker_config``) from scratch on the training
+    images; returns its record for the result file, with the held-out figures of the weights that rank."""
+    shutil.rmtree(ranker_run, ignore_errors=True)
+    start_training("evaluator", args.data, ranker_run, args.ranker_config, [], False)
+    report = read_json(ranker_run / "evaluator.json")
+    return {
+        "train_seconds": report["train_seconds"],
+        "best_step": report["best_step"],
+        "held_out": {"accuracy": report["val_accuracy"], "exact_set": report["val_exact_set"]},
+        "config": report["config"],
+    }
 
 
 def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Path) -> dict:
@@ -156,15 +202,18 @@ def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Pat
     }
 
 
-def train(args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, ldm_run: Path) -> dict:
-    """Trains the autoencoder, then the noisy classifier when ``classifier_run`` is given, then the diffusion model
-    on what is left of the budget; returns the record's training part (``TRAINING_KEYS``)."""
+def train(
+    args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, ranker_run: Path | None, ldm_run: Path
+) -> dict:
+    """Trains the autoencoder, then the noisy classifier and the image ranker where their runs are given, then the
+    diffusion model on what is left of the budget; returns the record's training part (``TRAINING_KEYS``)."""
     start = time.perf_counter()
     shutil.rmtree(ldm_run, ignore_errors=True)
     autoencoder = train_autoencoder(
         args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes
     )
     classifier = train_classifier(args, ae_run, classifier_run) if classifier_run is not None else None
+    ranker = train_ranker(args, ranker_run) if ranker_run is not None else None
     # the diffusion model gets what is left; encoding the training set comes out of its share
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
@@ -175,6 +224,7 @@ def train(args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, l
         "minutes_until_sampling": round((time.perf_counter() - start) / 60, 2),
         "autoencoder": autoencoder,
         "classifier": classifier,
+        "ranker": ranker,
         "diffusion": {
             "train_steps": ldm_summary["step"],
             "train_seconds": round(ldm_summary["seconds"], 1),

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from condgen.export import export_model
 
-        print(f"wrote {export_model(args.run, args.out, args.checkpoint, args.half, args.classifier)}")
+        print(f"wrote {export_model(args.run, args.out, args.checkpoint, args.half, args.classifier, args.ranker)}")
     elif args.command == "serve":
         from condgen.serve.command import serve_command
 

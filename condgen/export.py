@@ -10,6 +10,8 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
                       critic.safetensors, which ranks candidates
     autoencoder/      an ldm's autoencoder, as a model folder of its own
     classifier/       a diffusion model's noisy classifier, when exported with one (guidance, best-of-K ranking)
+    ranker.safetensors  a diffusion model's image ranker, when exported with one (best-of-K ranking of the decoded
+                      images, before the classifier)
     README.md         the model card: how it was trained and what it scored
 
 Nothing in it is pickled: safetensors, JSON and YAML.
@@ -23,8 +25,11 @@ from pathlib import Path
 import yaml
 
 from condgen.data.jsonio import read_json, write_json
+from condgen.data.labels import LabelCodec
 from condgen.diffusion.run import CLASSIFIER_FOLDER
 from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import save_evaluator
+from condgen.evaluate.ranker import RANKER_FILE, load_ranker
 from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
 from condgen.generate import guiding_classifier
@@ -36,11 +41,16 @@ from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, re
 
 
 def export_model(
-    run: Path, out: Path, checkpoint: str = "best", half: bool = False, classifier: Path | None = None
+    run: Path,
+    out: Path,
+    checkpoint: str = "best",
+    half: bool = False,
+    classifier: Path | None = None,
+    ranker: Path | None = None,
 ) -> Path:
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
-    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it). ``run`` may be a
-    model folder itself, to store it again (in float16, say)."""
+    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it) and the image
+    ``ranker`` as ranker.safetensors. ``run`` may be a model folder itself, to store it again (in float16, say)."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -54,6 +64,12 @@ def export_model(
         if kind.generation != Generation.DIFFUSION:
             raise CondgenError(f"--classifier: diffusion runs only; {run} is a {kind.name} run")
         guiding_classifier(kind.load_model(run, checkpoint), classifier)  # refuses one that does not match
+    if ranker is None and (run / RANKER_FILE).is_file():
+        ranker = run / RANKER_FILE
+    if ranker is not None:
+        if kind.generation != Generation.DIFFUSION:
+            raise CondgenError(f"--ranker: diffusion runs only; {run} is a {kind.name} run")
+        ranker_model = load_ranker(ranker, meta["objects"])  # refuses the evaluator and other vocabularies
     with staged_folder(out) as staging:
         config = yaml.safe_load((run / "config.yaml").read_text())
         names = ["ema.safetensors"]
@@ -72,6 +88,8 @@ def export_model(
             config["autoencoder"] = "autoencoder"
         if classifier is not None:
             _export_classifier(classifier, staging / CLASSIFIER_FOLDER, half)
+        if ranker is not None:
+            save_evaluator(ranker_model, LabelCodec(meta["objects"]), staging / RANKER_FILE, half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_json(staging / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
         (staging / "README.md").write_text(model_card(run, out, meta, step, half))

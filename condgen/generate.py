@@ -16,6 +16,7 @@ from condgen.diffusion.run import DiffusionModel, load_classifier
 from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.diffusion.unet import NoisyClassifier
 from condgen.errors import CondgenError
+from condgen.evaluate.ranker import load_ranker
 from condgen.gan.run import GANModel
 from condgen.kinds import KINDS, Generation, kind_of
 from condgen.latent.classifier import load_latent_classifier
@@ -70,7 +71,7 @@ def check_gan_options(args: argparse.Namespace, run: Path) -> None:
     sets."""
     given = [
         key
-        for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS)
+        for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS, "ranker")
         if key != "seed" and getattr(args, key, None) is not None
     ]
     if given:
@@ -99,11 +100,17 @@ def sample_command(args: argparse.Namespace) -> dict:
     else:
         sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
         classifier = guiding_classifier(loaded, args.classifier)
-        if sample.candidates > 1 and classifier is None:
-            raise CondgenError(f"--candidates: ranking {sample.candidates} samples per request needs --classifier RUN")
+        if args.ranker is not None:
+            loaded.ranker = load_ranker(args.ranker, loaded.meta["objects"], next(loaded.model.parameters()).device)
+        ranker = loaded.ranking()
+        if sample.candidates > 1 and classifier is None and ranker is None:
+            raise CondgenError(
+                f"--candidates: ranking {sample.candidates} samples per request needs --ranker RUN or --classifier RUN"
+            )
         evaluator = run_evaluator(loaded.meta, args.evaluator)
         _fresh_folder(args.out)
-        images = loaded.decode(generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier))
+        x = generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier, ranker=ranker)
+        images = loaded.decode(x)
         result = {"images": len(images), "sample": config_to_dict(sample)}
     if not torch.isfinite(images).all():
         args.out.rmdir()  # still empty: nothing is written from a broken model

@@ -259,7 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         help="make K images per request and keep the one a classifier trained on the training images finds "
         "closest to exactly the requested objects (never the evaluator): a GAN's critic's auxiliary head, or a "
-        "diffusion model's noisy classifier (--classifier); 1 = no ranking; default: the run's candidates",
+        "diffusion model's image ranker (--ranker) or else its noisy classifier (--classifier); 1 = no ranking; "
+        "default: the run's candidates",
+    )
+    sample.add_argument(
+        "--ranker",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs: an image classifier that ranks --candidates by their decoded images, a `condgen train "
+        "evaluator --config configs/ranker_cpu.yaml` run or its evaluator.safetensors, trained on the training "
+        "images and never the shipped evaluator (default: the model folder's own ranker.safetensors, if it has one)",
     )
     sample.add_argument(
         "--classifier",
@@ -331,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="diffusion runs: a noisy classifier run (`train classifier` for ddpm, `train latent-classifier` for "
         "ldm) to carry as classifier/, for classifier guidance and --candidates without --classifier",
+    )
+    export.add_argument(
+        "--ranker",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs: an image ranker (a `condgen train evaluator --config configs/ranker_cpu.yaml` run or "
+        "its evaluator.safetensors) to carry as ranker.safetensors, which then ranks --candidates",
     )
 
     serve = commands.add_parser(

@@ -42,10 +42,10 @@ class Pipeline:
     ) -> torch.Tensor:
         """One image per request, each a comma-separated list of objects ("red sphere, cyan cube"): a (N, 3, 64, 64)
         tensor in [-1, 1]. Options left at None take the model's own settings; the same seed gives the same images.
-        ``candidates`` K keeps the best of K images per request, ranked by a GAN's critic's auxiliary head or a
-        diffusion model folder's noisy classifier (``classifier/``); a GAN takes it and ``seed`` alone. ``callback``
-        (diffusion only) sees the sampler's state ``info["x"]`` before the first step and after each; ``decode``
-        turns such states into images."""
+        ``candidates`` K keeps the best of K images per request, ranked by a GAN's critic's auxiliary head or by a
+        diffusion model folder's image ranker (``ranker.safetensors``), else its noisy classifier (``classifier/``);
+        a GAN takes it and ``seed`` alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]``
+        before the first step and after each; ``decode`` turns such states into images."""
         requests = [requests] if isinstance(requests, str) else list(requests)
         labels = self.labels(requests)
         options = Namespace(sampler=sampler, steps=steps, guidance=guidance, guidance_min_t=guidance_min_t, eta=eta)
@@ -57,9 +57,16 @@ class Pipeline:
             return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed, candidates)
         sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
         loaded = self.loaded
-        return loaded.decode(
-            generate(loaded.model, loaded.diffusion, labels, sample, callback, classifier=loaded.classifier)
+        x = generate(
+            loaded.model,
+            loaded.diffusion,
+            labels,
+            sample,
+            callback,
+            classifier=loaded.classifier,
+            ranker=loaded.ranking(),
         )
+        return loaded.decode(x)
 
     def decode(self, states: torch.Tensor) -> torch.Tensor:
         """Sampler states seen by a ``callback`` (a latent model's latents, a pixel model's noisy images) -> images

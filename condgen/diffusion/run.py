@@ -15,6 +15,7 @@ from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.trainer import DDPMRunConfig, DiffusionConfig
 from condgen.diffusion.unet import NoisyClassifier, UNet
 from condgen.errors import CondgenError
+from condgen.evaluate.ranker import RANKER_FILE, image_ranking, load_ranker
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
 from condgen.train.runs import checkpoint_folder
@@ -35,6 +36,17 @@ class DiffusionModel:
     meta: dict
     decode: Callable[[torch.Tensor], torch.Tensor] = _images
     classifier: NoisyClassifier | None = None  # a model folder's own, for guidance and ranking (``classifier/``)
+    ranker: torch.nn.Module | None = None  # a model folder's own image ranker (``ranker.safetensors``)
+
+    def ranking(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The image ranker's per-object logits of finished samples (decoded first), or None without a ranker."""
+        return image_ranking(self.ranker, self.decode) if self.ranker is not None else None
+
+    def load_own_ranker(self, folder: Path) -> None:
+        """The model folder's ranker, when it holds one."""
+        if (folder / RANKER_FILE).is_file():
+            device = next(self.model.parameters()).device
+            self.ranker = load_ranker(folder / RANKER_FILE, self.meta["objects"], device)
 
 
 def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:
@@ -51,10 +63,11 @@ CLASSIFIER_FOLDER = "classifier"  # a model folder's own noisy classifier (`cond
 
 def load_ddpm(run: Path, checkpoint: str = "best") -> DiffusionModel:
     """The EMA model of a ddpm run's ``best`` (or ``latest``) checkpoint, with its process, config and run.json,
-    and the noisy classifier of a model folder that holds one."""
+    and the noisy classifier and image ranker of a model folder that holds them."""
     loaded = load_ema_unet(run, "ddpm", DDPMRunConfig, checkpoint)
     if (run / CLASSIFIER_FOLDER).is_dir():
         loaded.classifier = load_classifier(run / CLASSIFIER_FOLDER, loaded.config.diffusion)[0]
+    loaded.load_own_ranker(run)
     return loaded
 
 

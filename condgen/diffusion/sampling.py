@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,17 +78,22 @@ def generate(
     callback: Callback = None,
     batch_size: int = 64,
     classifier: torch.nn.Module | None = None,
+    ranker: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Samples for every row of ``labels``, within [-sample.clip_x0, sample.clip_x0] (images in [-1, 1] by default);
     the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step.
 
     ``classifier`` (a noisy classifier of the model's x_t) serves classifier guidance and, with ``sample.candidates``
-    K > 1, ranking: each request is sampled K times in one batch and keeps the sample whose logits at t = 0 have the
-    highest :func:`condgen.nn.ranking.set_log_likelihood` (closest to holding exactly the requested objects)."""
+    K > 1, ranking: each request is sampled K times in one batch and keeps the sample whose per-object logits have
+    the highest :func:`condgen.nn.ranking.set_log_likelihood` (closest to holding exactly the requested objects).
+    The logits are ``ranker``'s of the finished samples where one is given (an image classifier reading the decoded
+    samples), else the classifier's at t = 0."""
     sample.check(diffusion.num_steps)
     k = sample.candidates
-    if k > 1 and classifier is None:
-        raise CondgenError(f"sample.candidates (--candidates): ranking {k} samples per request needs --classifier RUN")
+    if k > 1 and classifier is None and ranker is None:
+        raise CondgenError(
+            f"sample.candidates (--candidates): ranking {k} samples per request needs --ranker RUN or --classifier RUN"
+        )
     generator = torch.Generator().manual_seed(sample.seed)
     device = next(model.parameters()).device
     size = model.config.image_size
@@ -114,7 +120,10 @@ def generate(
         x = bound(SAMPLERS[sample.sampler](eps_fn, diffusion, x, **kwargs), sample.clip_x0)
         if k > 1:
             with torch.no_grad():
-                logits = classifier(x, torch.zeros(len(x), dtype=torch.long, device=device), batch)
+                if ranker is not None:
+                    logits = ranker(x)
+                else:
+                    logits = classifier(x, torch.zeros(len(x), dtype=torch.long, device=device), batch)
             x = keep_best(x, logits, batch, k)
         outputs.append(x.cpu())
     return torch.cat(outputs)

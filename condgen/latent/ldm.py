@@ -90,11 +90,12 @@ def make_ldm_task(
 
 def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
     """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder, with the
-    noisy classifier of a model folder that holds one."""
+    noisy classifier and image ranker of a model folder that holds them."""
     loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
     config = loaded.config
     autoencoder = decoding_autoencoder(run, config)
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)
     if (run / CLASSIFIER_FOLDER).is_dir():
         loaded.classifier = load_latent_classifier(run / CLASSIFIER_FOLDER, config)
+    loaded.load_own_ranker(run)
     return loaded
