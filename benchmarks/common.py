@@ -326,10 +326,13 @@ def score_samplers(
         results.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def train_autoencoder(kind: str, data: Path, run: Path, config: Path, minutes: float) -> dict:
-    """Trains a ``kind`` (vae or vqvae) run for ``minutes`` from scratch; returns :func:`describe_autoencoder`."""
+def train_autoencoder(
+    kind: str, data: Path, run: Path, config: Path, minutes: float, overrides: list[str] | None = None
+) -> dict:
+    """Trains a ``kind`` (vae or vqvae) run for ``minutes`` from scratch, with config ``overrides`` (KEY=VALUE);
+    returns :func:`describe_autoencoder`."""
     shutil.rmtree(run, ignore_errors=True)
-    start_training(kind, data, run, config, [f"loop.max_minutes={minutes}"], resume=False)
+    start_training(kind, data, run, config, [f"loop.max_minutes={minutes}", *(overrides or [])], resume=False)
     return describe_autoencoder(kind, data, run)
 
 

@@ -51,6 +51,13 @@ def main() -> None:
     parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="the autoencoder's share")
     parser.add_argument("--autoencoder", choices=["vae", "vqvae"], default="vae")
     parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
+    parser.add_argument(
+        "--autoencoder-set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the autoencoder's config, e.g. optim.bf16=true",
+    )
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ldm_cpu.yaml")
     parser.add_argument("--name", default="latent_cpu", help="result name (latent_cpu or latent_gpu)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the scratch runs go")
@@ -210,7 +217,7 @@ def train(
     start = time.perf_counter()
     shutil.rmtree(ldm_run, ignore_errors=True)
     autoencoder = train_autoencoder(
-        args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes
+        args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes, args.autoencoder_set
     )
     classifier = train_classifier(args, ae_run, classifier_run) if classifier_run is not None else None
     ranker = train_ranker(args, ranker_run) if ranker_run is not None else None

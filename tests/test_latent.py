@@ -1,4 +1,5 @@
 import json
+from importlib import resources
 
 import pytest
 import torch
@@ -8,8 +9,12 @@ from safetensors.torch import load_file
 
 import condgen
 from condgen.cli import main
+from condgen.diffusion.sampling import generate
+from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits
+from condgen.evaluate.ranker import load_ranker
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, VectorQuantizer, kl_divergence
 from condgen.latent.trainer import psnr, random_crop
+from condgen.nn.ranking import set_log_likelihood
 
 TINY_AE = ["model.channels=8", "model.channel_mults=[1,2,2]", "model.codebook_size=16", "optim.batch_size=4"]
 TINY_LATENT_GAN = [
@@ -213,7 +218,9 @@ def test_a_latent_classifier_guides_and_ranks_an_ldm_and_travels_with_its_model_
     assert json.loads((tmp_path / "ranked" / "scores.json").read_text())["sample"]["candidates"] == 3
     pushed = sample(run, tmp_path / "pushed", "--classifier", str(classifier), "--classifier-absent-scale", "50")
     assert plain != pushed and sample(run, tmp_path / "r", "--candidates", "3") == 2
-    assert "--candidates: ranking 3 samples per request needs --classifier RUN" in capsys.readouterr().err
+    assert (
+        "--candidates: ranking 3 samples per request needs --ranker RUN or --classifier RUN" in capsys.readouterr().err
+    )
 
     # a classifier of other latents, or of another noise schedule, is refused with the reason
     assert main([*argv, str(tmp_path / "rescaled"), *TINY_CLASSIFIER, "scale_factor=0.5"]) == 0
@@ -234,6 +241,47 @@ def test_a_latent_classifier_guides_and_ranks_an_ldm_and_travels_with_its_model_
     assert sample(model, tmp_path / "plain-model") == plain
     images = condgen.load(model).generate(["red cube", "blue sphere"], seed=1, candidates=2)
     assert images.shape == (2, 3, 64, 64)
+
+
+def test_an_image_ranker_keeps_the_decoded_candidate_it_finds_exact_and_travels_with_its_model_folder(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    autoencoder, run, ranker = tmp_path / "vae", tmp_path / "ldm", tmp_path / "ranker"
+    assert train("vae", dataset, autoencoder, evaluator_file, "loop.steps=2") == 0
+    assert train("ldm", dataset, run, evaluator_file, "loop.steps=2", autoencoder=autoencoder) == 0
+    tiny = ["optim.epochs=0", "loop.steps=2", "optim.batch_size=4", "device=cpu"]
+    assert main(["train", "evaluator", "--data", str(dataset), "--out", str(ranker), *tiny]) == 0
+
+    # best of 3 keeps, of the 3 samples made from the same noise, the one whose decoded image the ranker scores
+    # closest to exactly the request
+    loaded = condgen.load(run).loaded
+    loaded.ranker = load_ranker(ranker, loaded.meta["objects"])
+    labels = torch.zeros(2, 24)
+    labels[0, [0, 9]], labels[1, 17] = 1, 1
+    sample = loaded.config.sample.changed(steps=2, seed=3)
+    candidates = generate(loaded.model, loaded.diffusion, labels.repeat_interleave(3, 0), sample)
+    logits = evaluator_logits(loaded.ranker, loaded.decode(candidates).clamp(-1, 1))
+    picks = set_log_likelihood(logits, labels.repeat_interleave(3, 0)).view(2, 3).argmax(dim=1)
+    kept = generate(loaded.model, loaded.diffusion, labels, sample.changed(candidates=3), ranker=loaded.ranking())
+    assert torch.equal(kept, candidates.view(2, 3, *candidates.shape[1:])[torch.arange(2), picks])
+
+    def sample_png(source, out, *options):
+        argv = ["sample", "--run", str(source), "--objects", "red cube, blue sphere", "--out", str(out), "--seed", "1"]
+        code = main([*argv, "--steps", "2", *options])
+        return (out / "0.png").read_bytes() if code == 0 else code
+
+    ranked = sample_png(run, tmp_path / "ranked", "--ranker", str(ranker), "--candidates", "3")
+    shipped = resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS
+    with resources.as_file(shipped) as judge:
+        assert sample_png(run, tmp_path / "judged", "--ranker", str(judge), "--candidates", "3") == 2
+    assert "the shipped evaluator, which scores images and never ranks them" in capsys.readouterr().err
+    assert not (tmp_path / "judged").exists()
+
+    model = tmp_path / "model"
+    assert main(["export", "--run", str(run), "--out", str(model), "--ranker", str(ranker)]) == 0
+    for moved in (run, ranker, autoencoder):  # the folder stands alone
+        moved.rename(tmp_path / f"{moved.name}-moved")
+    assert sample_png(model, tmp_path / "from-model", "--candidates", "3") == ranked
 
 
 def test_latent_gan_end_to_end(dataset, evaluator_file, tmp_path, capsys):
