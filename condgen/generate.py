@@ -16,7 +16,7 @@ from condgen.diffusion.run import DiffusionModel, load_classifier
 from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.diffusion.unet import NoisyClassifier
 from condgen.errors import CondgenError
-from condgen.evaluate.ranker import load_ranker
+from condgen.evaluate.ranker import load_ranker, ranker_weights
 from condgen.gan.run import GANModel
 from condgen.kinds import KINDS, Generation, kind_of
 from condgen.latent.classifier import load_latent_classifier
@@ -101,6 +101,8 @@ def sample_command(args: argparse.Namespace) -> dict:
         sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
         classifier = guiding_classifier(loaded, args.classifier)
         if args.ranker is not None:
+            if args.evaluator is not None and ranker_weights(args.ranker).resolve() == args.evaluator.resolve():
+                raise CondgenError(f"--ranker {args.ranker}: the --evaluator scores the images; it cannot rank them")
             loaded.ranker = load_ranker(args.ranker, loaded.meta["objects"], next(loaded.model.parameters()).device)
         ranker = loaded.ranking()
         if sample.candidates > 1 and classifier is None and ranker is None:

@@ -11,7 +11,7 @@ from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.train.config import dump_config, load_config
 from condgen.train.evaluator import EvaluatorRunConfig
 
-# a config file's name starts with its kind: gan_acgan.yaml, latent_gan_cpu.yaml
+# a config file's name starts with its kind: gan_acgan.yaml, latent_gan_cpu.yaml; ranker_*.yaml trains an evaluator
 KINDS = {
     "gan": GANRunConfig,
     "latent_gan": LatentGANRunConfig,
@@ -20,6 +20,7 @@ KINDS = {
     "ldm": LDMRunConfig,
     "latent_classifier": LatentClassifierRunConfig,
     "evaluator": EvaluatorRunConfig,
+    "ranker": EvaluatorRunConfig,
 }
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

@@ -203,7 +203,7 @@ def test_best_of_k_keeps_the_sample_the_classifier_ranks_first_and_k_1_is_plain_
     ranked = generate(model, diffusion, labels, sample.changed(candidates=3), batch_size=12, classifier=classifier)
     assert torch.equal(ranked, every.view(4, 3, *every.shape[1:])[torch.arange(4), best])
     assert len(set(best.tolist())) > 1  # not always the first candidate
-    with pytest.raises(CondgenError, match="needs --classifier"):
+    with pytest.raises(CondgenError, match="needs --ranker RUN or --classifier RUN"):
         generate(model, diffusion, labels, sample.changed(candidates=3))
     with pytest.raises(CondgenError, match="sample.candidates"):
         sample.changed(candidates=0).check(10)

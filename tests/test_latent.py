@@ -276,6 +276,9 @@ def test_an_image_ranker_keeps_the_decoded_candidate_it_finds_exact_and_travels_
         assert sample_png(run, tmp_path / "judged", "--ranker", str(judge), "--candidates", "3") == 2
     assert "the shipped evaluator, which scores images and never ranks them" in capsys.readouterr().err
     assert not (tmp_path / "judged").exists()
+    weights = str(ranker / "evaluator.safetensors")
+    assert sample_png(run, tmp_path / "self", "--ranker", weights, "--evaluator", weights, "--candidates", "3") == 2
+    assert "the --evaluator scores the images; it cannot rank them" in capsys.readouterr().err
 
     model = tmp_path / "model"
     assert main(["export", "--run", str(run), "--out", str(model), "--ranker", str(ranker)]) == 0

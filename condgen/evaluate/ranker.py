@@ -20,7 +20,7 @@ RANKER_FILE = "ranker.safetensors"  # a model folder's own ranker (`condgen expo
 def ranker_weights(path: Path) -> Path:
     """The weights file of ``path``: a `train evaluator` run folder (its ``evaluator.safetensors``) or the file."""
     weights = path / "evaluator.safetensors" if path.is_dir() else path
-    if not weights.is_file():
+    if not weights.is_file() or weights.suffix != ".safetensors":
         raise CondgenError(f"{path}: no ranker weights; give a `condgen train evaluator` run or its .safetensors file")
     return weights
 
