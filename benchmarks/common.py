@@ -225,6 +225,12 @@ def sampler_config(sample_config, sampler: str, num_steps: int):
     return dataclasses.replace(sample_config, sampler=sampler, **settings)
 
 
+def sampler_record(name: str, sample, guidance: float) -> dict:
+    """The sampler settings a result file records: name, steps, eta, guidance scale and interval."""
+    steps, eta, min_t = sample.sampler_steps(), sample.eta, sample.guidance_min_t
+    return {"name": name, "steps": steps, "eta": eta, "guidance": guidance, "guidance_min_t": min_t}
+
+
 @torch.no_grad()
 def pool_likelihood(classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The classifier's set log-likelihood of each finished sample in ``x`` (read at t = 0) for its ``labels``."""

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import COMPOSITIONAL, pool_likelihood, result_header, sampler_config, write_result
+from common import COMPOSITIONAL, pool_likelihood, result_header, sampler_config, sampler_record, write_result
 
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.guidance import Network
@@ -173,13 +173,7 @@ def main() -> None:
         **result_header(device),
         "run": str(args.run),
         "labels": f"{len(requests)} from {args.labels.name}, {args.candidates} samples each, noise seed {args.seed}",
-        "sampler": {
-            "name": "ddim",
-            "steps": sample.steps,
-            "eta": sample.eta,
-            "guidance": args.guidance,
-            "guidance_min_t": sample.guidance_min_t,
-        },
+        "sampler": sampler_record("ddim", sample, args.guidance),
         "rows": rows,
     }
     write_result(args.name or f"object_guidance_{args.run.name}", record)

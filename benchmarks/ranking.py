@@ -38,6 +38,7 @@ from common import (
     pool_likelihood,
     result_header,
     sampler_config,
+    sampler_record,
     train_label_lists,
     write_result,
 )
@@ -219,13 +220,7 @@ def main() -> None:
         "classifier": str(args.classifier) if args.classifier else None,
         "rivals": [str(run) for run in args.rivals],
         "labels": f"{len(labels)} from {source}" + (f" (permutation seed {args.list_seed})" if args.lists else ""),
-        "sampler": {
-            "name": args.sampler,
-            "steps": base.sampler_steps(),
-            "eta": base.eta,
-            "guidance": args.guidance,
-            "guidance_min_t": base.guidance_min_t,
-        },
+        "sampler": sampler_record(args.sampler, base, args.guidance),
         "rows": rows,
     }
     write_result(args.name or f"ranking_{args.run.name}", record)
