@@ -12,11 +12,8 @@ Run by hand:
     python benchmarks/latent.py --classifier-minutes 6 --candidates 4 --samplers ddim --guidance 8 \
         --name latent_ranked_cpu    # a noisy classifier within the budget; each image the best of 4 by it
     python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
-        --generator-result benchmarks/results/latent_exact_cpu.json --classifier-minutes 6 --candidates 8 ...
-        # the autoencoder and diffusion model that benchmark trained (as shipped), a classifier trained anew
-    python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
-        --generator-result benchmarks/results/latent_exact_cpu.json --ranker-config configs/ranker_cpu.yaml ...
-        # the same generator, its candidates ranked by an image ranker trained anew in place of the classifier
+        --generator-result benchmarks/results/latent_ranker_ship_cpu.json --ranker-config configs/ranker_cpu.yaml ...
+        # the autoencoder and diffusion model that benchmark trained (as shipped), an image ranker trained anew
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
 """
 

@@ -9,12 +9,19 @@ Run by hand, after the benchmark that trained the run:
         --guidance-min-t 100 --name latent_exact_cpu
     python benchmarks/ship.py --run runs/bench_ldm --classifier runs/bench_latent_classifier \
         --result benchmarks/results/latent_exact_cpu.json --name iclevr-ldm
+    python benchmarks/latent.py --autoencoder-minutes 12 --autoencoder-set optim.bf16=true \
+        --ranker-config configs/ranker_cpu.yaml --candidates 8 --samplers ddim --guidance 8 --guidance-min-t 100 \
+        --seeds 3 --labels benchmarks/labels/unseen_triples.json benchmarks/labels/seen_triples.json \
+        --name latent_ranker_ship_cpu
+    python benchmarks/ship.py --run runs/bench_ldm --ranker runs/bench_ranker \
+        --result benchmarks/results/latent_ranker_ship_cpu.json --name iclevr-ldm
     python benchmarks/gan.py --models latent_hinge_s2d_bf16 --seeds 3
     python benchmarks/ship.py --run runs/bench_gan_latent_hinge_s2d_bf16 --result benchmarks/results/gan_cpu.json \
         --entry latent_hinge_s2d_bf16 --name iclevr-gan
 
-A diffusion benchmark that trained a noisy classifier (`--classifier-minutes`) ships it with --classifier: the folder
-then guides and ranks as the benchmark scored (its candidates and classifier scales). A GAN has no sampler to choose:
+A diffusion benchmark that trained a noisy classifier (`--classifier-minutes`) ships it with --classifier, one that
+trained an image ranker (`--ranker-config`) ships it with --ranker: the folder then guides and ranks as the benchmark
+scored (its candidates and classifier scales). A GAN has no sampler to choose:
 its folder keeps the checkpoint the benchmark scored (best) and samples with a seed, ranking as many candidates per
 request as the entry was scored with (`gan.py --candidates K`, entry <model>_best_of_K).
 
@@ -34,13 +41,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 import yaml
 from gan import MODELS as GAN_MODELS
 
 import condgen
 from condgen.data.iclevr import load_label_file
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.ranker import RANKER_FILE, image_ranking, load_ranker
 from condgen.export import export_model
+from condgen.nn.ranking import set_log_likelihood
+from condgen.pipeline import Pipeline
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED
 from condgen.tensorfile import read_tensors
 
@@ -62,6 +73,12 @@ def main() -> None:
         "--classifier",
         type=Path,
         help="the benchmark's noisy classifier run, shipped in the folder to guide and rank as the benchmark scored",
+    )
+    parser.add_argument(
+        "--ranker",
+        type=Path,
+        help="the benchmark's image ranker run, shipped in the folder (ranker.safetensors) to rank as the benchmark "
+        "scored",
     )
     parser.add_argument("--entry", help="the model's entry in a result file of several (gan_cpu.json's models)")
     parser.add_argument(
@@ -89,18 +106,25 @@ def main() -> None:
     args.first_shipped = top.get("exported_from") if "format" in top else None  # --run is a model folder
     args.checkpoint = args.checkpoint or ("latest" if sampling and not args.first_shipped else "best")
     with tempfile.TemporaryDirectory() as scratch:
-        folders = {}
-        for precision, half in (("float32", False), ("float16", True)):
-            folders[precision] = export_model(
-                args.run, Path(scratch) / precision, args.checkpoint, half=half, classifier=args.classifier
+
+        def export(name: str, half: bool, ranker_half: bool | None = None) -> Path:
+            folder = export_model(
+                args.run, Path(scratch) / name, args.checkpoint, half, args.classifier, args.ranker, ranker_half
             )
-            set_config(folders[precision], changes)
+            set_config(folder, changes)
+            return folder
+
+        folders = {"float32": export("float32", False), "float16": export("float16", True)}
         check = half_precision_check(folders, args.seeds)
         print(json.dumps(check, indent=2))
         chosen = "float16" if check["float16_no_lower"] else "float32"
+        shipped = folders[chosen]
+        if chosen == "float32" and check.get("ranker_choices_changed") == 0:
+            # the float16 ranker keeps the very candidates the float32 one keeps: the same images at half the size
+            shipped = export("float32_ranker_float16", False, ranker_half=True)
         target = PRETRAINED / args.name
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(folders[chosen], target)
+        shutil.copytree(shipped, target)
     if args.first_shipped:  # a folder shipped again keeps where each of its parts first came from
         for relative, record in records.items():
             meta = json.loads((target / relative).read_text()) | {"exported_from": record["exported_from"]}
@@ -111,12 +135,13 @@ def main() -> None:
     print(f"wrote {target} ({chosen}, {size / 1e6:.1f} MB)")
 
 
-RANKING_KEYS = ("candidates", "classifier_scale", "classifier_absent_scale")  # what a noisy classifier serves
+RANKING_KEYS = ("candidates", "classifier_scale", "classifier_absent_scale")  # what a classifier or ranker serves
 
 
-def classifier_sampling(result: dict) -> dict:
-    """The guidance and ranking settings a diffusion benchmark scored its noisy classifier with; {} without one."""
-    if not result.get("classifier"):
+def ranking_sampling(result: dict) -> dict:
+    """The guidance and ranking settings a diffusion benchmark scored its noisy classifier or image ranker with; {}
+    without either."""
+    if not (result.get("classifier") or result.get("ranker")):
         return {}
     sample = result["diffusion"]["config"]["sample"]
     return {key: sample[key] for key in RANKING_KEYS}
@@ -127,7 +152,7 @@ def sampling_defaults(result: dict, sampler: str) -> dict:
     scored = result["samplers"][sampler]
     settings = {"sampler": sampler, "steps": scored["steps"], "guidance": scored["guidance"]}
     settings |= {key: scored[key] for key in ("eta", "spacing") if key in scored}
-    settings |= classifier_sampling(result)
+    settings |= ranking_sampling(result)
     return settings | {"guidance_min_t": result.get("guidance_min_t", 0), "seed": 0}
 
 
@@ -140,15 +165,22 @@ def set_config(folder: Path, changes: dict) -> None:
 
 
 def half_precision_check(folders: dict[str, Path], seeds: int) -> dict:
-    """Each folder's scores on test.json and new_test.json for seeds 0..seeds-1, and whether they are equal."""
+    """Each folder's scores on test.json and new_test.json for seeds 0..seeds-1, and whether they are equal; with an
+    image ranker, also on how many requests its float16 copy would keep another candidate than the float32 one."""
     evaluator = load_evaluator()
+    pipelines = {precision: condgen.load(folder) for precision, folder in folders.items()}
+    half_ranker = folders["float16"] / RANKER_FILE
+    rankings = record_rankings(pipelines["float32"], half_ranker) if half_ranker.is_file() else None
+    ranker_choices_changed = 0
     scores: dict[str, dict] = {}
     largest_difference = 0.0
     for file, path in ICLEVR_LABELS.items():
         labels = load_label_file(path, evaluator.codec)
         requests = [", ".join(evaluator.codec.decode(row)) for row in labels]
         for seed in range(seeds):
-            images = {p: condgen.load(f).generate(requests, seed=seed) for p, f in folders.items()}
+            images = {p: pipeline.generate(requests, seed=seed) for p, pipeline in pipelines.items()}
+            if rankings is not None:
+                ranker_choices_changed += changed_choices(rankings, labels, pipelines["float32"])
             largest_difference = max(largest_difference, float((images["float32"] - images["float16"]).abs().max()))
             for precision, batch in images.items():
                 measured = evaluator.measure(batch, labels)
@@ -169,7 +201,36 @@ def half_precision_check(folders: dict[str, Path], seeds: int) -> dict:
             for key, value in entry.items()
         ),
         "largest_pixel_difference": round(largest_difference, 4),  # images in [-1, 1]
-    }
+    } | ({"ranker_choices_changed": ranker_choices_changed} if rankings is not None else {})
+
+
+def record_rankings(pipeline: Pipeline, other_weights: Path) -> dict[str, list[torch.Tensor]]:
+    """Makes a diffusion ``pipeline`` that ranks its candidates by its image ranker record, beside that ranker's
+    logits of each batch of candidates, those of the ranker stored at ``other_weights`` (it still ranks by its own)."""
+    loaded = pipeline.loaded
+    own = loaded.ranking()
+    other = image_ranking(load_ranker(other_weights, loaded.meta["objects"]), loaded.decode)
+    logits: dict[str, list[torch.Tensor]] = {"own": [], "other": []}
+
+    def both(samples: torch.Tensor) -> torch.Tensor:
+        mine = own(samples)
+        logits["own"].append(mine)
+        logits["other"].append(other(samples))
+        return mine
+
+    loaded.ranking = lambda: both  # the pipeline asks its model for the ranking on every generate call
+    return logits
+
+
+def changed_choices(logits: dict[str, list[torch.Tensor]], labels: torch.Tensor, pipeline: Pipeline) -> int:
+    """The requests of the last generate call (``labels``) on which the two recorded rankers keep different
+    candidates (the sampler ranks each request's K candidates, made in a row, by condgen.nn.ranking); clears them."""
+    k = pipeline.loaded.config.sample.candidates
+    rows = labels.repeat_interleave(k, dim=0).float()
+    best = [set_log_likelihood(torch.cat(v).float(), rows).view(-1, k).argmax(dim=1) for v in logits.values()]
+    for recorded in logits.values():
+        recorded.clear()
+    return int((best[0] != best[1]).sum())
 
 
 def relative_sources(folder: Path) -> None:
@@ -217,9 +278,9 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
     ]
     if sampling:
         lines += [
-            f"Default sampling (`config.yaml`, `sample`): {describe(sampling)}, the benchmark's most accurate sampler "
-            "on the three-object requests drawn from train.json (seen, below); every `condgen sample` option "
-            "changes it.",
+            f"Default sampling (`config.yaml`, `sample`): {describe(sampling, (folder / RANKER_FILE).is_file())}, "
+            "the benchmark's most accurate sampler on the three-object requests drawn from train.json (seen, "
+            "below); every `condgen sample` option changes it.",
             "",
         ]
     elif result.get("candidates", 1) > 1:
@@ -234,6 +295,7 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
         lines += ["One generator evaluation per image; `--seed` (default 0) picks the noise.", ""]
     options = (
         (f" --classifier {args.classifier}" if args.classifier else "")
+        + (f" --ranker {args.ranker}" if args.ranker else "")
         + f" --result {args.result}"
         + (f" --entry {args.entry}" if args.entry else "")
         + f" --name {args.name}"
@@ -283,7 +345,8 @@ def model_card(args, result: dict, sampling: dict | None, check: dict, precision
         f"(largest pixel difference {check['largest_pixel_difference']} on a [-1, 1] scale){differences(check)}; "
         f"float16's mean over the seeds is {'no lower on any' if check['float16_no_lower'] else 'lower on some'} "
         f"file and measure, so the weights ship in {precision}"
-        + (" (stored in byte planes, lossless: `condgen/tensorfile.py`)." if precision == "float16" else "."),
+        + (" (stored in byte planes, lossless: `condgen/tensorfile.py`)." if precision == "float16" else ".")
+        + ranker_precision(check, precision),
     ]
     return "\n".join(lines) + "\n"
 
@@ -294,7 +357,7 @@ def result_rows(result: dict) -> list[tuple[str, dict]]:
         k = result.get("candidates", 1)
         return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by its critic", result)]
     interval = f" at t >= {result['guidance_min_t']}" if result.get("guidance_min_t") else ""
-    ranked = classifier_sampling(result).get("candidates", 1)
+    ranked = ranking_sampling(result).get("candidates", 1)
     best_of = f", best of {ranked}" if ranked > 1 else ""
     return [
         (f"{n}-{s['steps']}, guidance {s['guidance']:g}{interval}{best_of}", s) for n, s in result["samplers"].items()
@@ -314,6 +377,7 @@ def training(result: dict, sampling: dict | None, entry: str | None) -> str:
     if sampling:
         diffusion = result["diffusion"]
         classifier = result.get("classifier")
+        image_ranker = result.get("ranker")
         ranker = (
             f"the noisy latent classifier (`configs/latent_classifier_cpu.yaml`: {classifier['train_steps']} steps "
             f"in {classifier['train_seconds'] / 60:.1f} minutes; exact-set rate "
@@ -321,6 +385,12 @@ def training(result: dict, sampling: dict | None, entry: str | None) -> str:
             if classifier
             else ""
         )
+        if image_ranker:
+            ranker += (
+                f"the image ranker (`configs/ranker_cpu.yaml`: {image_ranker['config']['epochs']} epochs over the "
+                f"training images in {image_ranker['train_seconds'] / 60:.1f} minutes; exact-set rate "
+                f"{image_ranker['held_out']['exact_set']:.3f} on held-out real scenes), then "
+            )
         return (
             f"{ranker}the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
             f"{diffusion['config']['optim']['batch_size']} latents in {diffusion['train_seconds'] / 60:.1f} minutes, "
@@ -346,7 +416,24 @@ def differences(check: dict) -> str:
     return ": " + "; ".join(changed) if changed else ""
 
 
-def describe(sampling: dict) -> str:
+def ranker_precision(check: dict, precision: str) -> str:
+    """What the float16 check found of the image ranker's float16 copy, where the folder holds a ranker."""
+    if "ranker_choices_changed" not in check:
+        return ""
+    changed = check["ranker_choices_changed"]
+    kept = (
+        "the same candidate as the float32 one on every request"
+        if changed == 0
+        else f"another candidate than the float32 one on {changed} request{'s' if changed > 1 else ''}"
+    )
+    if precision == "float16":
+        return f" The float16 image ranker, part of those scores, keeps {kept}; the ranker ships in float16 too."
+    if changed == 0:
+        return f" The image ranker's float16 copy keeps {kept}, the same images, so the ranker ships in float16."
+    return f" The image ranker's float16 copy keeps {kept}, so the ranker ships in float32."
+
+
+def describe(sampling: dict, ranked_by_image: bool = False) -> str:
     text = f"{sampling['sampler']}, {sampling['steps']} steps, guidance {sampling['guidance']:g}"
     if sampling.get("guidance_min_t"):
         text += f" at t >= {sampling['guidance_min_t']}"
@@ -358,10 +445,15 @@ def describe(sampling: dict) -> str:
             f"{sampling['classifier_absent_scale']:g} away from the others"
         )
     if sampling.get("candidates", 1) > 1:
+        ranker = (
+            "the image ranker shipped beside the model (`ranker.safetensors`, a ResNet18 trained on the training "
+            "images, never the evaluator"
+            if ranked_by_image
+            else "the noisy latent classifier shipped beside the model (`classifier/`, trained on the training "
+            "images' latents, never the evaluator"
+        )
         text += (
-            f", each image the best of {sampling['candidates']} ranked by the noisy latent classifier shipped beside "
-            "the model (`classifier/`, trained on the training images' latents, never the evaluator; `--candidates "
-            "1` samples plainly)"
+            f", each image the best of {sampling['candidates']} ranked by {ranker}; `--candidates 1` samples plainly)"
         )
     return text + ", seed 0"
 

@@ -47,10 +47,12 @@ def export_model(
     half: bool = False,
     classifier: Path | None = None,
     ranker: Path | None = None,
+    ranker_half: bool | None = None,
 ) -> Path:
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
     noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it) and the image
-    ``ranker`` as ranker.safetensors. ``run`` may be a model folder itself, to store it again (in float16, say)."""
+    ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``). ``run`` may be a model
+    folder itself, to store it again (in float16, say)."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -89,7 +91,12 @@ def export_model(
         if classifier is not None:
             _export_classifier(classifier, staging / CLASSIFIER_FOLDER, half)
         if ranker is not None:
-            save_evaluator(ranker_model, LabelCodec(meta["objects"]), staging / RANKER_FILE, half)
+            save_evaluator(
+                ranker_model,
+                LabelCodec(meta["objects"]),
+                staging / RANKER_FILE,
+                half if ranker_half is None else ranker_half,
+            )
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_json(staging / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
         (staging / "README.md").write_text(model_card(run, out, meta, step, half))

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 import condgen
 from condgen.cli import main
 from condgen.diffusion.sampling import generate
-from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits
+from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits, load_evaluator, save_evaluator
 from condgen.evaluate.ranker import load_ranker
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, VectorQuantizer, kl_divergence
 from condgen.latent.trainer import psnr, random_crop
@@ -276,6 +276,13 @@ def test_an_image_ranker_keeps_the_decoded_candidate_it_finds_exact_and_travels_
         assert sample_png(run, tmp_path / "judged", "--ranker", str(judge), "--candidates", "3") == 2
     assert "the shipped evaluator, which scores images and never ranks them" in capsys.readouterr().err
     assert not (tmp_path / "judged").exists()
+    judge = load_evaluator()
+    save_evaluator(judge.model, judge.codec, tmp_path / "judge16.safetensors", half=True)  # a float16 copy
+    assert (
+        sample_png(run, tmp_path / "judged", "--ranker", str(tmp_path / "judge16.safetensors"), "--candidates", "3")
+        == 2
+    )
+    assert "the shipped evaluator, which scores images and never ranks them" in capsys.readouterr().err
     weights = str(ranker / "evaluator.safetensors")
     assert sample_png(run, tmp_path / "self", "--ranker", weights, "--evaluator", weights, "--candidates", "3") == 2
     assert "the --evaluator scores the images; it cannot rank them" in capsys.readouterr().err

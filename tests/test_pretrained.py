@@ -13,6 +13,7 @@ from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import SampleConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.ranker import RANKER_FILE
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
 from condgen.tensorfile import BYTE_PLANES, read_tensors
 
@@ -23,24 +24,44 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         folder = PRETRAINED / name
         meta = json.loads((folder / "run.json").read_text())
         assert meta["format"] == 1 and len(meta["objects"]) == 24
-        # the model's and its autoencoder's, a GAN's critic where it ranks candidates and a diffusion model's noisy
-        # classifier where it ranks or guides
+        # the model's and its autoencoder's, a GAN's critic where it ranks candidates, a diffusion model's image
+        # ranker where it ranks them and its noisy classifier where it guides or ranks without an image ranker
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
         config = yaml.safe_load((folder / "config.yaml").read_text())
+        sample = SampleConfig(**config.get("sample", {}))
+        own_ranker = (folder / RANKER_FILE).is_file()
+        assert not own_ranker or sample.candidates > 1
         ranker = ["best/critic.safetensors"] if config.get("candidates", 1) > 1 else []
-        ranker += (
-            ["classifier/best/model.safetensors"] if SampleConfig(**config.get("sample", {})).uses_classifier else []
-        )
+        ranker += [RANKER_FILE] if own_ranker else []
+        guides = bool(sample.classifier_scale or sample.classifier_absent_scale)
+        ranker += ["classifier/best/model.safetensors"] if guides or (sample.uses_classifier and not own_ranker) else []
         assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
-        weights, metadata = zip(*(read_tensors(folder / file) for file in files))
-        dtypes = {t.dtype for w in weights for t in w.values() if t.is_floating_point()}
-        assert len(dtypes) == 1 and dtypes <= {torch.float16, torch.float32}
-        # float16 ships in byte planes, which keep the wheel small
-        assert all((BYTE_PLANES in m) == (dtypes == {torch.float16}) for m in metadata)
+        dtypes = {}
+        for file in files:
+            weights, metadata = read_tensors(folder / file)
+            (dtype,) = {t.dtype for t in weights.values() if t.is_floating_point()}
+            assert dtype in (torch.float16, torch.float32)
+            assert (BYTE_PLANES in metadata) == (dtype == torch.float16)  # byte planes keep the wheel small
+            dtypes[file] = dtype
+        # one precision for the generator; an image ranker may ship in float16 beside float32 weights
+        generator = {dtype for file, dtype in dtypes.items() if file != RANKER_FILE}
+        assert len(generator) == 1 and dtypes.get(RANKER_FILE, torch.float16) in generator | {torch.float16}
         card = (folder / "README.md").read_text()
-        assert f"the weights ship in {str(dtypes.pop()).removeprefix('torch.')}" in card
+        assert f"the weights ship in {str(generator.pop()).removeprefix('torch.')}" in card
+        if own_ranker:
+            assert f"the ranker ships in {str(dtypes[RANKER_FILE]).removeprefix('torch.')}" in card
         assert "## How it was trained" in card and "## Scores" in card
         assert not yaml.safe_load((folder / "config.yaml").read_text())["autoencoder"].startswith("/")
+
+
+def test_the_package_data_holds_every_file_of_the_shipped_model_folders():
+    """A file the wheel leaves out (a model folder's ranker, say) breaks the model only for those who pip install."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    pyproject = tomllib.loads((PRETRAINED.parents[1] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["condgen.pretrained"]
+    packaged = {path for pattern in patterns for path in PRETRAINED.glob(pattern) if path.is_file()}
+    present = {path for path in PRETRAINED.rglob("*") if path.is_file() and path.suffix not in (".py", ".pyc")}
+    assert sorted(p.relative_to(PRETRAINED).as_posix() for p in present - packaged) == []
 
 
 @pytest.mark.parametrize("name", SHIPPED)

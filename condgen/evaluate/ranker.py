@@ -5,6 +5,7 @@ diffusion model's noisy classifier reads its x_t."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -32,12 +33,17 @@ def load_ranker(path: Path, objects: list[str], device: torch.device | str = "cp
     ranker = load_evaluator(weights, device)
     if list(ranker.codec.names) != list(objects):
         raise CondgenError(f"{path}: the ranker's objects differ from the generator's")
-    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS) as shipped:
-        judge = load_evaluator(shipped).model.state_dict()
     mine = ranker.model.state_dict()
-    if all(torch.equal(mine[name].float().cpu(), tensor.float()) for name, tensor in judge.items()):
+    if all(torch.equal(mine[name].cpu().half(), tensor) for name, tensor in _shipped_evaluator_in_half().items()):
         raise CondgenError(f"{path}: this is the shipped evaluator, which scores images and never ranks them")
     return ranker.model.eval().requires_grad_(False)
+
+
+@functools.cache
+def _shipped_evaluator_in_half() -> dict[str, torch.Tensor]:
+    """The shipped evaluator's weights rounded to float16, so that a float16 copy of it is recognised too."""
+    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS) as shipped:
+        return {name: tensor.half() for name, tensor in load_evaluator(shipped).model.state_dict().items()}
 
 
 def image_ranking(
