@@ -29,8 +29,10 @@ The float16 check samples test.json and new_test.json with each of --seeds noise
 float16 folder and compares the shipped evaluator's accuracy and exact-set rate image set by image set. A sampler
 that integrates over many steps turns float16's rounding into other images for some seeds, so scores can move either
 way: float16 (stored in byte planes, condgen.tensorfile) ships unless its mean over the seeds is below float32's for
-a file and a measure. `--run` may also be a model folder already shipped, to store it again under the current rule
-and layout; its card then keeps the command that first shipped it.
+a file and a measure. A folder's image ranker is checked on the same images: on how many requests its float16 copy
+keeps another candidate than the float32 one; where the generator stays in float32, a ranker that keeps every
+candidate ships in float16 beside it. `--run` may also be a model folder already shipped, to store it again under
+the current rule and layout; its card then keeps the command that first shipped it.
 """
 
 from __future__ import annotations
