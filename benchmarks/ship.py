@@ -378,23 +378,22 @@ def training(result: dict, sampling: dict | None, entry: str | None) -> str:
     """How the generator itself trained, from the benchmark's record."""
     if sampling:
         diffusion = result["diffusion"]
-        classifier = result.get("classifier")
-        image_ranker = result.get("ranker")
-        ranker = (
-            f"the noisy latent classifier (`configs/latent_classifier_cpu.yaml`: {classifier['train_steps']} steps "
-            f"in {classifier['train_seconds'] / 60:.1f} minutes; exact-set rate "
-            f"{classifier['held_out']['exact_set_t0']:.3f} on held-out latents at t = 0), then "
-            if classifier
-            else ""
-        )
+        classifier, image_ranker = result.get("classifier"), result.get("ranker")
+        before = []  # what trained between the autoencoder and the diffusion model
+        if classifier:
+            before.append(
+                f"the noisy latent classifier (`configs/latent_classifier_cpu.yaml`: {classifier['train_steps']} "
+                f"steps in {classifier['train_seconds'] / 60:.1f} minutes; exact-set rate "
+                f"{classifier['held_out']['exact_set_t0']:.3f} on held-out latents at t = 0), then "
+            )
         if image_ranker:
-            ranker += (
+            before.append(
                 f"the image ranker (`configs/ranker_cpu.yaml`: {image_ranker['config']['epochs']} epochs over the "
                 f"training images in {image_ranker['train_seconds'] / 60:.1f} minutes; exact-set rate "
                 f"{image_ranker['held_out']['exact_set']:.3f} on held-out real scenes), then "
             )
         return (
-            f"{ranker}the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
+            f"{''.join(before)}the diffusion model (`configs/ldm_cpu.yaml`: {diffusion['train_steps']} steps of "
             f"{diffusion['config']['optim']['batch_size']} latents in {diffusion['train_seconds'] / 60:.1f} minutes, "
             f"{diffusion['train_images_per_second']:.1f} images/s)"
         )
