@@ -5,8 +5,8 @@ otherwise), never the test files.
 
 Run by hand:
     python benchmarks/candidates.py --run runs/bench_gan_latent_hinge_s2d_bf16_third [--candidates 1,4,16] [--seeds 3]
-Writes benchmarks/results/<name>.json (default candidates_<run folder name>): per K, the accuracy and exact-set rate
-(mean and each seed) and the seconds per image.
+Writes benchmarks/results/<name>.json (default candidates_<run folder name>; --results names another folder): per
+K, the accuracy and exact-set rate (mean and each seed) and the seconds per image.
 """
 
 from __future__ import annotations
@@ -14,27 +14,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import int_list, result_header, train_label_lists, write_result
+from common import DATA, add_results_argument, int_list, result_header, write_result
 
+from condgen.data.splits import train_label_lists
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
 from condgen.report.measure import score_seeds
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained gan or latent_gan run")
     parser.add_argument("--checkpoint", default="best", help="best (the benchmarks score it) or latest")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--candidates", type=int_list, default=[1, 4, 16], help="comma-separated K (1,4,16)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds (default 3)")
     parser.add_argument("--lists", type=positive_int, default=256, help="train.json label lists (256)")
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which lists: a permutation seed (0)")
     parser.add_argument("--name", help="result name (default: candidates_<run folder name>)")
+    add_results_argument(parser)
     args = parser.parse_args()
 
     loaded = load_generator(args.run, args.checkpoint, Generation.GAN)
@@ -53,7 +53,7 @@ def main() -> None:
         "label_lists": f"{len(labels)} drawn from train.json (seed {args.list_seed})",
         "by_candidates": rows,
     }
-    write_result(args.name or f"candidates_{args.run.name}", record)
+    write_result(args.name or f"candidates_{args.run.name}", record, args.results)
 
 
 if __name__ == "__main__":

@@ -17,17 +17,18 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LABEL_FILES, load_dataset, load_label_file, read_train_index
+from condgen.data.iclevr import LABEL_FILES, load_dataset, load_label_file
 from condgen.data.imageio import save_png
-from condgen.diffusion.options import Spacing
+from condgen.data.jsonio import read_json
+from condgen.diffusion.presets import PRESETS, sampler_settings
 from condgen.diffusion.run import DiffusionModel
-from condgen.diffusion.sampling import generate, network_evaluations
+from condgen.diffusion.sampling import SampleConfig, network_evaluations
+from condgen.diffusion.selection import choose_guidance, image_maker
 from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.latents import encode_images
 from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.launch import start_training
-from condgen.nn.ranking import set_log_likelihood
 from condgen.parser import non_negative_int, positive_int
 from condgen.report.measure import score_seeds
 from condgen.train.config import config_to_dict, load_config
@@ -35,17 +36,11 @@ from condgen.train.runs import read_metrics
 from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "iclevr"  # the i-CLEVR folder the benchmarks run on unless --data names another
+RESULTS = ROOT / "benchmarks" / "results"  # where they write unless --results names another folder
 
-# sampler -> steps (None: all T), eta and spacing; the slowest last. DDIM runs with eta 1 (fresh noise at every step,
-# as DDPM): on the guidance-selection label lists it scored 0.936 against 0.896 with eta 0. DPM-Solver++ visits
-# quadratically spaced steps: 0.8855 against 0.8652 with trailing ones on 512 other train.json label lists
-# (benchmarks/sampling.py --spacing trailing,quadratic --guidance 5 --lists 512 --list-seed 1).
-SAMPLERS = {
-    "dpmpp": {"steps": 20, "eta": 0.0, "spacing": Spacing.QUADRATIC},
-    "ddim": {"steps": 50, "eta": 1.0, "spacing": Spacing.TRAILING},
-    "ddpm": {"steps": None},
-}
-SELECTION_LABELS = 128  # label lists drawn from train.json to choose the guidance scale on
+# the samplers the benchmarks score, the slowest last: the library's presets (condgen.diffusion.presets.PRESETS)
+SAMPLERS = tuple(sampler.value for sampler in PRESETS)
 
 
 def float_list(text: str) -> list[float]:
@@ -96,12 +91,27 @@ def result_header(device: torch.device) -> dict:
     }
 
 
-def write_result(name: str, record: dict) -> Path:
-    """Writes ``record`` to benchmarks/results/<name>.json and says where."""
-    out = Path(__file__).resolve().parent / "results" / f"{name}.json"
+def add_results_argument(parser: argparse.ArgumentParser) -> None:
+    """--results: the folder a benchmark writes its result files (and images) to."""
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the result files (default benchmarks/results)"
+    )
+
+
+def write_result(name: str, record: dict, folder: Path = RESULTS) -> Path:
+    """Writes ``record`` to ``folder``/<name>.json and says where."""
+    out = folder / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def earlier_record(path: Path, empty: dict) -> dict:
+    """The record an earlier pass wrote to ``path`` (a benchmark adds to its result file), or ``empty`` where there
+    is none yet. A malformed file stops the benchmark with a one-line error naming it, rather than being overwritten
+    with less."""
+    return read_json(path) if path.is_file() else empty
 
 
 def machine(device: torch.device | None = None) -> str:
@@ -160,86 +170,22 @@ def score_label_file(
     return result
 
 
-def image_maker(loaded: DiffusionModel) -> Callable[[torch.Tensor, object], torch.Tensor]:
-    """``make_images(labels, sample_config)``: samples a loaded diffusion run with those settings (guided by
-    ``loaded.classifier``, ranked by ``loaded.ranker``, else the classifier, where they ask for it) and decodes the
-    result."""
-
-    def make_images(labels: torch.Tensor, sample) -> torch.Tensor:
-        x = generate(
-            loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier, ranker=loaded.ranking()
-        )
-        return loaded.decode(x)
-
-    return make_images
-
-
 def seeded_images(make_images: Callable[[torch.Tensor, object], torch.Tensor], sample, labels, seed: int):
     """``make_images`` with ``sample``'s settings and noise ``seed``."""
     return make_images(labels, dataclasses.replace(sample, seed=seed))
 
 
-def train_label_lists(data: Path, codec, lists: int, list_seed: int = 0, objects: int | None = None) -> torch.Tensor:
-    """``lists`` label lists (multi-hot rows) drawn from train.json by a permutation seeded with ``list_seed``, only
-    those of ``objects`` objects when given: what sampling settings are chosen on, never the test files."""
-    _, labels = read_train_index(data, codec)
-    if objects is not None:
-        labels = labels[labels.sum(dim=1) == objects]
-    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
+def sampler_config(sample_config: SampleConfig, sampler: str, num_steps: int) -> SampleConfig:
+    """A model's ``sample_config`` under ``sampler``, as `condgen sample --sampler` and `condgen report` take it
+    (:func:`condgen.diffusion.presets.sampler_settings`): its own steps, eta and spacing where it uses that sampler,
+    else the preset's, DDPM's steps being the model's T (``num_steps``)."""
+    return sampler_settings(sample_config, sampler, num_steps)
 
 
-def choose_guidance(
-    make_images: Callable[[torch.Tensor, object], torch.Tensor],
-    sample_config,
-    evaluator: Evaluator,
-    data: Path,
-    scales: list[float],
-    lists: int = SELECTION_LABELS,
-    list_seed: int = 0,
-    objects: int | None = None,
-) -> dict:
-    """The classifier-free guidance scale among ``scales`` with the best evaluator accuracy on ``lists`` label lists
-    drawn from train.json (a permutation seeded with ``list_seed``; only lists of ``objects`` objects when given),
-    sampled with ``sample_config``'s other settings. The test files are never looked at, so the accuracy reported on
-    them stays a held-out figure."""
-    labels = train_label_lists(data, evaluator.codec, lists, list_seed, objects)
-    accuracy = {}
-    for scale in scales:
-        sample = dataclasses.replace(sample_config, guidance=scale)
-        accuracy[scale] = round(evaluator.accuracy(make_images(labels, sample), labels), 4)
-        print(f"guidance {scale}: accuracy {accuracy[scale]} on {len(labels)} train.json label lists", flush=True)
-    return {
-        "label_lists": f"{len(labels)} drawn from train.json (seed {list_seed}"
-        + (f", {objects} objects each)" if objects is not None else ")"),
-        "sampler": f"{sample_config.sampler}-{sample_config.steps}, eta {sample_config.eta}, "
-        f"{sample_config.spacing.value} spacing, guidance from t = {sample_config.guidance_min_t}",
-        "accuracy_by_scale": accuracy,
-        "chosen": max(accuracy, key=accuracy.get),
-    }
-
-
-def sampler_config(sample_config, sampler: str, num_steps: int):
-    """``sample_config`` with ``sampler`` and its steps, eta and spacing in the benchmarks (``SAMPLERS``), DDPM's
-    steps being the model's T."""
-    settings = SAMPLERS[sampler] | {"steps": SAMPLERS[sampler]["steps"] or num_steps}
-    return dataclasses.replace(sample_config, sampler=sampler, **settings)
-
-
-def sampler_record(name: str, sample, guidance: float) -> dict:
+def sampler_record(name: str, sample: SampleConfig, guidance: float) -> dict:
     """The sampler settings a result file records: name, steps, eta, guidance scale and interval."""
     steps, eta, min_t = sample.sampler_steps(), sample.eta, sample.guidance_min_t
     return {"name": name, "steps": steps, "eta": eta, "guidance": guidance, "guidance_min_t": min_t}
-
-
-@torch.no_grad()
-def pool_likelihood(classifier, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The classifier's set log-likelihood of each finished sample in ``x`` (read at t = 0) for its ``labels``."""
-    device = next(classifier.parameters()).device
-    logits = [
-        classifier(xs.to(device), torch.zeros(len(xs), dtype=torch.long, device=device)).float().cpu()
-        for xs in x.split(256)
-    ]
-    return set_log_likelihood(torch.cat(logits), labels.float())
 
 
 # Each sampler runs at the guidance scale that suits it, chosen with the sampler named here. DDPM's would take hours
@@ -253,9 +199,9 @@ def kept_samplers(results: Path, record: dict, rescored: list[str]) -> dict:
     """The sampler results in ``results`` (an earlier pass) that ``record`` may keep: those not in ``rescored``, when
     that pass scored the same training run (every key but ``PASS_KEYS`` equal) with the same guidance_min_t, and
     that recorded their guidance scale."""
-    if not results.is_file():
+    previous = earlier_record(results, {})
+    if not previous:
         return {}
-    previous = json.loads(results.read_text())
     same_run = all(previous.get(key) == value for key, value in record.items() if key not in PASS_KEYS)
     if not same_run or previous.get("guidance_min_t", 0) != record["guidance_min_t"]:
         return {}
@@ -311,6 +257,7 @@ def score_samplers(
         for stem in label_files(data, args.labels):
             shutil.rmtree(out_dir / stem / sampler, ignore_errors=True)
             (out_dir / f"{stem}_{sampler}_grid.png").unlink(missing_ok=True)
+    results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(record, indent=2) + "\n")
     for sampler in rescored:
         result = guidance(sampler)

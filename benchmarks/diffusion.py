@@ -6,7 +6,8 @@ Each sampler runs at the classifier-free guidance scale chosen for it on label l
 
 Run by hand:
     python benchmarks/diffusion.py [--budget-minutes 60] [--config configs/ddpm_cpu.yaml] [--name diffusion_cpu]
-Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
+Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/
+(--results names another folder).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from common import add_sampling_arguments, result_header, score_samplers
+from common import DATA, add_results_argument, add_sampling_arguments, result_header, score_samplers
 
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ddpm_cpu.yaml")
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--name", default="diffusion_cpu", help="result name (diffusion_cpu or diffusion_gpu)")
@@ -41,6 +42,7 @@ def main() -> None:
         "results for the same run and --guidance-min-t are kept",
     )
     add_sampling_arguments(parser)
+    add_results_argument(parser)
     args = parser.parse_args()
 
     if args.score_only:
@@ -57,7 +59,7 @@ def main() -> None:
     evaluator = load_evaluator(device=device)
     images_seen = summary["step"] * config.optim.batch_size
 
-    out_dir = ROOT / "benchmarks" / "results" / args.name
+    out_dir = args.results / args.name
     record = {
         **result_header(device),
         "config": config_to_dict(config),
@@ -68,7 +70,7 @@ def main() -> None:
         "evaluator": "shipped i-CLEVR evaluator (condgen/evaluate/weights)",
         "samplers": {},
     }
-    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    results = args.results / f"{args.name}.json"
     score_samplers(loaded, evaluator, args.data, args, out_dir, record, results)
 
 

@@ -1,13 +1,14 @@
 """Ship a trained evaluator: store it in float16 as the package's default and measure what that costs.
 
 Run by hand after training one:
-    condgen evaluator train --data ../shared/iclevr --out runs/iclevr_evaluator --epochs 20
+    condgen train evaluator --data ../shared/iclevr --out runs/iclevr_evaluator optim.epochs=20
     python benchmarks/evaluator.py --run runs/iclevr_evaluator
 Writes condgen/evaluate/weights/iclevr_evaluator.{safetensors,json} and benchmarks/results/evaluator_cpu.json:
 held-out accuracy (the scenes the training held out) in float32 and after the float16 round trip, and the shipped
 file's exact-set rate at several detection thresholds. `--shipped` measures only the shipped file (no training run
 needed: its record names the held-out split) and adds that to evaluator_cpu.json. `--repack` rewrites the shipped
 file in the current float16 layout (condgen.tensorfile's byte planes), failing unless every tensor is unchanged.
+--results names another folder for evaluator_cpu.json.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", type=Path, help="an `evaluator train` run folder to ship")
+    source.add_argument("--run", type=Path, help="a `train evaluator` run folder to ship")
     source.add_argument("--shipped", action="store_true", help="measure the shipped evaluator as it is")
     source.add_argument("--repack", action="store_true", help="rewrite the shipped file in the current layout")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument(
+        "--results", type=Path, default=ROOT / "benchmarks" / "results", help="folder of evaluator_cpu.json"
+    )
     args = parser.parse_args()
-    out = ROOT / "benchmarks" / "results" / "evaluator_cpu.json"
+    out = args.results / "evaluator_cpu.json"
     weights = ROOT / "condgen" / "evaluate" / "weights"
     if args.repack:
         repack(weights / SHIPPED_WEIGHTS)
@@ -60,8 +64,8 @@ def main() -> None:
     images, labels = held_out(args.data, report)
     result = {
         "date": datetime.date.today().isoformat(),
-        "training_command": f"condgen evaluator train --data {os.path.relpath(args.data, ROOT)} "
-        f"--out {os.path.relpath(args.run, ROOT)} --epochs {report['config']['epochs']}",
+        "training_command": f"condgen train evaluator --data {os.path.relpath(args.data, ROOT)} "
+        f"--out {os.path.relpath(args.run, ROOT)} optim.epochs={report['config']['epochs']}",
         "machine": report["machine"],
         "train_images": report["train_images"],
         "held_out_images": report["val_images"],

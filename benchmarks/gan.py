@@ -14,7 +14,8 @@ just the same.
 Writes benchmarks/results/<name>.json (every model trained so far), the scored images of seed 0 under
 benchmarks/results/<name>/<model>/<label file>/, and benchmarks/results/<name>/time_to_quality.png: each GAN's
 periodic accuracy against training minutes, beside the end points of the pixel and latent diffusion benchmarks.
-Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/bench_gan_<model>_vae).
+Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/bench_gan_<model>_vae); --runs and
+--results name other folders, and --set adds config overrides to every model's (e.g. for a short trial).
 --candidates K scores with the best of K images per request, ranked by the run's own critic (condgen.gan.sampling),
 and records the result as <model>_best_of_<K>.
 """
@@ -28,8 +29,12 @@ from pathlib import Path
 
 import torch
 from common import (
+    DATA,
+    RESULTS,
     add_label_arguments,
+    add_results_argument,
     describe_autoencoder,
+    earlier_record,
     label_files,
     result_header,
     score_label_file,
@@ -45,7 +50,6 @@ from condgen.train.config import config_to_dict
 from condgen.train.runs import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 # model -> its kind, its config file in configs/ (sized for a 2-core CPU) and the overrides of an ablation
 MODELS = {
     "hinge_s2d": ("gan", "gan_cpu.yaml", []),
@@ -75,7 +79,7 @@ DIFFUSION_RESULTS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="training minutes per model (default 60)")
     parser.add_argument("--name", default="gan_cpu", help="result name (default gan_cpu)")
     parser.add_argument(
@@ -91,26 +95,32 @@ def main() -> None:
     parser.add_argument(
         "--autoencoder", type=Path, help="reuse this trained autoencoder run; its training minutes still count"
     )
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs", help="where the runs go (default runs)")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides added to every model's config"
+    )
     add_label_arguments(parser)
+    add_results_argument(parser)
     args = parser.parse_args()
 
-    results = RESULTS / f"{args.name}.json"
-    record = json.loads(results.read_text()) if results.is_file() else {"models": {}}
+    results = args.results / f"{args.name}.json"
+    record = earlier_record(results, {"models": {}})
     # results of an earlier protocol (one core per model, no curve, one seed) stay in git history, not here
     record["models"] = {name: result for name, result in record["models"].items() if "curve" in result}
     for name in args.models.split(","):
-        run = ROOT / "runs" / f"bench_gan_{name}"
+        run = args.runs / f"bench_gan_{name}"
         entry = name if args.candidates is None else f"{name}_best_of_{args.candidates}"
-        out_dir = RESULTS / args.name / entry
+        out_dir = args.results / args.name / entry
         kind, config, overrides = MODELS[name]
         trained = record["models"].get(name, {}).get("autoencoder")
         if not args.score_only:
-            trained = train(kind, ROOT / "configs" / config, overrides, run, args)
+            trained = train(kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
         shutil.rmtree(out_dir, ignore_errors=True)
         record["models"][entry] = score_run(kind, run, out_dir, args, trained)
+        results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(record, indent=2) + "\n")
         print(entry, json.dumps({k: v for k, v in record["models"][entry].items() if k != "config"}), flush=True)
-    plot_time_to_quality(record, RESULTS / args.name / "time_to_quality.png")
+    plot_time_to_quality(record, args.results / args.name / "time_to_quality.png", args.results)
 
 
 def train(kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace) -> dict | None:
@@ -179,9 +189,9 @@ def time_to_quality(records: list[dict], before: float = 0.0) -> list[dict]:
     return curve
 
 
-def plot_time_to_quality(record: dict, path: Path) -> None:
+def plot_time_to_quality(record: dict, path: Path, results: Path = RESULTS) -> None:
     """Accuracy (mean of the two test files) against training minutes, one curve per GAN, with the diffusion
-    benchmarks' results at the end of their hour as single points."""
+    benchmarks' results in ``results`` (those at the end of their hour) as single points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -195,8 +205,8 @@ def plot_time_to_quality(record: dict, path: Path) -> None:
         mean = [(p["accuracy_test"] + p["accuracy_new_test"]) / 2 for p in curve]
         axis.plot([p["minutes"] for p in curve], mean, marker=".", label=f"GAN {name} (periodic, seed 0)")
     for (label, (file, sampler)), color in zip(DIFFUSION_RESULTS.items(), ("black", "tab:cyan")):
-        if (RESULTS / file).is_file():
-            result = json.loads((RESULTS / file).read_text())
+        if (results / file).is_file():
+            result = json.loads((results / file).read_text())
             scores = result["samplers"][sampler]
             minutes = result.get("minutes_until_sampling", result.get("budget_minutes"))
             mean = (scores["accuracy_test"] + scores["accuracy_new_test"]) / 2

@@ -14,7 +14,8 @@ Run by hand:
     python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
         --generator-result benchmarks/results/latent_ranker_ship_cpu.json --ranker-config configs/ranker_cpu.yaml ...
         # the autoencoder and diffusion model that benchmark trained (as shipped), an image ranker trained anew
-Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/.
+Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/
+(--results names another folder).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ import shutil
 import time
 from pathlib import Path
 
-from common import add_sampling_arguments, result_header, score_samplers, train_autoencoder
+from common import (
+    DATA,
+    add_results_argument,
+    add_sampling_arguments,
+    earlier_record,
+    result_header,
+    score_samplers,
+    train_autoencoder,
+)
 
 from condgen.data.jsonio import read_json
 from condgen.evaluate.evaluator import load_evaluator
@@ -43,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="autoencoder + encoding + diffusion")
     parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="the autoencoder's share")
     parser.add_argument("--autoencoder", choices=["vae", "vqvae"], default="vae")
@@ -97,9 +106,10 @@ def main() -> None:
     parser.add_argument("--classifier-scale", type=float, default=0.0, help="classifier guidance to the requested")
     parser.add_argument("--classifier-absent-scale", type=float, default=0.0, help="and away from the others")
     add_sampling_arguments(parser)
+    add_results_argument(parser)
     args = parser.parse_args()
 
-    results = ROOT / "benchmarks" / "results" / f"{args.name}.json"
+    results = args.results / f"{args.name}.json"
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
     classifier_run = args.runs / "bench_latent_classifier" if args.classifier_minutes > 0 else None
     ranker_run = args.runs / "bench_ranker" if args.ranker_config else None
@@ -114,7 +124,7 @@ def main() -> None:
     elif args.score_only:
         if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
             parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
-        trained = {k: v for k, v in json.loads(results.read_text()).items() if k in TRAINING_KEYS}
+        trained = {k: v for k, v in earlier_record(results, {}).items() if k in TRAINING_KEYS}
     else:
         trained = train(args, ae_run, classifier_run, ranker_run, ldm_run)
     loaded = KINDS["ldm"].load_model(ldm_run, "best" if args.generator else "latest")
@@ -132,7 +142,7 @@ def main() -> None:
     evaluator = load_evaluator(device=device)
     trained["diffusion"]["config"] = config_to_dict(config)  # its sampling settings may have changed since
 
-    out_dir = ROOT / "benchmarks" / "results" / args.name
+    out_dir = args.results / args.name
     record = {
         **result_header(device),
         **trained,

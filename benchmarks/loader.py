@@ -12,7 +12,7 @@ when the file was read recently.
 
 Run by hand on an otherwise idle machine:
     python benchmarks/loader.py [--real ../shared/iclevr] [--n 180000] [--batches 2000]
-Writes benchmarks/results/loader_cpu.json.
+Writes benchmarks/results/loader_cpu.json (--results names another folder).
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import result_header, write_result
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import DATA, add_results_argument, result_header, write_result
 
 MEASURE = """
 import json, sys, time
@@ -75,9 +73,10 @@ def measure(root: Path, mode: str, batches: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "iclevr", help="real i-CLEVR folder")
+    parser.add_argument("--real", type=Path, default=DATA, help="real i-CLEVR folder")
     parser.add_argument("--n", type=int, default=180_000, help="images of the rendered set (default 180000)")
     parser.add_argument("--batches", type=int, default=2000, help="batches of 64 per measurement (default 2000)")
+    add_results_argument(parser)
     args = parser.parse_args()
 
     from condgen.data.iclevr import load_dataset
@@ -100,7 +99,7 @@ def main() -> None:
             record["datasets"][name] = entry
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_result("loader_cpu", record)
+    write_result("loader_cpu", record, args.results)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ noise prediction eps = e(0) + s (e(c) - e(0)) at the guided steps (t >= guidance
 Both cost one network call more per requested object at every guided step. Each request of --labels (the unseen
 three-object sets by default, never the test files) is sampled --candidates times with DDIM-50, eta 1, noise seed
 --seed; the rows give the evaluator's per-sample exact-set rate, the share of samples missing a requested object or
-holding an extra one, top-k accuracy, and the exact-set rate of the best of the candidates by the run's noisy
-classifier (the ranker; the evaluator only scores).
+holding an extra one, top-k accuracy, and the exact-set rate of the best of the candidates by the noisy classifier
+(--classifier, else the model folder's own: the ranker; the evaluator only scores).
 
 Run by hand:
     python benchmarks/object_guidance.py --run condgen/pretrained/iclevr-ldm --variants plain compose:1 contrast:1
-Writes benchmarks/results/<name>.json (default object_guidance_<run folder name>).
+Writes benchmarks/results/<name>.json (default object_guidance_<run folder name>; --results names another folder).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ import time
 from pathlib import Path
 
 import torch
-from common import COMPOSITIONAL, pool_likelihood, result_header, sampler_config, sampler_record, write_result
+from common import COMPOSITIONAL, add_results_argument, result_header, sampler_config, sampler_record, write_result
 
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.guidance import Network
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import EpsFn, bound, sample_ddim
+from condgen.diffusion.selection import classifier_likelihood
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.evaluate.metrics import top_k_accuracy
-from condgen.generate import load_generator
+from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
 
@@ -99,6 +100,9 @@ def object_guided_eps_fn(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained ldm or ddpm run (or model folder)")
+    parser.add_argument(
+        "--classifier", type=Path, help="its classifier or latent-classifier run (default: the model folder's own)"
+    )
     parser.add_argument("--checkpoint", default="best", help="latest or best (default: best)")
     parser.add_argument("--labels", type=Path, default=COMPOSITIONAL[0], help="default: the unseen triples")
     parser.add_argument(
@@ -112,11 +116,15 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, default=8.0, help="classifier-free guidance scale s (default 8)")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--name", help="result name (default: object_guidance_<run folder name>)")
+    add_results_argument(parser)
     args = parser.parse_args()
 
     loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
+    loaded.classifier = guiding_classifier(loaded, args.classifier)
     if loaded.classifier is None:
-        parser.error(f"--run {args.run}: ranks by its noisy classifier; give a model folder that holds one")
+        parser.error(
+            f"--run {args.run}: ranks by a noisy classifier; give --classifier RUN or a model folder that holds one"
+        )
     device = next(loaded.model.parameters()).device
     evaluator = load_evaluator(device=device)
     requests = load_label_file(args.labels, evaluator.codec)
@@ -154,7 +162,7 @@ def main() -> None:
             scores = evaluator.scores(images).cpu()
         detected, wanted = scores > 0.5, labels.bool()
         exact = (detected == wanted).all(dim=1).float()
-        best = pool_likelihood(loaded.classifier, x, labels).view(-1, args.candidates).argmax(dim=1)
+        best = classifier_likelihood(loaded.classifier, x, labels).view(-1, args.candidates).argmax(dim=1)
         row = {
             "variant": name,
             "weight": weight,
@@ -172,11 +180,12 @@ def main() -> None:
     record = {
         **result_header(device),
         "run": str(args.run),
+        "classifier": str(args.classifier) if args.classifier else None,
         "labels": f"{len(requests)} from {args.labels.name}, {args.candidates} samples each, noise seed {args.seed}",
         "sampler": sampler_record("ddim", sample, args.guidance),
         "rows": rows,
     }
-    write_result(args.name or f"object_guidance_{args.run.name}", record)
+    write_result(args.name or f"object_guidance_{args.run.name}", record, args.results)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ first K', beside the share of requests where any of them is exactly right: what 
 share is a diagnostic of the ranker, read off the evaluator; no image is chosen by it. --settings makes one pool per
 sampler change (steps=25, eta=0.5, guidance_min_t=200 ...); --rivals adds rows for other classifier runs ranking the
 same pool, and for the ensemble of all of them.
-Writes benchmarks/results/<name>.json (default ranking_<run folder name>): one row per setting (or per K').
+Writes benchmarks/results/<name>.json (default ranking_<run folder name>; --results names another folder): one row
+per setting (or per K').
 """
 
 from __future__ import annotations
@@ -33,24 +34,24 @@ from pathlib import Path
 import torch
 from common import (
     COMPOSITIONAL,
+    DATA,
     SAMPLERS,
-    image_maker,
-    pool_likelihood,
+    add_results_argument,
     result_header,
     sampler_config,
     sampler_record,
-    train_label_lists,
     write_result,
 )
 
 from condgen.data.iclevr import load_label_file
+from condgen.data.splits import train_label_lists
 from condgen.diffusion.sampling import SampleConfig, generate
+from condgen.diffusion.selection import classifier_likelihood, image_maker
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
 
-ROOT = Path(__file__).resolve().parents[1]
 KEYS = {
     "classifier_scale": float,
     "classifier_absent_scale": float,
@@ -110,7 +111,9 @@ def pool_rows(
     x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1), classifier=loaded.classifier)
     detected = evaluator.scores(loaded.decode(x)) > 0.5
     exact = (detected == repeated.bool()).all(dim=1).float().view(-1, k)
-    likelihoods = {name: pool_likelihood(classifier, x, repeated).view(-1, k) for name, classifier in rankers.items()}
+    likelihoods = {
+        name: classifier_likelihood(classifier, x, repeated).view(-1, k) for name, classifier in rankers.items()
+    }
     if len(rankers) > 1:
         likelihoods["ensemble"] = sum(likelihoods.values())
     rows = []
@@ -141,7 +144,7 @@ def main() -> None:
         "--checkpoint",
         help="latest or best (default: latest, which the benchmarks score; best in a model folder, its only one)",
     )
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
         "--settings",
         type=setting,
@@ -173,6 +176,7 @@ def main() -> None:
         help="with --pool: other classifier runs that rank the same pool, each in its own rows and with --classifier "
         "in an ensemble's",
     )
+    add_results_argument(parser)
     args = parser.parse_args()
 
     checkpoint = args.checkpoint or ("latest" if (args.run / "checkpoints").is_dir() else "best")
@@ -223,7 +227,7 @@ def main() -> None:
         "sampler": sampler_record(args.sampler, base, args.guidance),
         "rows": rows,
     }
-    write_result(args.name or f"ranking_{args.run.name}", record)
+    write_result(args.name or f"ranking_{args.run.name}", record, args.results)
 
 
 if __name__ == "__main__":

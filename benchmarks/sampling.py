@@ -11,8 +11,8 @@ Run by hand:
     python benchmarks/sampling.py --run runs/bench_diffusion_p4v --spacing trailing,quadratic --guidance 5 \
         --lists 512 --list-seed 1
     python benchmarks/sampling.py --run runs/bench_diffusion_p4v --guidance-min-t 0,100 --guidance 5,8 --objects 3
-Writes benchmarks/results/<name>.json (default sampling_<run folder name>): the accuracy for every combination of
-spacing, eta, clip bound and guidance_min_t (one row each), by guidance scale.
+Writes benchmarks/results/<name>.json (default sampling_<run folder name>; --results names another folder): the
+accuracy for every combination of spacing, eta, clip bound and guidance_min_t (one row each), by guidance scale.
 """
 
 from __future__ import annotations
@@ -22,15 +22,14 @@ import dataclasses
 import itertools
 from pathlib import Path
 
-from common import SELECTION_LABELS, choose_guidance, float_list, image_maker, int_list, result_header, write_result
+from common import DATA, add_results_argument, float_list, int_list, result_header, write_result
 
 from condgen.diffusion.options import Spacing
+from condgen.diffusion.selection import SELECTION_LABELS, choose_guidance, image_maker
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.generate import load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def spacing_list(text: str) -> list[Spacing]:
@@ -45,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a trained ddpm or ldm run")
     parser.add_argument("--checkpoint", default="latest", help="latest (the benchmarks score it) or best")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--guidance", type=float_list, default=[8.0, 12.0, 16.0], help="comma-separated scales")
     parser.add_argument(
         "--guidance-min-t",
@@ -69,6 +68,7 @@ def main() -> None:
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which lists: a permutation seed (0)")
     parser.add_argument("--objects", type=positive_int, help="only lists of this many objects (default: any)")
     parser.add_argument("--name", help="result name (default: sampling_<run folder name>)")
+    add_results_argument(parser)
     args = parser.parse_args()
 
     loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
@@ -94,7 +94,7 @@ def main() -> None:
         "sampler": f"{args.sampler}-{diffusion.num_steps if args.sampler == 'ddpm' else args.steps}",
         "accuracy": rows,
     }
-    write_result(args.name or f"sampling_{args.run.name}", record)
+    write_result(args.name or f"sampling_{args.run.name}", record, args.results)
 
 
 if __name__ == "__main__":

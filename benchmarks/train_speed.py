@@ -13,7 +13,8 @@ Run by hand on an otherwise idle machine:
         [--processes 1,2] [--steps 20] [--name train_speed_cpu]
 Writes benchmarks/results/train_speed_<cpu|gpu>.json (or --name): images/s per kind, option and process count; the
 kinds not measured this time keep their earlier figures, each kind with the date it was measured. A machine of
-another kind (a CPU without bfloat16 units, say) takes its own --name, so no file mixes two machines' figures.
+another kind (a CPU without bfloat16 units, say) takes its own --name, so no file mixes two machines' figures;
+--results names another folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import result_header, write_result
+from common import DATA, add_results_argument, earlier_record, result_header, write_result
 
 from condgen.device import resolve_device
 
@@ -109,7 +110,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     parser.add_argument("--options", default="fp32,bf16,compile", help=f"comma-separated subset of {','.join(OPTIONS)}")
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts (default 1,2)")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "iclevr")
+    parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument(
         "--autoencoder", type=Path, default=ROOT / "condgen" / "pretrained" / "iclevr-ldm" / "autoencoder"
     )
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     parser.add_argument("--name", help="result name (default train_speed_cpu, or train_speed_gpu on a GPU)")
+    add_results_argument(parser)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--option", help=argparse.SUPPRESS)
@@ -131,8 +133,7 @@ def main() -> None:
             parser.error(f"{name}: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     device = resolve_device("auto")
     name = args.name or f"train_speed_{device.type.replace('cuda', 'gpu')}"
-    earlier = Path(__file__).resolve().parent / "results" / f"{name}.json"
-    results: dict = json.loads(earlier.read_text())["images_per_second"] if earlier.is_file() else {}
+    results: dict = earlier_record(args.results / f"{name}.json", {"images_per_second": {}})["images_per_second"]
     for kind in kinds:
         results[kind] = {"config": str(config_file(kind, device).relative_to(ROOT)), "date": str(datetime.date.today())}
         for option in options:
@@ -143,7 +144,7 @@ def main() -> None:
                 )
                 print(kind, option, processes, json.dumps(figures), flush=True)
     settings = {"images": args.images, "warmup_steps": args.warmup, "timed_steps": args.steps}
-    write_result(name, {**result_header(device), **settings, "images_per_second": results})
+    write_result(name, {**result_header(device), **settings, "images_per_second": results}, args.results)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The ``condgen`` command: one entry point, one subcommand per job (the parser is :mod:`condgen.parser`).
+"""The ``condgen`` command: one entry point, one subcommand per job. :mod:`condgen.parser` builds the command line
+and sets each command's handler, most of them functions here.
 
 User mistakes surface as :class:`CondgenError` and are printed as one line with exit status 2.
 """
@@ -35,101 +36,194 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "data" and args.data_command == "synth":
-        from condgen.data.synth import synthesize_dataset
+    """Runs the command ``args`` was parsed for (the handler :mod:`condgen.parser` set); returns the exit status."""
+    return args.handler(args)
 
-        summary = synthesize_dataset(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
-        print(f"wrote {summary['images']} images to {args.out} ({summary['images_per_second']:.0f} images/s)")
-    elif args.command == "data" and args.data_command == "check":
-        from condgen.data.check import check_dataset, format_report
 
-        print(format_report(check_dataset(args.dir, strict=args.strict, max_objects=args.max_objects)))
-    elif args.command == "evaluator":
-        return _train_evaluator(args)
-    elif args.command == "evaluate":
-        result = _evaluate(args)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects)")
-            print(
-                f"exact-set rate: {result['exact_set']:.4f} (detected above {result['threshold']:g}; "
-                f"precision {result['precision']:.4f}, recall {result['recall']:.4f})"
-            )
-            if "frechet_distance" in result:
-                print(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
-    elif args.command == "train":
-        from condgen.kinds import BY_COMMAND
-        from condgen.launch import start_training
+def data_synth(args: argparse.Namespace) -> int:
+    """``condgen data synth``: render a dataset folder."""
+    from condgen.data.synth import synthesize_dataset
 
-        kind = BY_COMMAND[args.model].name
-        evaluator = getattr(args, "evaluator", None)
-        overrides = list(args.overrides)
-        if getattr(args, "autoencoder", None) is not None:
-            if args.resume:
-                raise CondgenError("--autoencoder: a resumed run keeps the autoencoder it started with; drop it")
-            overrides.append(f"autoencoder={args.autoencoder}")
-        try:
-            summary = start_training(kind, args.data, args.out, args.config, overrides, args.resume, evaluator)
-        except InterruptedTrainingError as exc:
-            if _is_rank_zero():
-                print(f"condgen: {exc}; continue exactly with: {_resume_command(args)}", file=sys.stderr)
-            return 130
-        best = summary["best_accuracy"]
-        if not _is_rank_zero():
-            return 0
-        print(
-            f"stopped at step {summary['step']}; best accuracy {best if best is None else round(best, 4)}; "
-            f"run in {args.out}" + (f"; wrote {summary['wrote']}" if summary.get("wrote") else "")
-        )
-    elif args.command == "sample":
-        from condgen.generate import sample_command
+    summary = synthesize_dataset(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
+    print(f"wrote {summary['images']} images to {args.out} ({summary['images_per_second']:.0f} images/s)")
+    return 0
 
-        args.run = _model_folder(args.run)
-        result = sample_command(args)
-        accuracy = ""
-        if "accuracy" in result:
-            accuracy = f", accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
-        print(f"wrote {result['images']} images and grid.png to {args.out}{accuracy}")
-    elif args.command == "denoise":
-        from condgen.generate import denoise_command
 
-        args.run = _model_folder(args.run)
-        print(f"wrote {denoise_command(args)}")
-    elif args.command == "interpolate":
-        from condgen.generate import interpolate_command
+def data_check(args: argparse.Namespace) -> int:
+    """``condgen data check``: validate a dataset folder and print its counts."""
+    from condgen.data.check import check_dataset, format_report
 
-        args.run = _model_folder(args.run)
-        print(f"wrote {interpolate_command(args)}")
-    elif args.command == "export":
-        from condgen.export import export_model
+    print(format_report(check_dataset(args.dir, strict=args.strict, max_objects=args.max_objects)))
+    return 0
 
-        print(f"wrote {export_model(args.run, args.out, args.checkpoint, args.half, args.classifier, args.ranker)}")
-    elif args.command == "serve":
-        from condgen.serve.command import serve_command
 
-        serve_command(args)
-    elif args.command == "report":
-        from condgen.report.command import report_command
+def evaluate(args: argparse.Namespace) -> int:
+    """``condgen evaluate``: score images (or a dataset folder's own) and print the scores, as text or JSON."""
+    from condgen.evaluate.scoring import evaluate_images
 
-        print(f"wrote {report_command(args)} and report.html")
-    elif args.command == "gradnorm":
-        from condgen.data.iclevr import load_dataset
-        from condgen.gan.gradnorm import SETTINGS, GradNormConfig, measure, write_report
+    if args.images is not None and args.labels is None:
+        raise CondgenError("--images needs --labels (the label file the images were generated for)")
+    result = evaluate_images(
+        images=args.images,
+        labels=args.labels,
+        data=args.data,
+        evaluator=args.evaluator,
+        reference=args.reference,
+        threshold=args.threshold,
+    )
+    print(json.dumps(result) if args.json else _format_scores(result))
+    return 0
 
-        if (args.out / "gradnorm.csv").exists():
-            raise CondgenError(f"{args.out}: already holds gradnorm.csv; choose another --out")
-        data = load_dataset(args.data)
-        config = GradNormConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
-        norms = {setting: measure(data, setting, config) for setting in SETTINGS}
-        csv_path, png_path = write_report(norms, args.out)
-        for setting, values in norms.items():
-            print(f"{setting:>17}: " + "  ".join(f"{k} {v:.3g}" for k, v in values.items()))
-        print(f"wrote {png_path} and {csv_path}")
-    elif args.command == "demo":
-        from condgen.demo import run_demo
 
-        run_demo(args.out, n=args.n, epochs=args.epochs, train_minutes=args.train_minutes)
+def _format_scores(result: dict) -> str:
+    """``condgen evaluate``'s text: accuracy, exact-set rate with precision and recall, and any Fréchet distance."""
+    lines = [
+        f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects)",
+        f"exact-set rate: {result['exact_set']:.4f} (detected above {result['threshold']:g}; "
+        f"precision {result['precision']:.4f}, recall {result['recall']:.4f})",
+    ]
+    if "frechet_distance" in result:
+        lines.append(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
+    return "\n".join(lines)
+
+
+def train(args: argparse.Namespace) -> int:
+    """``condgen train KIND``: start or resume a run and say where it stopped (an evaluator: its held-out accuracy);
+    a run stopped by a signal prints the command that resumes it and returns 130."""
+    from condgen.kinds import BY_COMMAND
+    from condgen.launch import start_training
+
+    kind = BY_COMMAND[args.model].name
+    if kind == "evaluator" and not args.resume:
+        _refuse_evaluator_overwrite(args.out)
+    evaluator = getattr(args, "evaluator", None)
+    overrides = _training_overrides(args)
+    try:
+        summary = start_training(kind, args.data, args.out, args.config, overrides, args.resume, evaluator)
+    except InterruptedTrainingError as exc:
+        if _is_rank_zero():
+            print(f"condgen: {exc}; continue exactly with: {_resume_command(args)}", file=sys.stderr)
+        return 130
+    best = summary["best_score"]
+    if not _is_rank_zero():
+        return 0
+    print(
+        f"stopped at step {summary['step']}; "
+        f"best {'exact-set rate' if summary['best_by'] == 'exact_set' else 'accuracy'} "
+        f"{best if best is None else round(best, 4)}; "
+        f"run in {args.out}" + (f"; wrote {summary['wrote']}" if summary.get("wrote") else "")
+    )
+    if kind == "evaluator":
+        print(_evaluator_record(args.out))
+    return 0
+
+
+def _training_overrides(args: argparse.Namespace) -> list[str]:
+    """The KEY=VALUE overrides of ``condgen train``, with ``--autoencoder RUN`` as ``autoencoder=RUN`` (a new run
+    only: a resumed one keeps its autoencoder)."""
+    overrides = list(args.overrides)
+    if getattr(args, "autoencoder", None) is not None:
+        if args.resume:
+            raise CondgenError("--autoencoder: a resumed run keeps the autoencoder it started with; drop it")
+        overrides.append(f"autoencoder={args.autoencoder}")
+    return overrides
+
+
+def _refuse_evaluator_overwrite(run: Path) -> None:
+    """A new evaluator run never writes over an evaluator already in its folder (every rank sees the same file)."""
+    if (run / "evaluator.safetensors").exists():
+        raise SharedError(f"{run}: already holds an evaluator; choose another --out")
+
+
+def _evaluator_record(run: Path) -> str:
+    """A finished evaluator run's held-out accuracy and training time, from RUN/evaluator.json."""
+    from condgen.data.jsonio import read_json
+
+    report = read_json(run / "evaluator.json")
+    return f"held-out accuracy {report['val_accuracy']:.4f} after {report['train_seconds'] / 60:.1f} min"
+
+
+def sample(args: argparse.Namespace) -> int:
+    """``condgen sample``: one image per label list, a grid and the scores."""
+    from condgen.generate import sample_command
+
+    args.run = _model_folder(args.run)
+    result = sample_command(args)
+    accuracy = ""
+    if "accuracy" in result:
+        accuracy = f", accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
+    print(f"wrote {result['images']} images and grid.png to {args.out}{accuracy}")
+    return 0
+
+
+def denoise(args: argparse.Namespace) -> int:
+    """``condgen denoise``: one row of the sampler's states, from noise to the image."""
+    from condgen.generate import denoise_command
+
+    args.run = _model_folder(args.run)
+    print(f"wrote {denoise_command(args)}")
+    return 0
+
+
+def interpolate(args: argparse.Namespace) -> int:
+    """``condgen interpolate``: a GAN's images between two noise vectors."""
+    from condgen.generate import interpolate_command
+
+    args.run = _model_folder(args.run)
+    print(f"wrote {interpolate_command(args)}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """``condgen export``: a run's generator as an inference-only model folder."""
+    from condgen.export import export
+
+    print(f"wrote {export(args.run, args.out, export_options(args))}")
+    return 0
+
+
+def export_options(args: argparse.Namespace):
+    """``condgen export``'s options as the library takes them (:class:`condgen.export.ExportOptions`)."""
+    from condgen.export import ExportOptions, Half
+
+    if (args.entry or args.sampler) and args.result is None:
+        raise CondgenError(f"--{'entry' if args.entry else 'sampler'}: names a part of a --result file; give --result")
+    return ExportOptions(
+        checkpoint=args.checkpoint,
+        half=Half(args.half),
+        classifier=args.classifier,
+        ranker=args.ranker,
+        result=args.result,
+        entry=args.entry,
+        sampler=args.sampler,
+        check_seeds=args.check_seeds,
+    )
+
+
+def report(args: argparse.Namespace) -> int:
+    """``condgen report``: measure several models the same way."""
+    from condgen.report.command import report_command
+
+    print(f"wrote {report_command(args)} and report.html")
+    return 0
+
+
+def gradnorm(args: argparse.Namespace) -> int:
+    """``condgen gradnorm``: the critic's per-layer gradient norms under each WGAN constraint."""
+    from condgen.gan.gradnorm import GradNormConfig, format_norms, gradnorm_report
+
+    config = GradNormConfig(steps=args.steps, batch_size=args.batch_size, seed=args.seed)
+    norms, csv_path, png_path = gradnorm_report(args.data, args.out, config)
+    print(format_norms(norms))
+    print(f"wrote {png_path} and {csv_path}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """``condgen demo``: the shipped models on i-CLEVR's test files, then the training path on rendered data."""
+    from condgen.demo import run_demo
+
+    run_demo(args.out, n=args.n, epochs=args.epochs, train_minutes=args.train_minutes)
     return 0
 
 
@@ -171,46 +265,6 @@ def _resume_command(args: argparse.Namespace) -> str:
     elif processes > 1:
         return f"{shlex.join(command)} (under the same torchrun command on every machine)"
     return shlex.join(command)
-
-
-def _train_evaluator(args: argparse.Namespace) -> int:
-    """`condgen evaluator train`: `condgen train evaluator` with the recipe's main settings as options."""
-    from condgen.data.jsonio import read_json
-    from condgen.launch import start_training
-
-    if (args.out / "evaluator.safetensors").exists():
-        raise CondgenError(f"{args.out}: already holds an evaluator; choose another --out")
-    if not 0 < args.val_fraction < 1:
-        raise CondgenError(f"--val-fraction: {args.val_fraction} is not between 0 and 1")
-    overrides = [f"optim.{key}={getattr(args, key)}" for key in ("epochs", "batch_size", "lr", "seed")]
-    overrides += [f"val_fraction={args.val_fraction}", f"half={str(args.half).lower()}"]
-    try:
-        summary = start_training("evaluator", args.data, args.out, None, overrides, resume=False)
-    except InterruptedTrainingError as exc:
-        resume = f"condgen train evaluator --data {args.data} --out {args.out} --resume"
-        print(f"condgen: {exc}; continue exactly with: {resume}", file=sys.stderr)
-        return 130
-    report = read_json(args.out / "evaluator.json")
-    print(
-        f"held-out accuracy {report['val_accuracy']:.4f} after {report['train_seconds'] / 60:.1f} min; "
-        f"wrote {summary['wrote']}"
-    )
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> dict:
-    from condgen.evaluate.scoring import evaluate_images
-
-    if args.images is not None and args.labels is None:
-        raise CondgenError("--images needs --labels (the label file the images were generated for)")
-    return evaluate_images(
-        images=args.images,
-        labels=args.labels,
-        data=args.data,
-        evaluator=args.evaluator,
-        reference=args.reference,
-        threshold=args.threshold,
-    )
 
 
 if __name__ == "__main__":

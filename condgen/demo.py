@@ -5,18 +5,18 @@ score them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from pathlib import Path
 
 from condgen.data.check import check_dataset, format_report
 from condgen.data.jsonio import read_json
 from condgen.data.synth import synthesize_dataset
+from condgen.diffusion.sampling import SampleOverrides
 from condgen.errors import CondgenError
 from condgen.evaluate.scoring import evaluate_images
-from condgen.generate import denoise_command, interpolate_command, sample_command
+from condgen.generate import write_denoising, write_interpolation, write_samples
 from condgen.kinds import Generation, kind_of
 from condgen.launch import start_training
-from condgen.parser import build_parser
 from condgen.pretrained import ICLEVR_LABELS, shipped_folders
 from condgen.train.runs import read_run
 
@@ -44,7 +44,7 @@ DEMO_LDM = [
 
 
 # a shipped diffusion model samples with its own settings; tests shorten it
-SHIPPED_SAMPLING: list[str] = []
+SHIPPED_SAMPLING = SampleOverrides()
 
 
 def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: bool = True) -> dict:
@@ -55,14 +55,12 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
-    # through the command line's own parser, so every sampling option keeps its default here too
-    parse = build_parser().parse_args
     shipped = shipped_folders()
     print(
         f"[1/6] the shipped models ({', '.join(folder.name for folder in shipped)}): generating i-CLEVR's test.json "
         f"and new_test.json into {out / 'pretrained'}"
     )
-    shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name, parse) for folder in shipped}
+    shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name) for folder in shipped}
     best = shipped[0]  # its autoencoder hosts the training path's model
 
     print(f"[2/6] rendering {n} training images into {out / 'data'}")
@@ -88,10 +86,12 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     start_training("ldm", out / "data", out / "ldm", None, overrides, False, evaluator, progress=progress)
 
     print("[6/6] generating the rendered set's test.json conditions and the denoising picture")
-    run = ["--run", str(out / "ldm"), "--checkpoint", "latest", "--seed", "0"]
-    request = ["--labels", str(out / "data" / "test.json"), "--evaluator", str(evaluator)]
-    scores = sample_command(parse(["sample", *run, *request, "--out", str(out / "samples")]))
-    denoise_command(parse(["denoise", *run, "--out", str(out / "denoise.png")]))
+    seeded = SampleOverrides(seed=0)
+    test_json = out / "data" / "test.json"
+    scores = write_samples(
+        out / "ldm", out / "samples", test_json, overrides=seeded, checkpoint="latest", evaluator=evaluator
+    )
+    write_denoising(out / "ldm", out / "denoise.png", overrides=seeded, checkpoint="latest")
 
     lines = []
     for folder in shipped:
@@ -122,16 +122,14 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     }
 
 
-def show_shipped_model(folder: Path, out: Path, parse: Callable) -> tuple[dict, Path]:
-    """A shipped model's test.json and new_test.json images and scores under ``out``, with its denoising picture (a
-    GAN: its interpolation strip), through the command line's ``parse``; returns the scores per file and the
-    picture's path."""
+def show_shipped_model(folder: Path, out: Path) -> tuple[dict, Path]:
+    """A shipped model's test.json and new_test.json images and scores under ``out`` (noise seed 0), with its
+    denoising picture (a GAN: its interpolation strip); returns the scores per file and the picture's path."""
     diffusion = kind_of(read_run(folder), folder).generation is Generation.DIFFUSION
-    model = ["--model", str(folder), "--seed", "0", *(SHIPPED_SAMPLING if diffusion else [])]
+    overrides = dataclasses.replace(SHIPPED_SAMPLING if diffusion else SampleOverrides(), seed=0)
     scores = {
-        name: sample_command(parse(["sample", *model, "--labels", str(labels), "--out", str(out / name)]))
-        for name, labels in ICLEVR_LABELS.items()
+        name: write_samples(folder, out / name, labels, overrides=overrides) for name, labels in ICLEVR_LABELS.items()
     }
     if diffusion:
-        return scores, denoise_command(parse(["denoise", *model, "--out", str(out / "denoise.png")]))
-    return scores, interpolate_command(parse(["interpolate", *model, "--out", str(out / "interpolation.png")]))
+        return scores, write_denoising(folder, out / "denoise.png", overrides=overrides)
+    return scores, write_interpolation(folder, out / "interpolation.png", seed=0)

@@ -4,6 +4,8 @@ can generate (the table in :mod:`condgen.kinds` says how)."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +13,20 @@ import torch
 
 from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
+from condgen.data.vocabulary import DEFAULT_OBJECTS
 from condgen.device import enable_tf32
 from condgen.diffusion.run import DiffusionModel, load_classifier
-from condgen.diffusion.sampling import SampleConfig, generate
+from condgen.diffusion.sampling import SampleConfig, SampleOverrides, generate
 from condgen.diffusion.unet import NoisyClassifier
 from condgen.errors import CondgenError
-from condgen.evaluate.ranker import load_ranker, ranker_weights
+from condgen.evaluate.evaluator import Evaluator
+from condgen.evaluate.ranker import image_ranking, load_ranker, ranker_weights
 from condgen.gan.run import GANModel
 from condgen.kinds import KINDS, Generation, kind_of
 from condgen.latent.classifier import load_latent_classifier
 from condgen.train.config import config_to_dict
 from condgen.train.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
-
-SAMPLING_OPTIONS = ("sampler", "steps", "guidance", "guidance_min_t", "eta", "spacing", "seed")
 
 
 def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
@@ -41,16 +43,19 @@ def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
     return loaded
 
 
-CLASSIFIER_OPTIONS = ("classifier", "classifier_scale", "classifier_absent_scale")
+def sample_overrides(args: argparse.Namespace) -> SampleOverrides:
+    """The command line's --sampler, --steps, --guidance, --guidance-min-t, --eta, --spacing, --seed and, where the
+    command has them, --classifier-scale, --classifier-absent-scale and --candidates."""
+    return SampleOverrides(**{field.name: getattr(args, field.name, None) for field in fields(SampleOverrides)})
 
 
-def sample_settings(config_sample: SampleConfig, args: argparse.Namespace, num_steps: int) -> SampleConfig:
-    """The run's sample settings with the command line's --sampler, --steps, --guidance, --guidance-min-t, --eta,
-    --spacing, --seed and, where the command has them, --classifier-scale, --classifier-absent-scale and
-    --candidates, checked against the model's T. --classifier given alone guides at scale 1."""
-    changes = {key: getattr(args, key, None) for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS[1:], "candidates")}
-    sample = config_sample.changed(**changes)
-    if getattr(args, "classifier", None) is not None and not sample.uses_classifier:
+def sample_settings(
+    config_sample: SampleConfig, overrides: SampleOverrides, num_steps: int, classifier_given: bool = False
+) -> SampleConfig:
+    """The run's sample settings with ``overrides``, checked against the model's T (``num_steps``). A noisy
+    classifier given alone (``classifier_given``, --classifier) guides at scale 1."""
+    sample = overrides.apply(config_sample, num_steps)
+    if classifier_given and not sample.uses_classifier:
         sample = sample.changed(classifier_scale=1.0)
     sample.check(num_steps)
     return sample
@@ -66,14 +71,13 @@ def guiding_classifier(loaded: DiffusionModel, run: Path | None) -> NoisyClassif
     return load_classifier(run, loaded.config.diffusion)[0]
 
 
-def check_gan_options(args: argparse.Namespace, run: Path) -> None:
-    """A GAN takes a seed and candidates alone: refuses the diffusion sampling and classifier options that ``args``
-    sets."""
-    given = [
-        key
-        for key in (*SAMPLING_OPTIONS, *CLASSIFIER_OPTIONS, "ranker")
-        if key != "seed" and getattr(args, key, None) is not None
-    ]
+def check_gan_options(
+    overrides: SampleOverrides, run: Path, classifier: Path | None = None, ranker: Path | None = None
+) -> None:
+    """A GAN takes a seed and candidates alone: refuses the diffusion sampling settings that ``overrides`` sets and
+    a noisy ``classifier`` or image ``ranker``."""
+    given = [key for key in overrides.given() if key not in ("seed", "candidates")]
+    given += [key for key, value in (("classifier", classifier), ("ranker", ranker)) if value is not None]
     if given:
         options = ", ".join("--" + key.replace("_", "-") for key in given)
         raise CondgenError(f"{options}: diffusion runs only; {run} is a gan run, which takes --seed alone")
@@ -86,57 +90,121 @@ def _fresh_folder(out: Path) -> None:
 
 
 def sample_command(args: argparse.Namespace) -> dict:
-    """Images for label lists from a generating run: N.png, grid.png and scores.json under ``args.out``."""
-    loaded = load_generator(args.run, args.checkpoint)
-    labels = request_labels(loaded.meta, args.labels, args.objects)
+    """``condgen sample``: :func:`write_samples` with the command line's options."""
+    return write_samples(
+        args.run,
+        args.out,
+        args.labels,
+        args.objects,
+        sample_overrides(args),
+        args.checkpoint,
+        args.evaluator,
+        args.ranker,
+        args.classifier,
+    )
+
+
+def write_samples(
+    run: Path,
+    out: Path,
+    labels: Path | None = None,
+    objects: str | None = None,
+    overrides: SampleOverrides | None = None,
+    checkpoint: str = "best",
+    evaluator: Path | None = None,
+    ranker: Path | None = None,
+    classifier: Path | None = None,
+) -> dict:
+    """Images for the label lists of the file ``labels`` (or the one request ``objects``) from a generating ``run``:
+    N.png, grid.png and scores.json under the new folder ``out``. ``overrides`` change the run's sampling settings;
+    ``evaluator`` scores the images in place of the run's own; a diffusion run's samples are ranked by the image
+    ``ranker`` and guided and ranked by the noisy ``classifier`` given, else by the model folder's own."""
+    overrides = overrides or SampleOverrides()
+    loaded = load_generator(run, checkpoint)
+    rows = request_labels(loaded.meta, labels, objects)
     if isinstance(loaded, GANModel):
-        check_gan_options(args, args.run)
-        seed = loaded.config.eval_seed if args.seed is None else args.seed
-        evaluator = run_evaluator(loaded.meta, args.evaluator)
-        _fresh_folder(args.out)
-        candidates = loaded.config.candidates if args.candidates is None else args.candidates
-        images = loaded.sample(labels, seed, candidates)
-        result = {"images": len(images), "seed": seed, "candidates": candidates}
+        check_gan_options(overrides, run, classifier, ranker)
+        scorer = run_evaluator(loaded.meta, evaluator)
+        _fresh_folder(out)
+        images, result = gan_images(loaded, rows, overrides)
     else:
-        sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps)
-        classifier = guiding_classifier(loaded, args.classifier)
-        if args.ranker is not None:
-            if args.evaluator is not None and ranker_weights(args.ranker).resolve() == args.evaluator.resolve():
-                raise CondgenError(f"--ranker {args.ranker}: the --evaluator scores the images; it cannot rank them")
-            loaded.ranker = load_ranker(args.ranker, loaded.meta["objects"], next(loaded.model.parameters()).device)
-        ranker = loaded.ranking()
-        if sample.candidates > 1 and classifier is None and ranker is None:
+        sample = sample_settings(loaded.config.sample, overrides, loaded.diffusion.num_steps, classifier is not None)
+        guide, ranking = guiding_classifier(loaded, classifier), sample_ranking(loaded, ranker, evaluator)
+        if sample.candidates > 1 and guide is None and ranking is None:
             raise CondgenError(
                 f"--candidates: ranking {sample.candidates} samples per request needs --ranker RUN or --classifier RUN"
             )
-        evaluator = run_evaluator(loaded.meta, args.evaluator)
-        _fresh_folder(args.out)
-        x = generate(loaded.model, loaded.diffusion, labels, sample, classifier=classifier, ranker=ranker)
-        images = loaded.decode(x)
+        scorer = run_evaluator(loaded.meta, evaluator)
+        _fresh_folder(out)
+        images = loaded.decode(generate(loaded.model, loaded.diffusion, rows, sample, classifier=guide, ranker=ranking))
         result = {"images": len(images), "sample": config_to_dict(sample)}
     if not torch.isfinite(images).all():
-        args.out.rmdir()  # still empty: nothing is written from a broken model
-        raise CondgenError(f"{args.run}: the model made non-finite images; its weights are broken (a diverged run?)")
+        out.rmdir()  # still empty: nothing is written from a broken model
+        raise CondgenError(f"{run}: the model made non-finite images; its weights are broken (a diverged run?)")
+    if scorer is not None and scorer.codec.names != tuple(loaded.meta["objects"]):
+        scorer = None  # an evaluator of other objects cannot score these images
+    return save_samples(images, rows, out, result, scorer)
+
+
+def gan_images(loaded: GANModel, labels: torch.Tensor, overrides: SampleOverrides) -> tuple[torch.Tensor, dict]:
+    """A GAN's images for ``labels`` with the seed and candidates of ``overrides`` (else its own), and their
+    record."""
+    seed = loaded.config.eval_seed if overrides.seed is None else overrides.seed
+    candidates = loaded.config.candidates if overrides.candidates is None else overrides.candidates
+    images = loaded.sample(labels, seed, candidates)
+    return images, {"images": len(images), "seed": seed, "candidates": candidates}
+
+
+def sample_ranking(
+    loaded: DiffusionModel, ranker: Path | None, evaluator: Path | None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """How ``loaded``'s candidates are ranked by their images: by the ``ranker`` given (--ranker), which must not be
+    the ``evaluator`` that scores them, else by the model folder's own ranker (None without one). The loaded model
+    keeps its own ranker."""
+    if ranker is None:
+        return loaded.ranking()
+    if evaluator is not None and ranker_weights(ranker).resolve() == evaluator.resolve():
+        raise CondgenError(f"--ranker {ranker}: the --evaluator scores the images; it cannot rank them")
+    device = next(loaded.model.parameters()).device
+    return image_ranking(load_ranker(ranker, loaded.meta["objects"], device), loaded.decode)
+
+
+def save_samples(
+    images: torch.Tensor, labels: torch.Tensor, out: Path, result: dict, evaluator: Evaluator | None
+) -> dict:
+    """Writes ``images`` as ``out``/N.png and an 8-per-row grid.png, and ``result`` with ``evaluator``'s scores of
+    the images for ``labels`` (where one is given) as scores.json; returns that record."""
     for i, image in enumerate(images):
-        save_png(image, args.out / f"{i}.png")
-    save_grid(images, args.out / "grid.png", nrow=8)
-    if evaluator is not None and evaluator.codec.names == tuple(loaded.meta["objects"]):
+        save_png(image, out / f"{i}.png")
+    save_grid(images, out / "grid.png", nrow=8)
+    if evaluator is not None:
         result |= evaluator.measure(images, labels)
-    write_json(args.out / "scores.json", result)
+    write_json(out / "scores.json", result)
     return result
 
 
 def interpolate_command(args: argparse.Namespace) -> Path:
-    """A GAN's images along the straight line between two noise vectors, for one fixed request."""
-    loaded = load_generator(args.run, args.checkpoint, Generation.GAN)
-    labels = request_labels(loaded.meta, None, args.objects)
-    if args.out.exists():
-        raise CondgenError(f"{args.out}: already exists; choose a new --out")
-    images = interpolation_images(
-        loaded, labels, loaded.config.eval_seed if args.seed is None else args.seed, args.frames
-    )
-    save_grid(images, args.out, nrow=args.frames)
-    return args.out
+    """``condgen interpolate``: :func:`write_interpolation` with the command line's options."""
+    return write_interpolation(args.run, args.out, args.objects, args.seed, args.frames, args.checkpoint)
+
+
+def write_interpolation(
+    run: Path,
+    out: Path,
+    objects: str = DEFAULT_OBJECTS,
+    seed: int | None = None,
+    frames: int = 10,
+    checkpoint: str = "best",
+) -> Path:
+    """A GAN run's ``frames`` images of the request ``objects`` along the straight line between two noise vectors
+    drawn from ``seed`` (else its eval_seed), written as one strip to the new file ``out``."""
+    loaded = load_generator(run, checkpoint, Generation.GAN)
+    labels = request_labels(loaded.meta, None, objects)
+    if out.exists():
+        raise CondgenError(f"{out}: already exists; choose a new --out")
+    images = interpolation_images(loaded, labels, loaded.config.eval_seed if seed is None else seed, frames)
+    save_grid(images, out, nrow=frames)
+    return out
 
 
 def interpolation_images(loaded: GANModel, labels: torch.Tensor, seed: int, frames: int) -> torch.Tensor:
@@ -152,16 +220,31 @@ def interpolation_images(loaded: GANModel, labels: torch.Tensor, seed: int, fram
 
 
 def denoise_command(args: argparse.Namespace) -> Path:
-    """One row of the sampler's states, from pure noise to the final image, decoded to images."""
-    loaded = load_generator(args.run, args.checkpoint, Generation.DIFFUSION)
-    labels = request_labels(loaded.meta, None, args.objects)
+    """``condgen denoise``: :func:`write_denoising` with the command line's options."""
+    return write_denoising(args.run, args.out, args.objects, sample_overrides(args), args.checkpoint, args.snapshots)
+
+
+def write_denoising(
+    run: Path,
+    out: Path,
+    objects: str = DEFAULT_OBJECTS,
+    overrides: SampleOverrides | None = None,
+    checkpoint: str = "best",
+    snapshots: int = 10,
+) -> Path:
+    """One row of ``snapshots`` of a diffusion run's sampler states for the request ``objects``, from pure noise to
+    the final image, decoded to images and written to the new file ``out``; ``overrides`` change the run's sampling
+    settings."""
+    loaded = load_generator(run, checkpoint, Generation.DIFFUSION)
+    labels = request_labels(loaded.meta, None, objects)
     # one process pictured: the model's own settings, without ranking several samples
-    sample = sample_settings(loaded.config.sample, args, loaded.diffusion.num_steps).changed(candidates=1)
-    if args.out.exists():
-        raise CondgenError(f"{args.out}: already exists; choose a new --out")
+    settings = sample_settings(loaded.config.sample, overrides or SampleOverrides(), loaded.diffusion.num_steps)
+    sample = settings.changed(candidates=1)
+    if out.exists():
+        raise CondgenError(f"{out}: already exists; choose a new --out")
     states: list[torch.Tensor] = []  # x_T first (generate() reports it), then every sampler step
     record = lambda info: states.append(info["x"][0].cpu())  # noqa: E731
     generate(loaded.model, loaded.diffusion, labels, sample, callback=record, classifier=loaded.classifier)
-    picks = torch.linspace(0, len(states) - 1, min(args.snapshots, len(states))).round().long().tolist()
-    save_grid(loaded.decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), args.out, nrow=len(picks))
-    return args.out
+    picks = torch.linspace(0, len(states) - 1, min(snapshots, len(states))).round().long().tolist()
+    save_grid(loaded.decode(torch.stack([states[i] for i in picks])).clamp(-1, 1), out, nrow=len(picks))
+    return out

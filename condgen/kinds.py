@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from condgen.errors import CondgenError
+from condgen.gan.options import Architecture, Conditioning, Loss, choices
 
 
 class Generation(str, Enum):
@@ -23,7 +24,7 @@ class Generation(str, Enum):
     GAN = "gan"  # one pass G(z, y); `interpolate` walks between two noise vectors
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Kind:
     name: str  # as run.json and the checkpoints record it
     command: str  # `condgen train COMMAND`
@@ -68,11 +69,11 @@ KINDS: dict[str, Kind] = {
     kind.name: kind
     for kind in (
         Kind(
-            "ddpm",
-            "ddpm",
-            "conditional pixel-space diffusion (DDPM/DDIM/DPM-Solver++ sampling)",
-            "Train a conditional diffusion UNet on DIR. Checkpoints land in RUN/checkpoints (the latest two) and "
-            "RUN/best (highest evaluator accuracy on test.json/new_test.json).",
+            name="ddpm",
+            command="ddpm",
+            summary="conditional pixel-space diffusion (DDPM/DDIM/DPM-Solver++ sampling)",
+            description="Train a conditional diffusion UNet on DIR. Checkpoints land in RUN/checkpoints (the latest "
+            "two) and RUN/best (highest evaluator accuracy on test.json/new_test.json).",
             config="condgen.diffusion.trainer:DDPMRunConfig",
             task="condgen.diffusion.trainer:DiffusionTask",
             example_config="configs/ddpm_cpu.yaml",
@@ -81,22 +82,23 @@ KINDS: dict[str, Kind] = {
             scored=True,
         ),
         Kind(
-            "noisy_classifier",
-            "classifier",
-            "a noisy-image classifier for classifier guidance",
-            "Train a multi-label classifier on noised images x_t (the UNet encoder plus a pooled head), for `condgen "
-            "sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the guided model's.",
+            name="noisy_classifier",
+            command="classifier",
+            summary="a noisy-image classifier for classifier guidance",
+            description="Train a multi-label classifier on noised images x_t (the UNet encoder plus a pooled head), "
+            "for `condgen sample --classifier RUN --classifier-scale S`. Its diffusion settings must match the guided "
+            "model's.",
             config="condgen.diffusion.classifier:ClassifierRunConfig",
             task="condgen.diffusion.classifier:make_classifier_task",
         ),
         Kind(
-            "evaluator",
-            "evaluator",
-            "the ResNet18 multi-label evaluator that scores generated images (--evaluator)",
-            "Train the course's evaluator architecture (torchvision ResNet18 with a sigmoid head) on DIR's real "
-            "images with BCE over the objects, random flips and shifts, AdamW under a one-cycle schedule; whole "
-            "scenes (val_fraction of them) are held out and scored after every epoch (optim.epochs sets the steps). "
-            "RUN/best keeps the highest held-out accuracy and becomes RUN/evaluator.safetensors (float16 with "
+            name="evaluator",
+            command="evaluator",
+            summary="the ResNet18 multi-label evaluator that scores generated images (--evaluator)",
+            description="Train the course's evaluator architecture (torchvision ResNet18 with a sigmoid head) on "
+            "DIR's real images with BCE over the objects, random flips and shifts, AdamW under a one-cycle schedule; "
+            "whole scenes (val_fraction of them) are held out and scored after every epoch (optim.epochs sets the "
+            "steps). RUN/best keeps the highest held-out accuracy and becomes RUN/evaluator.safetensors (float16 with "
             "half=true) with its record RUN/evaluator.json.",
             config="condgen.train.evaluator:EvaluatorRunConfig",
             task="condgen.train.evaluator:EvaluatorTask",
@@ -104,14 +106,14 @@ KINDS: dict[str, Kind] = {
             export="condgen.train.evaluator:export_evaluator",
         ),
         Kind(
-            "gan",
-            "gan",
-            "conditional GAN: bce (ACGAN with conditioning=auxiliary), hinge, wgan_clip, wgan_gp",
-            "Train a conditional GAN on DIR: optim.loss = bce | hinge | wgan_clip | wgan_gp, model.architecture = "
-            "dcgan | resnet | s2d, model.conditioning = projection | auxiliary (ACGAN's head, weighted by "
-            "optim.aux_weight) | both | input (labels as planes beside the critic's input), model.spectral_norm, "
-            "model.conditional_bn. One step is optim.n_critic critic updates and one generator update; RUN/best "
-            "keeps the highest evaluator accuracy.",
+            name="gan",
+            command="gan",
+            summary=f"conditional GAN: {choices(Loss, ', ')} (bce with conditioning=auxiliary is ACGAN)",
+            description=f"Train a conditional GAN on DIR: optim.loss = {choices(Loss)}, model.architecture = "
+            f"{choices(Architecture)}, model.conditioning = {choices(Conditioning)} (auxiliary and both add ACGAN's "
+            "head, weighted by optim.aux_weight; input gives the labels as planes beside the critic's input), "
+            "model.spectral_norm, model.conditional_bn. One step is optim.n_critic critic updates and one generator "
+            "update; RUN/best keeps the highest evaluator accuracy.",
             config="condgen.gan.trainer:GANRunConfig",
             task="condgen.gan.trainer:GANTask",
             example_config="configs/gan_acgan.yaml",
@@ -120,32 +122,33 @@ KINDS: dict[str, Kind] = {
             scored=True,
         ),
         Kind(
-            "vae",
-            "vae",
-            "a KL-regularised VAE that compresses images to a small latent, for `train ldm`",
-            f"Train a KL-regularised VAE {_AUTOENCODER}",
+            name="vae",
+            command="vae",
+            summary="a KL-regularised VAE that compresses images to a small latent, for `train ldm`",
+            description=f"Train a KL-regularised VAE {_AUTOENCODER}",
             config="condgen.latent.trainer:AutoencoderRunConfig",
             task="condgen.latent.trainer:make_vae_task",
             example_config="configs/vae_cpu.yaml",
             scored=True,
         ),
         Kind(
-            "vqvae",
-            "vqvae",
-            "a VQ-VAE (EMA codebook, dead-code restarts) that compresses images to a small latent, for `train ldm`",
-            f"Train a VQ-VAE (EMA codebook, dead-code restarts) {_AUTOENCODER}",
+            name="vqvae",
+            command="vqvae",
+            summary="a VQ-VAE (EMA codebook, dead-code restarts) that compresses images to a small latent, for `train "
+            "ldm`",
+            description=f"Train a VQ-VAE (EMA codebook, dead-code restarts) {_AUTOENCODER}",
             config="condgen.latent.trainer:AutoencoderRunConfig",
             task="condgen.latent.trainer:make_vqvae_task",
             scored=True,
         ),
         Kind(
-            "ldm",
-            "ldm",
-            "conditional latent diffusion on a trained vae/vqvae run",
-            "Train a conditional diffusion UNet in the latent space of --autoencoder RUN, conditioned through "
-            "cross-attention over per-object label tokens and the pooled label embedding. The training set is encoded "
-            "once at the start; the latent scale factor is computed from it. Sampled with the same `condgen sample` "
-            "and `condgen denoise` as pixel diffusion.",
+            name="ldm",
+            command="ldm",
+            summary="conditional latent diffusion on a trained vae/vqvae run",
+            description="Train a conditional diffusion UNet in the latent space of --autoencoder RUN, conditioned "
+            "through cross-attention over per-object label tokens and the pooled label embedding. The training set is "
+            "encoded once at the start; the latent scale factor is computed from it. Sampled with the same `condgen "
+            "sample` and `condgen denoise` as pixel diffusion.",
             config="condgen.latent.ldm:LDMRunConfig",
             task="condgen.latent.ldm:make_ldm_task",
             example_config="configs/ldm_cpu.yaml",
@@ -155,26 +158,27 @@ KINDS: dict[str, Kind] = {
             needs_autoencoder=True,
         ),
         Kind(
-            "latent_classifier",
-            "latent-classifier",
-            "a noisy classifier of a vae/vqvae run's latents, for guiding and ranking latent diffusion",
-            "Train a multi-label classifier on noised latents z_t of --autoencoder RUN (the UNet encoder plus a pooled "
-            "head), for `condgen sample --classifier RUN` on an ldm run of the same autoencoder and noise schedule: "
-            "classifier guidance (--classifier-scale, --classifier-absent-scale) and the best of --candidates K "
-            "samples, ranked at t = 0 by how close each is to holding exactly the requested objects. The training set "
-            "is encoded once at the start.",
+            name="latent_classifier",
+            command="latent-classifier",
+            summary="a noisy classifier of a vae/vqvae run's latents, for guiding and ranking latent diffusion",
+            description="Train a multi-label classifier on noised latents z_t of --autoencoder RUN (the UNet encoder "
+            "plus a pooled head), for `condgen sample --classifier RUN` on an ldm run of the same autoencoder and "
+            "noise schedule: classifier guidance (--classifier-scale, --classifier-absent-scale) and the best of "
+            "--candidates K samples, ranked at t = 0 by how close each is to holding exactly the requested objects. "
+            "The training set is encoded once at the start.",
             config="condgen.latent.classifier:LatentClassifierRunConfig",
             task="condgen.latent.classifier:make_latent_classifier_task",
             example_config="configs/latent_classifier_cpu.yaml",
             needs_autoencoder=True,
         ),
         Kind(
-            "latent_gan",
-            "latent-gan",
-            "conditional GAN in the latent space of a trained vae/vqvae run",
-            "Train a conditional GAN whose generator makes --autoencoder RUN's 16x16 latents and whose discriminator "
-            "judges them (model.architecture = s2d); images are the autoencoder's decoding. Every gan setting "
-            "applies. The training set is encoded once at the start; the latent scale factor is computed from it.",
+            name="latent_gan",
+            command="latent-gan",
+            summary="conditional GAN in the latent space of a trained vae/vqvae run",
+            description="Train a conditional GAN whose generator makes --autoencoder RUN's 16x16 latents and whose "
+            "discriminator judges them (model.architecture = s2d); images are the autoencoder's decoding. Every gan "
+            "setting applies. The training set is encoded once at the start; the latent scale factor is computed from "
+            "it.",
             config="condgen.latent.gan:LatentGANRunConfig",
             task="condgen.latent.gan:make_latent_gan_task",
             example_config="configs/latent_gan_cpu.yaml",

@@ -93,7 +93,7 @@ def _train(
             problem = str(exc)
     distributed.check_agreement(_fingerprint(entry.name, dump_config(config), data, resume), problem)
     task = entry.make_task(config, data, data_root, evaluator)
-    distributed.spread_random_streams(task.generators)
+    distributed.spread_random_streams(task.random_streams)
     warning = bf16_warning(device, getattr(getattr(config, "optim", None), "bf16", False))
     if warning and main:
         print(f"condgen: {warning}", file=sys.stderr)

@@ -3,14 +3,13 @@ object names, with the same settings and defaults as ``condgen sample``."""
 
 from __future__ import annotations
 
-from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from condgen.data.labels import LabelCodec
-from condgen.diffusion.sampling import generate
+from condgen.diffusion.sampling import SampleOverrides, generate
 from condgen.errors import CondgenError
 from condgen.gan.run import GANModel
 from condgen.generate import check_gan_options, interpolation_images, load_generator, sample_settings
@@ -41,21 +40,31 @@ class Pipeline:
         candidates: int | None = None,
     ) -> torch.Tensor:
         """One image per request, each a comma-separated list of objects ("red sphere, cyan cube"): a (N, 3, 64, 64)
-        tensor in [-1, 1]. Options left at None take the model's own settings; the same seed gives the same images.
+        tensor in [-1, 1]. Options left at None take the model's own settings; a ``sampler`` other than the model's
+        own comes with its preset steps, eta and spacing (:data:`condgen.diffusion.presets.PRESETS`) where those are
+        left at None. The same seed gives the same images.
         ``candidates`` K keeps the best of K images per request, ranked by a GAN's critic's auxiliary head or by a
         diffusion model folder's image ranker (``ranker.safetensors``), else its noisy classifier (``classifier/``);
         a GAN takes it and ``seed`` alone. ``callback`` (diffusion only) sees the sampler's state ``info["x"]``
         before the first step and after each; ``decode`` turns such states into images."""
         requests = [requests] if isinstance(requests, str) else list(requests)
         labels = self.labels(requests)
-        options = Namespace(sampler=sampler, steps=steps, guidance=guidance, guidance_min_t=guidance_min_t, eta=eta)
-        options.spacing, options.seed, options.candidates = spacing, seed, candidates
+        overrides = SampleOverrides(
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            guidance_min_t=guidance_min_t,
+            eta=eta,
+            spacing=spacing,
+            seed=seed,
+            candidates=candidates,
+        )
         if isinstance(self.loaded, GANModel):
-            check_gan_options(options, self.folder)
+            check_gan_options(overrides, self.folder)
             if callback is not None:
                 raise CondgenError(f"callback: diffusion models only; {self.folder} is a gan, made in one pass")
             return self.loaded.sample(labels, self.loaded.config.eval_seed if seed is None else seed, candidates)
-        sample = sample_settings(self.loaded.config.sample, options, self.loaded.diffusion.num_steps)
+        sample = sample_settings(self.loaded.config.sample, overrides, self.loaded.diffusion.num_steps)
         loaded = self.loaded
         x = generate(
             loaded.model,

@@ -36,6 +36,16 @@ def dataset(synth_template, tmp_path) -> Path:
     return target
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests: tiny models run fastest so, as two threads spend more time meeting
+    than working, and far more on a machine busy with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def evaluator_file(tmp_path) -> Path:
     """A randomly initialised evaluator saved in our format: enough for the plumbing of scoring."""

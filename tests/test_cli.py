@@ -1,3 +1,5 @@
+import argparse
+import importlib
 import json
 
 import numpy as np
@@ -123,22 +125,56 @@ def test_evaluate_a_dataset_folder_with_reference(dataset, scored_batch, capsys)
     assert result["frechet_distance"] == pytest.approx(0, abs=1e-3)  # a set against itself
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [[], ["data"], ["data", "synth"], ["data", "check"], ["evaluator", "train"], ["evaluate"], ["demo"], ["report"]],
-)
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every runnable command, as (its words, its parser)."""
+    nested = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not nested:
+        yield path, parser
+        return
+    for name, child in nested[0].choices.items():
+        yield from commands(child, (*path, name))
+
+
+COMMANDS = dict(commands(build_parser()))
+
+
+@pytest.mark.parametrize("argv", [[], ["data"], ["train"], *map(list, COMMANDS)], ids=" ".join)
 def test_every_command_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*argv, "--help"])
     assert exit_info.value.code == 0 and "usage: condgen" in capsys.readouterr().out
 
 
+def test_every_command_sets_a_handler_that_imports():
+    assert {"sample", "export", "serve", "gradnorm", "demo"} <= {path[0] for path in COMMANDS}
+    assert ("train", "evaluator") in COMMANDS and ("data", "check") in COMMANDS
+    for path, parser in COMMANDS.items():
+        module, _, function = parser.get_default("handler").args[0].partition(":")
+        assert callable(getattr(importlib.import_module(module), function)), path
+
+
+def test_the_evaluator_trains_through_train_evaluator_only(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["evaluator", "train", "--data", "d", "--out", "o"])
+    assert exit_info.value.code == 2 and "invalid choice: 'evaluator'" in capsys.readouterr().err
+
+
+def test_the_handler_runs_the_command(dataset, capsys):
+    from condgen.data.check import check_dataset, format_report
+
+    args = build_parser().parse_args(["data", "check", str(dataset)])
+    assert args.handler(args) == 0
+    printed = capsys.readouterr().out
+    assert printed == format_report(check_dataset(dataset)) + "\n"
+
+
 def test_demo_smoke_run(tmp_path, capsys, monkeypatch):
     import condgen.demo
+    from condgen.diffusion.sampling import SampleOverrides
 
     tiny = ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[8]", "sample.steps=2"]
     monkeypatch.setattr(condgen.demo, "DEMO_LDM", condgen.demo.DEMO_LDM + tiny)  # the plumbing, not the CPU
-    monkeypatch.setattr(condgen.demo, "SHIPPED_SAMPLING", ["--steps", "2"])
+    monkeypatch.setattr(condgen.demo, "SHIPPED_SAMPLING", SampleOverrides(steps=2))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--n", "30", "--epochs", "1", "--train-minutes", "0.02"]) == 0
     printed = capsys.readouterr().out

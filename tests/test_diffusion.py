@@ -292,9 +292,10 @@ def test_training_writes_a_complete_run_and_sampling_works(dataset, evaluator_fi
     assert sample(tmp_path / "again") == 0
     assert (out / "5.png").read_bytes() == (tmp_path / "again" / "5.png").read_bytes()  # same seed, same image
     assert sample(out) == 2  # an existing folder of images is never overwritten
-    assert sample(tmp_path / "noisy", "--eta", "1") == 0  # fresh noise at every step: other images, same seed
-    assert json.loads((tmp_path / "noisy" / "scores.json").read_text())["sample"]["eta"] == 1.0
-    assert (out / "5.png").read_bytes() != (tmp_path / "noisy" / "5.png").read_bytes()
+    assert json.loads((out / "scores.json").read_text())["sample"]["eta"] == 1.0  # ddim's preset: noise at every step
+    assert sample(tmp_path / "ode", "--eta", "0") == 0  # deterministic steps: other images, same seed
+    assert json.loads((tmp_path / "ode" / "scores.json").read_text())["sample"]["eta"] == 0.0
+    assert (out / "5.png").read_bytes() != (tmp_path / "ode" / "5.png").read_bytes()
     assert sample(tmp_path / "quadratic", "--spacing", "quadratic") == 0
     assert json.loads((tmp_path / "quadratic" / "scores.json").read_text())["sample"]["spacing"] == "quadratic"
     capsys.readouterr()

@@ -11,7 +11,7 @@ from condgen.data.iclevr import load_dataset
 from condgen.data.imageio import to_signed
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
-from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+from condgen.evaluate.evaluator import Evaluator, build_resnet18_evaluator, load_evaluator, save_evaluator
 from condgen.evaluate.training import augment, one_cycle, scene_of, split_by_scene
 
 
@@ -46,6 +46,19 @@ def test_safetensors_round_trip_full_and_half(model, tmp_path):
     assert torch.equal(full.scores(x), model(x).detach())
     assert (tmp_path / "half.safetensors").stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
     assert torch.allclose(half.scores(x), model(x).detach(), atol=2e-2)
+
+
+def test_a_narrower_resnet18_has_a_quarter_of_the_parameters_and_loads_at_its_width(tmp_path):
+    """An image ranker need not be the evaluator's size: at width 32 every stage has half the channels."""
+    torch.manual_seed(0)
+    narrow = build_resnet18_evaluator(24, width=32).eval()
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert 0.24 < count(narrow) / count(build_resnet18_evaluator(24)) < 0.26
+    assert narrow.layer4[1].conv2.out_channels == 256 and narrow.fc[0].in_features == 256
+    save_evaluator(narrow, LabelCodec.iclevr(), tmp_path / "narrow.safetensors")
+    loaded = load_evaluator(tmp_path / "narrow.safetensors")  # the width comes from the weights themselves
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    assert torch.equal(loaded.scores(x), Evaluator(narrow, LabelCodec.iclevr()).scores(x))
 
 
 @pytest.mark.parametrize(
@@ -109,9 +122,10 @@ def test_one_cycle_is_torchs_one_cycle_lr(total, pct_start):
 
 def test_training_learns_and_writes_its_run(dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    argv = ["evaluator", "train", "--data", str(dataset), "--out", str(run), "--epochs", "3", "--batch-size", "8"]
-    assert main([*argv, "--half"]) == 0
-    assert f"wrote {run / 'evaluator.safetensors'}" in capsys.readouterr().out
+    argv = ["train", "evaluator", "--data", str(dataset), "--out", str(run), "optim.epochs=3", "optim.batch_size=8"]
+    assert main([*argv, "half=true"]) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote {run / 'evaluator.safetensors'}" in printed and "held-out accuracy" in printed
     meta = json.loads((run / "evaluator.json").read_text())
     assert meta["train_images"] + meta["val_images"] == 30 and meta["config"]["val_fraction"] == 0.1
     assert [e["epoch"] for e in meta["epochs"]] == [1, 2, 3] and meta["epochs"][2]["step"] == 12  # 27 images / 8
@@ -146,8 +160,8 @@ def test_a_resumed_evaluator_run_ends_exactly_as_the_uninterrupted_one(dataset, 
 
 def test_cli_names_the_option_of_a_bad_held_out_share_and_writes_nothing(dataset, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["evaluator", "train", "--data", str(dataset), "--out", str(run), "--val-fraction", "1.5"]) == 2
-    assert "--val-fraction: 1.5 is not between 0 and 1" in capsys.readouterr().err
+    assert main(["train", "evaluator", "--data", str(dataset), "--out", str(run), "val_fraction=1.5"]) == 2
+    assert "val_fraction: 1.5 is not between 0 and 1" in capsys.readouterr().err
     assert not run.exists()
 
 
@@ -155,7 +169,7 @@ def test_cli_refuses_to_overwrite_an_evaluator(dataset, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     (run / "evaluator.safetensors").write_bytes(b"keep")
-    assert main(["evaluator", "train", "--data", str(dataset), "--out", str(run)]) == 2
+    assert main(["train", "evaluator", "--data", str(dataset), "--out", str(run)]) == 2
     assert "already holds an evaluator" in capsys.readouterr().err
     assert (run / "evaluator.safetensors").read_bytes() == b"keep"
 

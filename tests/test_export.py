@@ -45,7 +45,8 @@ def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, t
         train(kind, dataset, run, evaluator_file)
     model = tmp_path / "exported" / "model"
     assert main(["export", "--run", str(run), "--out", str(model)]) == 0
-    assert (model / "README.md").read_text().startswith(f"# condgen {kind.replace('-', '_')} model")
+    card = (model / "README.md").read_text()
+    assert card.startswith(f"# {model}\n") and f"condgen export --run {run} --out {model}" in card
     assert json.loads((model / "run.json").read_text())["format"] == 1
     assert not list(model.rglob("*optimizer*")) and not list(model.rglob("*.pt*"))  # inference only, no pickles
     from_run = sample(run, tmp_path / "b")
@@ -93,3 +94,68 @@ def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tm
     assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "ema.safetensors: truncated or corrupt" in err and err.count("\n") == 1
+
+
+def benchmark_result(path, steps):
+    """A diffusion benchmark's result file in the layout benchmarks/latent.py writes, for two samplers."""
+    scores = {"accuracy_test_by_seed": [0.5], "seconds_per_image_test": 0.1}
+    for key, accuracy in (("test", 0.6), ("new_test", 0.6), ("seen_triples", 0.4)):
+        scores |= {f"accuracy_{key}": accuracy, f"exact_set_{key}": accuracy / 2}
+    ddim_scores = scores | {"accuracy_seen_triples": 0.7, "accuracy_test": 0.5}  # ddim wins on the seen triples
+    result = {
+        "date": "2026-01-02",
+        "machine": "a test machine, 2 cores",
+        "command": "python benchmarks/latent.py --name tiny",
+        "budget_minutes": 7.0,
+        "diffusion": {
+            "train_steps": 2,
+            "train_seconds": 30.0,
+            "train_images_per_second": 1.5,
+            "config": {"optim": {"batch_size": 4}},
+        },
+        "samplers": {
+            "dpmpp": scores | {"steps": steps, "guidance": 2.0, "eta": 0.0, "spacing": "quadratic"},
+            "ddim": ddim_scores | {"steps": steps, "guidance": 3.0, "eta": 1.0, "spacing": "trailing"},
+        },
+        "guidance_min_t": 5,
+    }
+    path.write_text(json.dumps(result))
+    return path
+
+
+def test_a_benchmark_result_sets_the_folders_sampling_and_writes_its_card(dataset, evaluator_file, tmp_path, capsys):
+    import yaml
+
+    train("ddpm", dataset, tmp_path / "run", evaluator_file)
+    result = benchmark_result(tmp_path / "result.json", steps=3)
+    model = tmp_path / "model"
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(model), "--result", str(result)]) == 0
+    sample = yaml.safe_load((model / "config.yaml").read_text())["sample"]
+    # the sampler most accurate on train.json's sets (seen triples), never on the test files, with its settings
+    assert (sample["sampler"], sample["guidance"], sample["eta"], sample["guidance_min_t"]) == ("ddim", 3.0, 1.0, 5)
+    card = (model / "README.md").read_text()
+    assert "within a 7-minute wall-clock budget on a test machine, 2 cores (2026-01-02)" in card
+    assert "python benchmarks/latent.py --name tiny" in card and f"--result {result}" in card
+    assert "| ddim-3, guidance 3 at t >= 5 | " in card and "0.400 / 0.200" in card  # seen triples, dpmpp's row
+    assert json.loads((model / "run.json").read_text())["step"] == 2  # a diffusion benchmark scores the latest
+    capsys.readouterr()
+    argv = ["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m2"), "--result", str(result)]
+    assert main([*argv, "--sampler", "ddpm"]) == 2
+    assert "--sampler: " in capsys.readouterr().err and not (tmp_path / "m2").exists()
+    assert main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m3"), "--entry", "x"]) == 2
+    assert "give --result" in capsys.readouterr().err
+
+
+def test_half_auto_keeps_float16_only_where_the_measured_check_allows(dataset, evaluator_file, tmp_path):
+    train("ddpm", dataset, tmp_path / "run", evaluator_file)
+    model = tmp_path / "model"
+    argv = ["export", "--run", str(tmp_path / "run"), "--out", str(model), "--half", "auto", "--check-seeds", "1"]
+    assert main(argv) == 0
+    card = (model / "README.md").read_text()
+    assert "Float16 check: over seeds 0 to 0 on test.json and new_test.json" in card
+    no_lower = "float16's mean over the seeds is no lower on any file and measure" in card
+    weights, _ = read_tensors(model / "best" / "ema.safetensors")
+    dtype = next(t.dtype for t in weights.values() if t.is_floating_point())
+    assert dtype == (torch.float16 if no_lower else torch.float32)
+    assert f"The weights ship in {'float16' if no_lower else 'float32'}" in card
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch folder left behind

@@ -11,9 +11,11 @@ from condgen.errors import CondgenError
 from condgen.gan import losses, sampling
 from condgen.gan.augment import augment, cutout, translate
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
-from condgen.gan.trainer import GANRunConfig
+from condgen.gan.options import Architecture, Augment, Conditioning, Loss, Optimizer
+from condgen.gan.trainer import GANOptimConfig, GANRunConfig
 from condgen.nn import adversarial
 from condgen.nn.ranking import set_log_likelihood
+from condgen.train.config import dump_config, load_config
 
 TINY = [
     "model.g_channels=8",
@@ -261,9 +263,50 @@ def test_r1_penalty_of_a_linear_critic():
 
 def test_mismatched_negatives_take_the_fake_side_of_each_loss():
     scores = torch.tensor([-2.0, 0.0])
-    assert losses.d_mismatched(scores, "hinge").item() == pytest.approx(0.5)
-    assert losses.d_mismatched(scores, "wasserstein").item() == pytest.approx(-1.0)
-    assert losses.d_mismatched(scores, "bce").item() == pytest.approx((math.log1p(math.exp(-2)) + math.log(2)) / 2)
+    assert losses.d_mismatched(scores, Loss.HINGE).item() == pytest.approx(0.5)
+    assert losses.d_mismatched(scores, Loss.WGAN_CLIP).item() == pytest.approx(-1.0)
+    assert losses.d_mismatched(scores, Loss.WGAN_GP).item() == pytest.approx(-1.0)
+    assert losses.d_mismatched(scores, Loss.BCE).item() == pytest.approx((math.log1p(math.exp(-2)) + math.log(2)) / 2)
+
+
+@pytest.mark.parametrize("loss", list(Loss))
+def test_the_fake_side_is_what_the_discriminator_loss_adds_for_fake_scores(loss):
+    """Swapping the fake scores changes the critic's loss by exactly the change of the fake side that the mismatched
+    negatives are scored with."""
+    real, fake, other = torch.tensor([0.5, 2.0]), torch.tensor([-1.5, 0.25]), torch.tensor([3.0, -0.5])
+    critic_loss = losses.LOSSES[loss].adversarial.discriminator
+    change = critic_loss(real, fake) - critic_loss(real, other)
+    assert change.item() == pytest.approx((losses.d_mismatched(fake, loss) - losses.d_mismatched(other, loss)).item())
+
+
+def test_loss_table_constraints():
+    assert [loss for loss in Loss if losses.LOSSES[loss].clip] == [Loss.WGAN_CLIP]
+    assert [loss for loss in Loss if losses.LOSSES[loss].penalty] == [Loss.WGAN_GP]
+
+
+def test_options_load_from_names_and_are_written_as_names(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  architecture: s2d\n  conditioning: both\noptim:\n  loss: hinge\n")
+    config = load_config(GANRunConfig, path, ["optim.optimizer=rmsprop", "optim.augment=translation_cutout"])
+    assert (config.model.architecture, config.model.conditioning) == (Architecture.S2D, Conditioning.BOTH)
+    assert (config.optim.loss, config.optim.optimizer) == (Loss.HINGE, Optimizer.RMSPROP)
+    assert config.optim.augment is Augment.TRANSLATION_CUTOUT
+    written = dump_config(config)
+    lines = {line.strip() for line in written.splitlines()}
+    assert {"architecture: s2d", "loss: hinge", "optimizer: rmsprop", "augment: translation_cutout"} <= lines
+    path.write_text(written)
+    assert load_config(GANRunConfig, path) == config
+    with pytest.raises(CondgenError, match="loss: 'lsgan' is not one of .*'bce', 'hinge', 'wgan_clip', 'wgan_gp'"):
+        load_config(GANRunConfig, overrides=["optim.loss=lsgan"])
+
+
+def test_option_names_given_in_python_become_members_and_unknown_names_are_refused():
+    config = GANModelConfig(architecture="dcgan", conditioning="input")
+    assert config.architecture is Architecture.DCGAN and config.conditioning is Conditioning.INPUT
+    with pytest.raises(CondgenError, match="model.architecture: 'vit' is not one of dcgan, resnet, s2d"):
+        GANModelConfig(architecture="vit")
+    with pytest.raises(CondgenError, match="optim.loss: 'lsgan' is not one of bce, hinge, wgan_clip, wgan_gp"):
+        GANOptimConfig(loss="lsgan")
 
 
 @pytest.mark.parametrize(

@@ -68,7 +68,10 @@ def test_the_command_line_parser_loads_no_torch_and_no_model_code():
         "condgen.data.vocabulary",
         "condgen.diffusion",
         "condgen.diffusion.options",
+        "condgen.diffusion.presets",  # the sampler presets, named in the help texts
         "condgen.errors",
+        "condgen.gan",
+        "condgen.gan.options",  # the GAN options' allowed values, for the help texts
         "condgen.kinds",
         "condgen.parser",
         "condgen.pretrained",  # the shipped models' names, for the help texts

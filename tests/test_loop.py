@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import condgen.train.loop as loop_module
+from condgen.cli import main
 from condgen.device import resolve_device
 from condgen.files import staged_folder
 from condgen.train.checkpoint import latest_checkpoint
@@ -24,11 +25,11 @@ class SlowRegression:
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
         self.modules = {"model": self.model}
         self.optimizers = {"optimizer": self.optimizer}
-        self.generators = {"data": torch.Generator().manual_seed(0)}
+        self.random_streams = {"data": torch.Generator().manual_seed(0)}
 
     def train_step(self, step: int) -> dict[str, float]:
         time.sleep(self.seconds_per_step)
-        x = torch.randn(8, 1, generator=self.generators["data"])
+        x = torch.randn(8, 1, generator=self.random_streams["data"])
         loss = (self.model(x) - 3 * x).pow(2).mean()
         self.optimizer.zero_grad()
         loss.backward()
@@ -37,6 +38,17 @@ class SlowRegression:
 
     def evaluate(self, step: int, run) -> dict[str, float]:
         return {"accuracy": -abs(self.model.weight.item() - 3)}
+
+
+class ScriptedScores(SlowRegression):
+    """The regression task whose evaluations give the scores listed, one dict per evaluation."""
+
+    def __init__(self, scores: list[dict[str, float]]):
+        super().__init__(seconds_per_step=0)
+        self.scores = iter(scores)
+
+    def evaluate(self, step: int, run) -> dict[str, float]:
+        return next(self.scores)
 
 
 def test_budget_stop_logs_evaluates_and_checkpoints_the_last_step(tmp_path):
@@ -81,3 +93,39 @@ def test_looking_a_device_up_changes_no_global_setting():
     assert resolve_device("cpu") == torch.device("cpu")
     resolve_device("auto")
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@pytest.mark.parametrize(("best_by", "best_score", "best_step"), [("accuracy", 0.9, 2), ("exact_set", 0.4, 4)])
+def test_the_best_score_is_of_the_kind_best_by_names(tmp_path, capsys, monkeypatch, best_by, best_score, best_step):
+    task = ScriptedScores([{"accuracy": 0.9, "exact_set": 0.1}, {"accuracy": 0.5, "exact_set": 0.4}])
+    loop = LoopConfig(steps=4, log_every=1, checkpoint_every=100, eval_every=2, best_by=best_by)
+    summary = fit(task, loop, tmp_path / "run", "{}", resume=False, progress=False)
+    assert (summary["best_score"], summary["best_by"]) == (best_score, best_by)
+    assert "best_accuracy" not in summary
+    best = json.loads((tmp_path / "run" / "best" / "state.json").read_text())
+    assert (best["step"], best["best_score"], best["best_by"]) == (best_step, best_score, best_by)
+
+    monkeypatch.setattr("condgen.launch.start_training", lambda *args: summary)
+    assert main(["train", "gan", "--data", str(tmp_path), "--out", str(tmp_path / "run")]) == 0
+    said = {"accuracy": "best accuracy 0.9;", "exact_set": "best exact-set rate 0.4;"}[best_by]
+    assert said in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("saved_by", "kept"), [(None, 0.5), ("accuracy", 0.5), ("exact_set", None)])
+def test_a_checkpoint_that_names_its_best_score_best_accuracy_resumes_with_it(tmp_path, saved_by, kept):
+    """Checkpoints store the best score as ``best_accuracy`` before ``best_score``, and without ``best_by`` before
+    that; a best chosen by another score than the resumed run's ``loop.best_by`` is dropped."""
+    loop = LoopConfig(steps=2, log_every=1, checkpoint_every=100, eval_every=2)
+    fit(ScriptedScores([{"accuracy": 0.2, "exact_set": 0.0}]), loop, tmp_path, "{}", resume=False, progress=False)
+    state_file = latest_checkpoint(tmp_path) / "state.json"
+    state = json.loads(state_file.read_text())
+    del state["best_score"], state["best_by"]
+    state_file.write_text(json.dumps({**state, "best_accuracy": 0.5} | ({"best_by": saved_by} if saved_by else {})))
+
+    loop.steps = 4
+    task = ScriptedScores([{"accuracy": 0.3, "exact_set": 0.0}])  # below the saved 0.5: not a new best
+    summary = fit(task, loop, tmp_path, "{}", resume=True, progress=False)
+    assert summary["best_score"] == (0.3 if kept is None else kept)
+    written = json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
+    assert written["best_score"] == summary["best_score"] and "best_accuracy" not in written
+    assert json.loads((tmp_path / "best" / "state.json").read_text())["step"] == (4 if kept is None else 2)

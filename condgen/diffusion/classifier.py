@@ -59,7 +59,7 @@ class ClassifierTask:
         self.generator = torch.Generator().manual_seed(config.optim.seed)
         self.modules = {"model": self.model}
         self.optimizers = {"optimizer": self.optimizer}
-        self.generators = {"data": self.generator}
+        self.random_streams = {"data": self.generator}
         self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
         self.train_index = distributed.shard(self.train_index)  # this rank's training images
         compile_in_place([self.model], config.optim.compile)

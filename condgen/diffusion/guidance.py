@@ -39,7 +39,7 @@ def guided_eps_fn(
 
     Both kinds of guidance act only at steps t >= ``guidance_min_t``; below it the plain conditional prediction is
     used, at half the cost (guidance in a limited interval, Kynkäänniemi et al. 2024). Near t = 0 the objects are in
-    place already; guiding there too lowered the evaluator's accuracy on i-CLEVR (README, "Measured").
+    place already; guiding there too lowered the evaluator's accuracy on i-CLEVR (benchmarks/README.md).
     """
 
     def eps_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

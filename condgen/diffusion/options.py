@@ -12,10 +12,6 @@ class Sampler(str, Enum):
     DPMPP = "dpmpp"  # DPM-Solver++(2M), SDE-DPM-Solver++(2M) with eta > 0 (Lu et al. 2022)
 
 
-# The step count a sampler takes when none is given; DDPM always takes the model's T.
-DEFAULT_STEPS: dict[Sampler, int | None] = {Sampler.DDPM: None, Sampler.DDIM: 50, Sampler.DPMPP: 20}
-
-
 class Spacing(str, Enum):
     LEADING = "leading"  # 0, k, 2k, ...: DDIM's original choice (Song et al. 2021); never reaches T - 1
     TRAILING = "trailing"  # T - 1, T - 1 - k, ...: starts at pure noise (Lin et al. 2024, table 2)

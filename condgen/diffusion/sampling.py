@@ -1,16 +1,18 @@
-"""How a trained diffusion model is sampled: the sample settings, their one validation, the default step count, and
-:func:`generate`, which every command, the training loop's evaluation and the benchmarks go through."""
+"""How a trained diffusion model is sampled: the sample settings, their one validation, the overrides asked of a
+model's own settings, and :func:`generate`, which every command, the training loop's evaluation and the benchmarks go
+through."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
 from condgen.diffusion.guidance import guided_eps_fn
-from condgen.diffusion.options import DEFAULT_STEPS, Sampler, Spacing
+from condgen.diffusion.options import Sampler, Spacing
+from condgen.diffusion.presets import PRESETS, sampler_settings
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, Callback, bound, timesteps
 from condgen.errors import CondgenError
@@ -20,7 +22,7 @@ from condgen.nn.ranking import keep_best
 @dataclass
 class SampleConfig:
     sampler: Sampler = Sampler.DPMPP  # ddpm | ddim | dpmpp
-    steps: int = 20  # ignored by ddpm, which always takes T steps; 0 = the sampler's default (DEFAULT_STEPS)
+    steps: int = 20  # ignored by ddpm, which always takes T steps; 0 = the sampler's preset (PRESETS)
     guidance: float = 2.0  # classifier-free guidance scale s; 1 = none
     guidance_min_t: int = 0  # guidance (both kinds) only at steps t >= this; 0 = at every step
     eta: float = 0.0  # ddim and dpmpp: 0 = deterministic (the ODE), 1 = full noise (DDPM-like / the SDE)
@@ -53,12 +55,9 @@ class SampleConfig:
             )
 
     def changed(self, **changes) -> SampleConfig:
-        """These settings with ``changes`` (None values left out); a new sampler given without ``steps`` takes
-        that sampler's default step count rather than the old sampler's."""
-        changes = {key: value for key, value in changes.items() if value is not None}
-        if "sampler" in changes and "steps" not in changes:
-            changes["steps"] = DEFAULT_STEPS[Sampler(changes["sampler"])] or 0
-        return dataclasses.replace(self, **changes)
+        """These settings with ``changes`` (None values left out). Another sampler's steps, eta and spacing come
+        with it through :func:`condgen.diffusion.presets.sampler_settings` (:meth:`SampleOverrides.apply`)."""
+        return dataclasses.replace(self, **{key: value for key, value in changes.items() if value is not None})
 
     @property
     def uses_classifier(self) -> bool:
@@ -66,8 +65,47 @@ class SampleConfig:
         return bool(self.classifier_scale or self.classifier_absent_scale) or self.candidates > 1
 
     def sampler_steps(self) -> int:
-        """The step count of ddim and dpmpp: ``steps``, or the sampler's default when 0."""
-        return self.steps or DEFAULT_STEPS[self.sampler]
+        """The step count of ddim and dpmpp: ``steps``, or the sampler's preset when 0."""
+        return self.steps or PRESETS[self.sampler].steps
+
+
+@dataclass(frozen=True)
+class SampleOverrides:
+    """Sampling settings asked for in place of a model's own (:class:`SampleConfig`); None keeps the model's. A
+    sampler brings its steps, eta and spacing (:func:`condgen.diffusion.presets.sampler_settings`) unless they are
+    given too."""
+
+    sampler: Sampler | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_min_t: int | None = None
+    eta: float | None = None
+    spacing: Spacing | None = None
+    seed: int | None = None
+    classifier_scale: float | None = None
+    classifier_absent_scale: float | None = None
+    candidates: int | None = None
+
+    def __post_init__(self):
+        # names given in Python ("ddim") become the enums; a wrong one is the caller's mistake, said in one line
+        for key, kind in (("sampler", Sampler), ("spacing", Spacing)):
+            value = getattr(self, key)
+            try:
+                object.__setattr__(self, key, None if value is None else kind(value))
+            except ValueError:
+                names = ", ".join(choice.value for choice in kind)
+                raise CondgenError(f"{key}: unknown {key} {value!r}; choose one of {names}") from None
+
+    def given(self) -> list[str]:
+        """The names of the settings these overrides set, in field order."""
+        return [field.name for field in fields(self) if getattr(self, field.name) is not None]
+
+    def apply(self, sample: SampleConfig, num_steps: int) -> SampleConfig:
+        """``sample`` (a model's own settings, for a model with ``num_steps`` noise levels) with these overrides: the
+        sampler's settings first, then every other setting given. Not checked: :meth:`SampleConfig.check` is."""
+        if self.sampler is not None:
+            sample = sampler_settings(sample, self.sampler, num_steps)
+        return sample.changed(**{key: getattr(self, key) for key in self.given() if key != "sampler"})
 
 
 def generate(

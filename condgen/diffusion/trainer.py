@@ -81,7 +81,7 @@ class DiffusionTask:
         self.train_model = distributed.wrap(self.model)  # what the training steps call (DDP under torchrun)
         self.modules = {"model": self.model, "ema": self.ema.model}
         self.optimizers = {"optimizer": self.optimizer}
-        self.generators = {"data": self.generator}
+        self.random_streams = {"data": self.generator}
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
         self.label_files = load_label_files(data_root, data.codec)
 

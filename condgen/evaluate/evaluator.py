@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torchvision.models.resnet import BasicBlock, conv1x1
 
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
@@ -20,13 +21,45 @@ from condgen.evaluate.metrics import set_scores, top_k_accuracy
 from condgen.tensorfile import read_tensors, save_tensors
 
 SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
+RESNET18_WIDTH = 64  # torchvision's ResNet18: 64, 128, 256, 512 channels in its four stages
 
 
-def build_resnet18_evaluator(num_classes: int = 24) -> torch.nn.Module:
-    """ResNet18 (random init) with the course's sigmoid head."""
+def build_resnet18_evaluator(num_classes: int = 24, width: int = RESNET18_WIDTH) -> torch.nn.Module:
+    """ResNet18 (random init) with the course's sigmoid head. ``width`` is the first stage's channels, doubled at
+    each of the four stages: 64 is torchvision's ResNet18 (the evaluator's); 32 has a quarter of its parameters (an
+    image ranker that ships inside the package)."""
     model = torchvision.models.resnet18(weights=None)
-    model.fc = torch.nn.Sequential(torch.nn.Linear(512, num_classes), torch.nn.Sigmoid())
+    if width != RESNET18_WIDTH:
+        _narrow(model, width)
+    model.fc = torch.nn.Sequential(torch.nn.Linear(8 * width, num_classes), torch.nn.Sigmoid())
     return model
+
+
+def _narrow(model: torchvision.models.ResNet, width: int) -> None:
+    """Rebuilds ``model``'s stem and four stages of two basic blocks at ``width`` channels, initialised as
+    torchvision initialises a ResNet (He-normal convolutions, batch norms at scale 1 and shift 0)."""
+    model.conv1 = torch.nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+    model.bn1 = torch.nn.BatchNorm2d(width)
+    inplanes = width
+    for stage in range(4):
+        planes, stride = width * 2**stage, 1 if stage == 0 else 2
+        downsample = None
+        if stride != 1 or inplanes != planes:
+            downsample = torch.nn.Sequential(conv1x1(inplanes, planes, stride), torch.nn.BatchNorm2d(planes))
+        blocks = torch.nn.Sequential(BasicBlock(inplanes, planes, stride, downsample), BasicBlock(planes, planes))
+        setattr(model, f"layer{stage + 1}", blocks)
+        inplanes = planes
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.ones_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+
+
+def resnet18_width(model: torch.nn.Module) -> int:
+    """The first-stage width of a model :func:`build_resnet18_evaluator` built."""
+    return model.conv1.out_channels
 
 
 class Evaluator:
@@ -70,7 +103,7 @@ class Evaluator:
 
 
 def resnet_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The 512-d globally pooled features of a torchvision ResNet, i.e. everything before ``fc``."""
+    """The globally pooled features of a torchvision ResNet (512-d for ResNet18), i.e. everything before ``fc``."""
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
     x = model.layer4(model.layer3(model.layer2(model.layer1(x))))
     return torch.flatten(model.avgpool(x), 1)
@@ -84,7 +117,9 @@ def evaluator_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def save_evaluator(model: torch.nn.Module, codec: LabelCodec, path: str | Path, half: bool = False) -> None:
     """Writes the weights as safetensors (float16 in byte planes if ``half``) with the vocabulary in the header,
     atomically."""
-    metadata = {"format": "condgen-evaluator", "architecture": "resnet18", "objects": json.dumps(list(codec.names))}
+    width = resnet18_width(model)
+    architecture = "resnet18" if width == RESNET18_WIDTH else f"resnet18-width{width}"
+    metadata = {"format": "condgen-evaluator", "architecture": architecture, "objects": json.dumps(list(codec.names))}
     save_tensors(model.state_dict(), Path(path), metadata, half)
 
 
@@ -100,7 +135,8 @@ def load_evaluator(path: str | Path | None = None, device: str | torch.device = 
         state, codec = _read_safetensors(path)
     else:
         state, codec = _read_course_checkpoint(path), LabelCodec.iclevr()
-    model = build_resnet18_evaluator(len(codec))
+    width = state["conv1.weight"].shape[0] if "conv1.weight" in state else RESNET18_WIDTH
+    model = build_resnet18_evaluator(len(codec), width)
     try:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:

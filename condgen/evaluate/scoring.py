@@ -24,38 +24,52 @@ def read_image_batch(path: str | Path, count: int, size: int = IMAGE_SIZE) -> to
     path = Path(path)
     if path.is_dir():
         return to_signed(torch.from_numpy(np.stack([decode_image(path / f"{i}.png", size) for i in range(count)])))
+    batch = _load_tensor_file(path)
+    _check_batch_shape(batch, count, path)
+    batch = _signed_float(batch, path)
+    if batch.shape[-2:] != (size, size):
+        batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return batch
+
+
+def _load_tensor_file(path: Path) -> object:
+    """What a ``.pt`` or ``.npy`` file holds (a tensor, if it is what it should be), without unpickling code."""
     if not path.is_file():
         raise CondgenError(f"{path}: no such folder or file")
     if path.suffix == ".pt":
         try:
-            batch = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated or foreign files raise many types
             raise CondgenError(f"{path}: cannot load tensor ({exc.__class__.__name__})") from None
-    elif path.suffix == ".npy":
+    if path.suffix == ".npy":
         try:
-            batch = torch.from_numpy(np.load(path, allow_pickle=False))
+            return torch.from_numpy(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as exc:
             raise CondgenError(f"{path}: cannot load array ({exc})") from None
-    else:
-        raise CondgenError(f"{path}: expected a folder of PNGs, a .pt or a .npy file")
+    raise CondgenError(f"{path}: expected a folder of PNGs, a .pt or a .npy file")
+
+
+def _check_batch_shape(batch: object, count: int, path: Path) -> None:
+    """A batch is a tensor (N, 3, H, W) with one image per label list."""
     if not isinstance(batch, torch.Tensor) or batch.dim() != 4 or batch.shape[1] != 3:
         shape = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
         raise CondgenError(f"{path}: expected a tensor of shape (N, 3, H, W), got {shape}")
     if len(batch) != count:
         raise CondgenError(f"{path}: holds {len(batch)} images but the label file has {count} label lists")
+
+
+def _signed_float(batch: torch.Tensor, path: Path) -> torch.Tensor:
+    """uint8 images in [0, 255] or float images in [-1, 1] (a little slack for rounding) as float in [-1, 1]."""
     if batch.dtype == torch.uint8:
-        batch = to_signed(batch)
-    elif batch.is_floating_point():
-        batch = batch.float()
-        if not torch.isfinite(batch).all():
-            raise CondgenError(f"{path}: holds non-finite values (NaN or infinity); images must lie in [-1, 1]")
-        low, high = float(batch.min()), float(batch.max())
-        if low < -1.01 or high > 1.01:
-            raise CondgenError(f"{path}: float images must lie in [-1, 1], found values in [{low:.3g}, {high:.3g}]")
-    else:
+        return to_signed(batch)
+    if not batch.is_floating_point():
         raise CondgenError(f"{path}: images must be uint8 or float, got {batch.dtype}")
-    if batch.shape[-2:] != (size, size):
-        batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    batch = batch.float()
+    if not torch.isfinite(batch).all():
+        raise CondgenError(f"{path}: holds non-finite values (NaN or infinity); images must lie in [-1, 1]")
+    low, high = float(batch.min()), float(batch.max())
+    if low < -1.01 or high > 1.01:
+        raise CondgenError(f"{path}: float images must lie in [-1, 1], found values in [{low:.3g}, {high:.3g}]")
     return batch
 
 

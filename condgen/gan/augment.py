@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-AUGMENTS = ("none", "translation", "translation_cutout")
+from condgen.gan.options import Augment
 
 
 def translate(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -47,12 +47,18 @@ def cutout(x: torch.Tensor, fraction: float, generator: torch.Generator) -> torc
 
 
 def augment(
-    x: torch.Tensor, kind: str, generator: torch.Generator, translate_fraction: float = 0.125, cutout_fraction=0.25
+    x: torch.Tensor,
+    kind: Augment | str,
+    generator: torch.Generator,
+    translate_fraction: float = 0.125,
+    cutout_fraction: float = 0.25,
 ) -> torch.Tensor:
-    """``kind`` is one of :data:`AUGMENTS`; ``none`` returns ``x`` itself."""
-    if kind == "none":
+    """``x`` under the transforms that ``kind`` names (an :class:`Augment` or its value); ``none`` returns ``x``
+    itself."""
+    kind = Augment(kind)
+    if kind is Augment.NONE:
         return x
     x = translate(x, translate_fraction, generator)
-    if kind == "translation_cutout":
+    if kind is Augment.TRANSLATION_CUTOUT:
         x = cutout(x, cutout_fraction, generator)
     return x

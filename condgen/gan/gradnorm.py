@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LabeledImages
+from condgen.data.iclevr import LabeledImages, load_dataset
 from condgen.data.imageio import to_signed
+from condgen.errors import CondgenError
 from condgen.gan.losses import clip_weights, gradient_penalty
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator
 from condgen.nn.adversarial import d_wasserstein, g_wasserstein
@@ -34,6 +35,27 @@ class GradNormConfig:
     clip_value: float = 0.01
     gp_lambda: float = 10.0
     seed: int = 0
+
+
+def gradnorm_report(
+    data_root: Path, out: Path, config: GradNormConfig
+) -> tuple[dict[str, dict[str, float]], Path, Path]:
+    """``condgen gradnorm``: measures every setting on the dataset ``data_root`` and writes ``out/gradnorm.csv`` and
+    ``out/gradnorm.png``; returns the norms (setting -> layer -> norm) and the two files. An ``out`` that already
+    holds a gradnorm.csv is refused before any training."""
+    if (out / "gradnorm.csv").exists():
+        raise CondgenError(f"{out}: already holds gradnorm.csv; choose another --out")
+    data = load_dataset(data_root)
+    norms = {setting: measure(data, setting, config) for setting in SETTINGS}
+    csv_path, png_path = write_report(norms, out)
+    return norms, csv_path, png_path
+
+
+def format_norms(norms: dict[str, dict[str, float]]) -> str:
+    """One line per setting: each layer's gradient norm, from input to output."""
+    return "\n".join(
+        f"{setting:>17}: " + "  ".join(f"{k} {v:.3g}" for k, v in values.items()) for setting, values in norms.items()
+    )
 
 
 def critic_layers(critic: Discriminator) -> list[tuple[str, torch.nn.Parameter]]:

@@ -1,12 +1,34 @@
-"""What GAN training adds to the adversarial losses (``condgen.nn.adversarial``): the gradient penalty, weight
-clipping and ACGAN's auxiliary classification loss."""
+"""What GAN training adds to the adversarial losses (``condgen.nn.adversarial``): the one table from ``optim.loss``
+to what it trains with, the gradient penalty, weight clipping, ACGAN's auxiliary classification loss, the R1 penalty
+and the matching-aware negatives."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from condgen.gan.options import Loss
+from condgen.nn.adversarial import BCE, HINGE, WASSERSTEIN, AdversarialLoss
+
+
+@dataclass(frozen=True)
+class GANLoss:
+    """What one ``optim.loss`` trains with: the adversarial loss pair and the critic's Lipschitz constraint."""
+
+    adversarial: AdversarialLoss
+    clip: bool = False  # weight clipping after every critic update (Arjovsky et al. 2017)
+    penalty: bool = False  # gradient penalty (Gulrajani et al. 2017)
+
+
+LOSSES: dict[Loss, GANLoss] = {
+    Loss.BCE: GANLoss(BCE),  # non-saturating; with conditioning=auxiliary this is ACGAN
+    Loss.HINGE: GANLoss(HINGE),
+    Loss.WGAN_CLIP: GANLoss(WASSERSTEIN, clip=True),
+    Loss.WGAN_GP: GANLoss(WASSERSTEIN, penalty=True),
+}
 
 
 def gradient_penalty(
@@ -48,12 +70,8 @@ def r1_penalty(scores: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return gradient.flatten(1).square().sum(dim=1).mean()
 
 
-def d_mismatched(scores: torch.Tensor, adversarial: str) -> torch.Tensor:
-    """The fake side of the discriminator loss ``adversarial`` for real images paired with labels that are not
-    theirs: the matching-aware negatives of Reed et al. 2016 (section 4.2), which make the critic check the label.
-    hinge: E[max(0, 1 + D(x, y'))]; wasserstein: E[D(x, y')]; bce: E[-log(1 - sigmoid(D(x, y')))]."""
-    if adversarial == "hinge":
-        return F.relu(1 + scores).mean()
-    if adversarial == "wasserstein":
-        return scores.mean()
-    return F.softplus(scores).mean()
+def d_mismatched(scores: torch.Tensor, loss: Loss) -> torch.Tensor:
+    """The fake side of ``loss``'s discriminator loss for real images paired with labels that are not theirs: the
+    matching-aware negatives of Reed et al. 2016 (section 4.2), which make the critic check the label. bce:
+    E[-log(1 - sigmoid(D(x, y')))]; hinge: E[max(0, 1 + D(x, y'))]; wgan_clip and wgan_gp: E[D(x, y')]."""
+    return LOSSES[loss].adversarial.fake(scores)

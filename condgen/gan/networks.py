@@ -16,19 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from condgen.gan.options import Architecture, Conditioning, choose
+
 
 @dataclass
 class GANModelConfig:
-    architecture: str = "resnet"  # dcgan | resnet | s2d (residual nets at 16x16 and 8x8, pixel (un)shuffle by 4)
+    architecture: Architecture = Architecture.RESNET
     noise_dim: int = 128
     num_labels: int = 24
     label_dim: int = 128  # width of the generator's label embedding
     g_channels: int = 64
     d_channels: int = 64
     conditional_bn: bool = False  # generator: labels also set every batch norm's scale and shift
-    # discriminator: projection | auxiliary | both (projection + auxiliary head) | input (labels as constant planes
-    # concatenated to the first layer's input)
-    conditioning: str = "projection"
+    conditioning: Conditioning = Conditioning.PROJECTION  # how the discriminator reads the labels
     spectral_norm: bool = False  # on every discriminator layer
     # discriminator batch norm; never together with a gradient penalty (it couples the samples of a batch). In s2d
     # it has no learned scale and shift, which weight clipping would clamp to c (see FoldDiscriminator)
@@ -37,15 +37,29 @@ class GANModelConfig:
     d_blocks: int = 1  # s2d: discriminator residual blocks at 16x16 before the two that halve to 8x8 and 4x4
     latent_channels: int = 0  # s2d: > 0 = the nets make and read 16x16 latents of this many channels, not images
 
+    def __post_init__(self) -> None:
+        self.choose_options()
+
+    def choose_options(self) -> None:
+        """The options given by name (in Python, or assigned after construction) as their Enum members; an unknown
+        name raises a CondgenError naming the key."""
+        self.architecture = choose(Architecture, self.architecture, "model.architecture")
+        self.conditioning = choose(Conditioning, self.conditioning, "model.conditioning")
+
     @property
     def auxiliary_head(self) -> bool:
         """Whether the discriminator has ACGAN's auxiliary head, which best-of-K sampling ranks candidates by."""
-        return self.conditioning in ("auxiliary", "both")
+        return self.conditioning in (Conditioning.AUXILIARY, Conditioning.BOTH)
+
+    @property
+    def projection(self) -> bool:
+        """Whether the discriminator adds the projection term <V y, phi(x)> (Miyato & Koyama 2018) to its score."""
+        return self.conditioning in (Conditioning.PROJECTION, Conditioning.BOTH)
 
     @property
     def input_labels(self) -> int:
         """Label planes the discriminator's first layer reads beside the image (0 unless conditioning = input)."""
-        return self.num_labels if self.conditioning == "input" else 0
+        return self.num_labels if self.conditioning == Conditioning.INPUT else 0
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -102,7 +116,7 @@ class Generator(nn.Module):
         self.label_emb = nn.Linear(config.num_labels, config.label_dim)
         self.seed = nn.Linear(config.noise_dim + config.label_dim, self.widths[0] * 16)
         label_dim = config.label_dim if config.conditional_bn else None
-        residual = config.architecture == "resnet"
+        residual = config.architecture == Architecture.RESNET
         self.blocks = nn.ModuleList(
             GeneratorBlock(a, b, residual, label_dim) for a, b in zip(self.widths, self.widths[1:])
         )
@@ -124,9 +138,7 @@ class ConditionedCritic(nn.Module):
     def add_heads(self, width: int, config: GANModelConfig, wrap) -> None:
         """The score, projection and auxiliary layers on ``width``-wide features, as ``config.conditioning`` asks."""
         self.score = wrap(nn.Linear(width, 1))
-        conditioning = config.conditioning
-        projection = conditioning in ("projection", "both")
-        self.projection = wrap(nn.Linear(config.num_labels, width, bias=False)) if projection else None
+        self.projection = wrap(nn.Linear(config.num_labels, width, bias=False)) if config.projection else None
         self.auxiliary = wrap(nn.Linear(width, config.num_labels)) if config.auxiliary_head else None
 
     def features(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -162,7 +174,7 @@ class Discriminator(ConditionedCritic):
         self.layers = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            if config.architecture == "resnet":
+            if config.architecture == Architecture.RESNET:
                 self.layers.append(DiscriminatorBlock(a, b, wrap, first=i == 0))
             else:
                 self.layers.append(wrap(nn.Conv2d(a, b, 4, stride=2, padding=1)))
@@ -174,9 +186,9 @@ class Discriminator(ConditionedCritic):
         h = self.with_label_planes(x, labels)
         for layer, norm in zip(self.layers, self.norms):
             h = norm(layer(h))
-            if self.config.architecture == "dcgan":
+            if self.config.architecture == Architecture.DCGAN:
                 h = F.leaky_relu(h, 0.2)
-        if self.config.architecture == "resnet":
+        if self.config.architecture == Architecture.RESNET:
             h = F.relu(h)
         return h.sum(dim=(2, 3))  # global sum pooling, as in the projection discriminator
 
@@ -301,9 +313,9 @@ class FoldDiscriminator(ConditionedCritic):
 
 def build_generator(config: GANModelConfig) -> Generator | FoldGenerator:
     """The generator that ``config.architecture`` names."""
-    return FoldGenerator(config) if config.architecture == "s2d" else Generator(config)
+    return FoldGenerator(config) if config.architecture == Architecture.S2D else Generator(config)
 
 
 def build_discriminator(config: GANModelConfig) -> Discriminator | FoldDiscriminator:
     """The discriminator that ``config.architecture`` names."""
-    return FoldDiscriminator(config) if config.architecture == "s2d" else Discriminator(config)
+    return FoldDiscriminator(config) if config.architecture == Architecture.S2D else Discriminator(config)

@@ -12,8 +12,9 @@ from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.gan.augment import AUGMENTS, augment
+from condgen.gan.augment import augment
 from condgen.gan.losses import (
+    LOSSES,
     auxiliary_classification,
     clip_weights,
     d_mismatched,
@@ -21,35 +22,27 @@ from condgen.gan.losses import (
     r1_penalty,
 )
 from condgen.gan.networks import GANModelConfig, build_discriminator, build_generator
+from condgen.gan.options import Augment, Loss, Optimizer, choose
 from condgen.gan.sampling import sample_images
-from condgen.nn.adversarial import DISCRIMINATOR_LOSSES, GENERATOR_LOSSES
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
 
-# loss -> (adversarial loss pair, weight clipping, gradient penalty)
-LOSSES = {
-    "bce": ("bce", False, False),  # non-saturating; with conditioning=auxiliary this is ACGAN
-    "hinge": ("hinge", False, False),
-    "wgan_clip": ("wasserstein", True, False),
-    "wgan_gp": ("wasserstein", False, True),
-}
-
 
 @dataclass
 class GANOptimConfig:
-    loss: str = "wgan_gp"  # bce | hinge | wgan_clip | wgan_gp
+    loss: Loss = Loss.WGAN_GP
     batch_size: int = 64
     n_critic: int = 5  # critic updates per generator update
-    optimizer: str = "adam"  # adam | rmsprop (the WGAN paper's choice with weight clipping)
+    optimizer: Optimizer = Optimizer.ADAM
     lr_g: float = 1e-4
     lr_d: float = 1e-4
     betas: tuple[float, ...] = (0.0, 0.9)  # Adam only
     clip_value: float = 0.01  # wgan_clip
     gp_lambda: float = 10.0  # wgan_gp
     aux_weight: float = 1.0  # weight of the auxiliary classification loss (conditioning = auxiliary or both)
-    augment: str = "none"  # none | translation | translation_cutout: DiffAugment before every critic call
+    augment: Augment = Augment.NONE  # DiffAugment before every critic call
     translate_fraction: float = 0.125  # largest shift, as a fraction of the image side (augment = translation...)
     r1_gamma: float = 0.0  # R1 penalty gamma / 2 * E||grad D(x_real)||^2 on the critic; 0 = off
     mismatch_weight: float = 0.0  # real images with shuffled labels as extra negatives; 0 = off
@@ -61,6 +54,16 @@ class GANOptimConfig:
     # compiled, since compiled code has no double backward, and with spectral norm too (inductor fails on the
     # in-place power-iteration update of its hooks)
     compile: str = ""
+
+    def __post_init__(self) -> None:
+        self.choose_options()
+
+    def choose_options(self) -> None:
+        """The options given by name (in Python, or assigned after construction) as their Enum members; an unknown
+        name raises a CondgenError naming the key."""
+        self.loss = choose(Loss, self.loss, "optim.loss")
+        self.optimizer = choose(Optimizer, self.optimizer, "optim.optimizer")
+        self.augment = choose(Augment, self.augment, "optim.augment")
 
 
 @dataclass
@@ -75,33 +78,23 @@ class GANRunConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        """Rejects combinations that cannot work, naming the keys."""
-        if self.optim.loss not in LOSSES:
-            raise CondgenError(f"optim.loss: {self.optim.loss!r} is not one of {sorted(LOSSES)}")
-        if self.model.architecture not in ("dcgan", "resnet", "s2d"):
-            raise CondgenError(f"model.architecture: {self.model.architecture!r} is not dcgan, resnet or s2d")
-        if self.model.conditioning not in ("projection", "auxiliary", "both", "input"):
-            raise CondgenError(
-                f"model.conditioning: {self.model.conditioning!r} is not projection, auxiliary, both or input"
-            )
+        """Rejects unknown options and combinations that cannot work, naming the keys."""
+        self.model.choose_options()
+        self.optim.choose_options()
         if self.model.g_blocks < 1 or self.model.d_blocks < 0:
             raise CondgenError("model.g_blocks / model.d_blocks: need g_blocks >= 1 and d_blocks >= 0")
-        if self.optim.augment not in AUGMENTS:
-            raise CondgenError(f"optim.augment: {self.optim.augment!r} is not one of {', '.join(AUGMENTS)}")
         if not 0 <= self.optim.translate_fraction < 0.5:
             raise CondgenError(f"optim.translate_fraction: {self.optim.translate_fraction} is not in [0, 0.5)")
         if self.optim.r1_gamma < 0:
             raise CondgenError(f"optim.r1_gamma: {self.optim.r1_gamma} is negative")
         if self.optim.mismatch_weight < 0:
             raise CondgenError(f"optim.mismatch_weight: {self.optim.mismatch_weight} is negative")
-        if self.optim.optimizer not in ("adam", "rmsprop"):
-            raise CondgenError(f"optim.optimizer: {self.optim.optimizer!r} is not adam or rmsprop")
         if self.candidates < 1 or (self.candidates > 1 and not self.model.auxiliary_head):
             raise CondgenError(
                 f"candidates: {self.candidates}; must be >= 1, and above 1 only with the critic's auxiliary head "
                 "(model.conditioning auxiliary or both)"
             )
-        if self.optim.loss == "wgan_gp" and self.model.d_batch_norm:
+        if LOSSES[self.optim.loss].penalty and self.model.d_batch_norm:
             raise CondgenError("model.d_batch_norm: a critic trained with a gradient penalty must not use batch norm")
 
 
@@ -127,15 +120,15 @@ class GANTask:
         self.random = torch.Generator().manual_seed(o.seed)
         self.modules = {"generator": self.generator_net, "critic": self.critic, "ema": self.ema.model}
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
-        self.generators = {"data": self.random}
-        self.adversarial, self.clip, self.penalty = LOSSES[o.loss]
+        self.random_streams = {"data": self.random}
+        self.objective = LOSSES[o.loss]  # the loss pair, weight clipping, the gradient penalty
         # Clipping spares the auxiliary head: it classifies the critic's features and is no part of the Wasserstein
         # critic whose Lipschitz constant clipping bounds; clipped to c its logits stay near 0 and its loss near
         # log 2, so it would teach the generator nothing.
         auxiliary = self.critic.auxiliary
         self.unclipped = list(auxiliary.parameters()) if auxiliary is not None else []
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
-        eager_critic = self.penalty or o.r1_gamma > 0 or config.model.spectral_norm
+        eager_critic = self.objective.penalty or o.r1_gamma > 0 or config.model.spectral_norm
         compile_in_place([self.generator_net] + ([] if eager_critic else [self.critic]), o.compile)
         # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
         # networks. The generator's batch norm sees the global batch (on GPUs); the critic broadcasts no buffers, as
@@ -145,7 +138,7 @@ class GANTask:
         self.label_files = load_label_files(data_root, data.codec)
 
     def _optimizer(self, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-        if self.config.optim.optimizer == "rmsprop":
+        if self.config.optim.optimizer == Optimizer.RMSPROP:
             return torch.optim.RMSprop(net.parameters(), lr=lr)
         return torch.optim.Adam(net.parameters(), lr=lr, betas=tuple(self.config.optim.betas))
 
@@ -169,7 +162,7 @@ class GANTask:
         fake = self._augment(fake)
         real_score, real_aux = self.critic(real, labels)
         fake_score, _ = self.critic(fake, labels)
-        loss = DISCRIMINATOR_LOSSES[self.adversarial](real_score, fake_score)
+        loss = self.objective.adversarial.discriminator(real_score, fake_score)
         if o.r1_gamma > 0:
             loss = loss + o.r1_gamma / 2 * r1_penalty(real_score, real)
         if o.mismatch_weight > 0:
@@ -177,8 +170,8 @@ class GANTask:
             differs = (shuffled != labels).any(dim=1)
             if differs.any():
                 mismatched_score, _ = self.critic(real[differs], shuffled[differs])
-                loss = loss + o.mismatch_weight * d_mismatched(mismatched_score, self.adversarial)
-        if self.penalty:
+                loss = loss + o.mismatch_weight * d_mismatched(mismatched_score, o.loss)
+        if self.objective.penalty:
             critic_score = lambda x, y: self.critic(x, y)[0]  # noqa: E731
             loss = loss + o.gp_lambda * gradient_penalty(critic_score, real, fake, labels, self.random)
         if real_aux is not None:
@@ -196,13 +189,13 @@ class GANTask:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            if self.clip:
+            if self.objective.clip:
                 clip_weights(self.critic, o.clip_value, keep=self.unclipped)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
         with autocast(self.device, o.bf16):
             fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
             fake_score, fake_aux = self.critic(fake, labels)
-            g_loss = GENERATOR_LOSSES[self.adversarial](fake_score)
+            g_loss = self.objective.adversarial.generator(fake_score)
             if fake_aux is not None:
                 g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
         self.opt_g.zero_grad(set_to_none=True)

@@ -16,6 +16,7 @@ import torch
 from condgen.data.iclevr import LabeledImages
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
+from condgen.gan.options import Architecture
 from condgen.gan.run import GANModel, load_gan
 from condgen.gan.trainer import GANRunConfig, GANTask
 from condgen.latent.autoencoder import Autoencoder
@@ -32,8 +33,10 @@ class LatentGANRunConfig(GANRunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.model.architecture != "s2d":
-            raise CondgenError(f"model.architecture: a latent GAN uses s2d, not {self.model.architecture!r}")
+        if self.model.architecture != Architecture.S2D:
+            raise CondgenError(
+                f"model.architecture: a latent GAN uses {Architecture.S2D.value}, not {self.model.architecture.value!r}"
+            )
 
 
 class LatentGANTask(GANTask):

@@ -96,7 +96,7 @@ class AutoencoderTask:
             self.modules["discriminator"] = self.discriminator
             self.optimizers["discriminator_optimizer"] = self.opt_d
         self.generator = torch.Generator().manual_seed(config.optim.seed)
-        self.generators = {"data": self.generator}
+        self.random_streams = {"data": self.generator}
         self.train_index, self.val_index = split_by_scene(data.files, config.val_fraction, config.optim.seed)
         self.train_index = distributed.shard(self.train_index)  # this rank's training images
         # what the training steps call (DDP under torchrun); the generator side of the adversarial loss calls the

@@ -23,7 +23,8 @@ from condgen.pipeline import Pipeline
 from condgen.pretrained import ICLEVR_LABELS, model_path
 from condgen.progress import progress_bar
 from condgen.report import measure, render
-from condgen.report.measure import SAMPLERS, Model
+from condgen.report.measure import GAN_PASS, SAMPLERS, Model
+from condgen.train.config import config_to_dict
 from condgen.viz.grid import save_grid
 
 FORMAT = 2  # of a cached result; a new one makes old entries miss
@@ -179,8 +180,10 @@ def evaluator_identity(path: Path | None) -> str:
 
 
 def cache_key(model: Model, sampler: str, settings: dict) -> str:
-    """The weights and config the model samples with, the sampler and every measuring setting."""
-    digest = hashlib.sha256(json.dumps([FORMAT, sampler, settings], sort_keys=True).encode())
+    """The weights and config the model samples with, the sampler and the settings it samples with (a preset may
+    change), and every measuring setting."""
+    sampling = None if sampler == GAN_PASS else config_to_dict(model.settings(sampler))
+    digest = hashlib.sha256(json.dumps([FORMAT, sampler, sampling, settings], sort_keys=True).encode())
     for path in sorted(model.folder.rglob("*")):
         if path.is_file() and path.suffix in (".safetensors", ".yaml", ".json") and "checkpoints" not in path.parts:
             stat = path.stat()

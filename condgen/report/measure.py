@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from condgen.diffusion.options import DEFAULT_STEPS, Sampler
-from condgen.diffusion.sampling import network_evaluations
+from condgen.diffusion.options import Sampler
+from condgen.diffusion.presets import sampler_settings
+from condgen.diffusion.sampling import SampleConfig, network_evaluations
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import frechet_distance
 from condgen.gan.run import GANModel
@@ -44,22 +45,29 @@ class Model:
         """The samplers of ``wanted`` that this model has: a GAN its single pass, a diffusion model the others."""
         return [s for s in wanted if (s == GAN_PASS) == self.is_gan]
 
-    def settings(self, sampler: str) -> dict:
-        """``generate`` keywords for ``sampler``: the model's own guidance and spacing, the sampler's default steps."""
-        if sampler == GAN_PASS:
-            return {}
-        default = DEFAULT_STEPS[Sampler(sampler)]
-        return {"sampler": sampler, "steps": default and min(default, self.pipeline.loaded.diffusion.num_steps)}
+    def settings(self, sampler: str) -> SampleConfig:
+        """A diffusion model's settings under ``sampler``, as everywhere else
+        (:func:`condgen.diffusion.presets.sampler_settings`: its own where it uses that sampler, else the preset), at
+        most its T steps: a model of fewer noise levels than a preset's steps visits them all."""
+        loaded = self.pipeline.loaded
+        levels = loaded.diffusion.num_steps
+        sample = sampler_settings(loaded.config.sample, sampler, levels)
+        if sample.sampler != Sampler.DDPM and sample.sampler_steps() > levels:
+            sample = sample.changed(steps=levels)
+        return sample
 
     def generate(self, requests: list[str], seed: int, sampler: str) -> torch.Tensor:
-        return self.pipeline.generate(requests, seed=seed, **self.settings(sampler))
+        if sampler == GAN_PASS:
+            return self.pipeline.generate(requests, seed=seed)
+        sample = self.settings(sampler)
+        return self.pipeline.generate(
+            requests, seed=seed, sampler=sample.sampler, steps=sample.steps, eta=sample.eta, spacing=sample.spacing
+        )
 
     def network_evaluations(self, sampler: str) -> int:
         if sampler == GAN_PASS:  # a generator pass per candidate (the critic that ranks them is not counted)
             return self.pipeline.loaded.config.candidates
-        loaded = self.pipeline.loaded
-        sample = loaded.config.sample.changed(**self.settings(sampler))
-        return network_evaluations(sample, loaded.diffusion.num_steps)
+        return network_evaluations(self.settings(sampler), self.pipeline.loaded.diffusion.num_steps)
 
     @property
     def network(self) -> torch.nn.Module:

@@ -31,57 +31,97 @@ def create_app(models: list[ServedModel], evaluator: Evaluator | None, limits: L
     app.state.slots = threading.BoundedSemaphore(limits.max_concurrent)
     page = resources.files("condgen.serve").joinpath("page.html").read_text(encoding="utf-8")
 
-    def generate_all(wanted: Wanted) -> dict:
-        if not app.state.slots.acquire(timeout=limits.queue_timeout):
-            raise BusyError
-        try:
-            return {"results": [model.answer(wanted, evaluator, limits) for model in models]}
-        finally:
-            app.state.slots.release()
-
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:  # async: never waits behind generations for a worker thread
         return page
 
     @app.get("/api/models")
     async def offer() -> dict:
-        return {
-            "models": [model.describe() for model in models],
-            "fields": list(FIELDS),
-            "limits": {"max_steps": limits.max_steps, "max_concurrent": limits.max_concurrent},
-            "evaluator": evaluator is not None,
-        }
+        return _offer(models, evaluator, limits)
 
     @app.post("/api/generate")
     async def generate(request: Request) -> JSONResponse:
-        body = b""
-        async for chunk in request.stream():  # read at most max_body bytes, however long the body says it is
-            body += chunk
-            if len(body) > limits.max_body:
-                return _error(413, f"the request is over {limits.max_body} bytes; one request is a few dozen")
-        try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            return _error(400, f"the request body is not JSON ({exc})")
-        try:
-            wanted = parse_request(payload, limits)
-            for model in models:  # every model checks before any works, so a bad request costs nothing
-                model.check(wanted, limits)
-        except CondgenError as exc:
-            return _error(400, str(exc))
-        try:
-            return JSONResponse(await run_in_threadpool(generate_all, wanted))
-        except BusyError:
-            message = f"busy: {limits.max_concurrent} generation(s) running and others waiting; try again shortly"
-            return _error(503, message, headers={"Retry-After": "5"})
-        except CondgenError as exc:  # a model that fails at generation (non-finite weights, say)
-            return _error(500, str(exc))
+        return await _generate(request, app.state.slots, models, evaluator, limits)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return _error(exc.status_code, str(exc.detail))
 
     return app
+
+
+def _offer(models: list[ServedModel], evaluator: Evaluator | None, limits: Limits) -> dict:
+    """``GET /api/models``: the models, the request's fields, the limits and whether an evaluator judges."""
+    return {
+        "models": [model.describe() for model in models],
+        "fields": list(FIELDS),
+        "limits": {"max_steps": limits.max_steps, "max_concurrent": limits.max_concurrent},
+        "evaluator": evaluator is not None,
+    }
+
+
+async def _generate(
+    request: Request,
+    slots: threading.BoundedSemaphore,
+    models: list[ServedModel],
+    evaluator: Evaluator | None,
+    limits: Limits,
+) -> JSONResponse:
+    """``POST /api/generate``: every model's answer to one request; 413 for a body over ``limits.max_body``, 400
+    for a request that is not JSON or that a model refuses, 503 when no slot frees in time, 500 when a model fails."""
+    body = await _read_body(request, limits.max_body)
+    if body is None:
+        return _error(413, f"the request is over {limits.max_body} bytes; one request is a few dozen")
+    try:
+        wanted = _checked_request(body, models, limits)
+    except CondgenError as exc:
+        return _error(400, str(exc))
+    try:
+        return JSONResponse(await run_in_threadpool(_generate_all, wanted, slots, models, evaluator, limits))
+    except BusyError:
+        message = f"busy: {limits.max_concurrent} generation(s) running and others waiting; try again shortly"
+        return _error(503, message, headers={"Retry-After": "5"})
+    except CondgenError as exc:  # a model that fails at generation (non-finite weights, say)
+        return _error(500, str(exc))
+
+
+async def _read_body(request: Request, max_body: int) -> bytes | None:
+    """The request's body, or None as soon as it passes ``max_body`` bytes, however long it says it is."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            return None
+    return body
+
+
+def _checked_request(body: bytes, models: list[ServedModel], limits: Limits) -> Wanted:
+    """The request in ``body``, checked by every model before any works, so a bad request costs nothing."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CondgenError(f"the request body is not JSON ({exc})") from None
+    wanted = parse_request(payload, limits)
+    for model in models:
+        model.check(wanted, limits)
+    return wanted
+
+
+def _generate_all(
+    wanted: Wanted,
+    slots: threading.BoundedSemaphore,
+    models: list[ServedModel],
+    evaluator: Evaluator | None,
+    limits: Limits,
+) -> dict:
+    """Every model's answer, in a worker thread, once a generation slot frees (:class:`BusyError` if none does
+    within ``limits.queue_timeout``)."""
+    if not slots.acquire(timeout=limits.queue_timeout):
+        raise BusyError
+    try:
+        return {"results": [model.answer(wanted, evaluator, limits) for model in models]}
+    finally:
+        slots.release()
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -9,8 +9,9 @@ from condgen.pretrained import shipped_folders
 from condgen.serve.requests import Limits
 
 
-def serve_command(args: argparse.Namespace) -> None:
-    """Serves the page for ``args.models`` on ``args.host``:``args.port`` (127.0.0.1 unless told otherwise)."""
+def serve_command(args: argparse.Namespace) -> int:
+    """Serves the page for ``args.models`` on ``args.host``:``args.port`` (127.0.0.1 unless told otherwise) until
+    interrupted; returns the exit status."""
     try:
         import fastapi  # noqa: F401  (only to learn whether the extra is installed)
         import uvicorn
@@ -25,3 +26,4 @@ def serve_command(args: argparse.Namespace) -> None:
     app = create_app(models, load_evaluator(args.evaluator), limits)
     print(f"serving {', '.join(model.name for model in models)} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0

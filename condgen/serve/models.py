@@ -15,7 +15,7 @@ from torchvision.utils import make_grid
 
 from condgen.data.imageio import to_uint8
 from condgen.diffusion.options import Sampler
-from condgen.diffusion.sampling import SampleConfig
+from condgen.diffusion.sampling import SampleConfig, SampleOverrides
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.kinds import KINDS, Generation
@@ -71,11 +71,12 @@ class ServedModel:
             raise CondgenError(f"{self.name}: {exc}") from None
 
     def settings(self, request: Request, limits: Limits) -> SampleConfig:
-        """A diffusion model's sampling settings for ``request``, refused when they take more steps than the model
-        has noise levels or than ``limits.max_steps`` (ddpm always takes all T)."""
-        changes = {"sampler": request.sampler, "steps": request.steps, "guidance": request.guidance}
-        sample = self.pipeline.loaded.config.sample.changed(**changes, seed=request.seed)
-        sampler, levels = Sampler(sample.sampler).value, self.pipeline.loaded.diffusion.num_steps
+        """A diffusion model's sampling settings for ``request``, as ``Pipeline.generate`` makes them (a sampler
+        other than the model's comes with its preset), refused when they take more steps than the model has noise
+        levels or than ``limits.max_steps`` (ddpm always takes all T)."""
+        levels = self.pipeline.loaded.diffusion.num_steps
+        sample = request_overrides(request).apply(self.pipeline.loaded.config.sample, levels)
+        sampler = Sampler(sample.sampler).value
         if sample.sampler != Sampler.DDPM and sample.sampler_steps() > levels:
             steps = sample.sampler_steps()
             raise CondgenError(f"steps: {sampler} would take {steps}; the model has only {levels} noise levels")
@@ -102,9 +103,9 @@ class ServedModel:
             image = self.pipeline.generate(
                 names,
                 seed=request.seed,
-                sampler=Sampler(sample.sampler).value,
-                steps=None if sample.sampler == Sampler.DDPM else sample.sampler_steps(),
-                guidance=sample.guidance,
+                sampler=request.sampler,
+                steps=request.steps,
+                guidance=request.guidance,
                 callback=lambda info: states.append(info["x"][0].cpu()),
             )[0]
             seconds = time.perf_counter() - started
@@ -130,6 +131,11 @@ class ServedModel:
             "verdict": verdict(evaluator, image, request.objects),
             "seconds": round(seconds, 4),
         }
+
+
+def request_overrides(request: Request) -> SampleOverrides:
+    """The sampling settings a request asks for in place of the model's own."""
+    return SampleOverrides(sampler=request.sampler, steps=request.steps, guidance=request.guidance, seed=request.seed)
 
 
 def load_models(folders: list[Path | str], checkpoint: str = "best") -> list[ServedModel]:

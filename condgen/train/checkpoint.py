@@ -4,8 +4,9 @@ Layout of one checkpoint folder (``RUN/checkpoints/step-0001000/``):
 
     <name>.safetensors   one file per module state (model, ema, ...)
     optimizer.safetensors  the optimiser's tensors, keyed "<param index>.<name>"
-    rng.safetensors      torch's global CPU RNG state and each named generator's state (those of rank 0 in a
-                         distributed run, whose other ranks' states are keyed "rank<r>.<key>")
+    rng.safetensors      torch's global CPU RNG state ("torch") and the state of each of the task's named random
+                         streams ("generator.<name>"): those of rank 0 in a distributed run, whose other ranks'
+                         states are keyed "rank<r>.<key>"
     state.json           step, kind, the optimiser's non-tensor state, anything else small
 
 A checkpoint is written into a hidden temporary folder and renamed into place, then ``RUN/checkpoints/latest``
@@ -51,7 +52,7 @@ def save_checkpoint(
     step: int,
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
-    generators: dict[str, torch.Generator],
+    random_streams: dict[str, torch.Generator],
     extra: dict,
     other_ranks_rng: list[dict[str, torch.Tensor]] | None = None,
 ) -> Path:
@@ -70,7 +71,7 @@ def save_checkpoint(
             tensors, rest = optimizer_to_flat(optimizer)
             save_file(tensors, staging / f"{name}.safetensors")
             optimizer_state[name] = rest
-        rng = rng_states(generators)
+        rng = rng_states(random_streams)
         for rank, states in enumerate(other_ranks_rng or [], start=1):
             rng |= {f"rank{rank}.{key}": value for key, value in states.items()}
         save_file(rng, staging / "rng.safetensors")
@@ -80,19 +81,19 @@ def save_checkpoint(
     return final
 
 
-def rng_states(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
-    """This process's random state: torch's global CPU generator and each named generator."""
-    return {"torch": torch.get_rng_state()} | {f"generator.{k}": g.get_state() for k, g in generators.items()}
+def rng_states(random_streams: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """This process's random state: torch's global CPU generator and each named random stream."""
+    return {"torch": torch.get_rng_state()} | {f"generator.{k}": g.get_state() for k, g in random_streams.items()}
 
 
-def load_rank_rng(checkpoint: Path, rank: int, generators: dict[str, torch.Generator]) -> None:
+def load_rank_rng(checkpoint: Path, rank: int, random_streams: dict[str, torch.Generator]) -> None:
     """Restores the random state that rank ``rank`` (> 0) of a distributed run saved in ``checkpoint``."""
     rng = load_tensors(checkpoint / "rng.safetensors")
     if f"rank{rank}.torch" not in rng:
         raise CondgenError(f"{checkpoint / 'rng.safetensors'}: holds no random state of rank {rank}")
     torch.set_rng_state(rng[f"rank{rank}.torch"])
-    for name, generator in generators.items():
-        generator.set_state(rng[f"rank{rank}.generator.{name}"])
+    for name, stream in random_streams.items():
+        stream.set_state(rng[f"rank{rank}.generator.{name}"])
 
 
 def checkpoints_newest_first(run: Path) -> list[Path]:
@@ -141,7 +142,7 @@ def load_checkpoint(
     checkpoint: Path,
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
-    generators: dict[str, torch.Generator],
+    random_streams: dict[str, torch.Generator],
 ) -> dict:
     """Restores everything ``save_checkpoint`` wrote; returns the state dict (step and extras)."""
     state = read_state(checkpoint)
@@ -151,6 +152,6 @@ def load_checkpoint(
         optimizer_from_flat(optimizer, load_tensors(checkpoint / f"{name}.safetensors"), state["optimizers"][name])
     rng = load_tensors(checkpoint / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
-    for name, generator in generators.items():
-        generator.set_state(rng[f"generator.{name}"])
+    for name, stream in random_streams.items():
+        stream.set_state(rng[f"generator.{name}"])
     return state

@@ -1,6 +1,6 @@
-"""Training the ResNet18 evaluator in the shared loop (`condgen train evaluator`, `condgen evaluator train`): so it
-runs under torchrun, with bfloat16 autocast or torch.compile, and resumes exactly, like every generator. At the end
-the best weights become RUN/evaluator.safetensors with its record RUN/evaluator.json (:func:`export_evaluator`)."""
+"""Training the ResNet18 evaluator in the shared loop (`condgen train evaluator`): so it runs under torchrun, with
+bfloat16 autocast or torch.compile, and resumes exactly, like every generator. At the end the best weights become
+RUN/evaluator.safetensors with its record RUN/evaluator.json (:func:`export_evaluator`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,13 @@ from condgen.data.jsonio import read_json, write_json
 from condgen.data.labels import LabelCodec
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
-from condgen.evaluate.evaluator import Evaluator, build_resnet18_evaluator, evaluator_logits, save_evaluator
+from condgen.evaluate.evaluator import (
+    RESNET18_WIDTH,
+    Evaluator,
+    build_resnet18_evaluator,
+    evaluator_logits,
+    save_evaluator,
+)
 from condgen.evaluate.training import augment, one_cycle, split_by_scene
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
@@ -27,7 +33,12 @@ from condgen.train.config import load_config
 from condgen.train.loop import LoopConfig
 from condgen.train.runs import elapsed_by_step, read_metrics
 
-ARCHITECTURE = "torchvision resnet18, fc = Sequential(Linear(512, C), Sigmoid())"
+
+def architecture(width: int) -> str:
+    """The record's description of the network :func:`build_resnet18_evaluator` builds at ``width``."""
+    if width == RESNET18_WIDTH:
+        return "torchvision resnet18, fc = Sequential(Linear(512, C), Sigmoid())"
+    return f"resnet18 at {width}-{8 * width} channels, fc = Sequential(Linear({8 * width}, C), Sigmoid())"
 
 
 @dataclass
@@ -48,12 +59,15 @@ class EvaluatorRunConfig:
     optim: EvaluatorOptimConfig = field(default_factory=EvaluatorOptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     val_fraction: float = 0.1  # of scenes, not of images: a scene's images all land on one side
+    width: int = RESNET18_WIDTH  # first-stage channels: 64 = ResNet18 (the evaluator's); 32 = a quarter of it
     half: bool = False  # store RUN/evaluator.safetensors in float16
     device: str = "auto"
 
     def validate(self) -> None:
         if not 0 < self.val_fraction < 1:
             raise CondgenError(f"val_fraction: {self.val_fraction} is not between 0 and 1")
+        if self.width < 1:
+            raise CondgenError(f"width: {self.width} is not a positive number of channels")
         if self.optim.epochs < 0:
             raise CondgenError(f"optim.epochs: {self.optim.epochs} is negative (0 = train for loop.steps)")
         if not 0 < self.optim.pct_start < 1:
@@ -79,12 +93,14 @@ class EvaluatorTask:
             per_epoch = math.ceil(len(train_index) / (o.batch_size * distributed.world_size()))
             config.loop.steps = o.epochs * per_epoch
             config.loop.eval_every = config.loop.checkpoint_every = per_epoch
-        self.model = build_resnet18_evaluator(len(data.codec)).to(self.device, memory_format=torch.channels_last)
+        self.model = build_resnet18_evaluator(len(data.codec), config.width).to(
+            self.device, memory_format=torch.channels_last
+        )
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.generator = torch.Generator().manual_seed(o.seed)
         self.modules = {"model": self.model}
         self.optimizers = {"optimizer": self.optimizer}
-        self.generators = {"data": self.generator}
+        self.random_streams = {"data": self.generator}
         logits = Logits(self.model)
         compile_in_place([logits], o.compile)
         self.train_logits = distributed.wrap(logits, sync_batch_norm=True)  # DDP under torchrun
@@ -144,7 +160,7 @@ def export_evaluator(run: Path, task: EvaluatorTask) -> Path:
     config = load_config(EvaluatorRunConfig, run / "config.yaml")
     codec = LabelCodec(read_json(run / "run.json")["objects"])
     best = run / "best"  # the loop writes it at the first evaluation, and every run ends with one
-    model = build_resnet18_evaluator(len(codec))
+    model = build_resnet18_evaluator(len(codec), config.width)
     model.load_state_dict(load_file(best / "model.safetensors"))
     save_evaluator(model, codec, run / "evaluator.safetensors", half=config.half)
     records = read_metrics(run)
@@ -152,8 +168,8 @@ def export_evaluator(run: Path, task: EvaluatorTask) -> Path:
     per_epoch = config.loop.eval_every if config.optim.epochs else None
     chosen = read_json(best / "state.json")["step"]
     report = {
-        "architecture": ARCHITECTURE,
-        "config": {**asdict(config.optim), "val_fraction": config.val_fraction},
+        "architecture": architecture(config.width),
+        "config": {**asdict(config.optim), "val_fraction": config.val_fraction, "width": config.width},
         "objects": list(codec.names),
         **task.split,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",

@@ -1,4 +1,4 @@
-"""``condgen export``: a training run's generator as a self-describing, inference-only model folder.
+"""A training run's generator as a self-describing, inference-only model folder (`condgen export`).
 
 A model folder is the part of a run folder that sampling reads, so every command that takes ``--run`` takes it
 too (``--model`` is the same option), and :func:`condgen.load` opens either:
@@ -22,6 +22,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
 import yaml
 
 from condgen.data.jsonio import read_json, write_json
@@ -33,11 +34,11 @@ from condgen.evaluate.ranker import RANKER_FILE, load_ranker
 from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
 from condgen.generate import guiding_classifier
-from condgen.kinds import KINDS, Generation, kind_of
+from condgen.kinds import KINDS, Generation, Kind, kind_of
 from condgen.tensorfile import save_tensors
 from condgen.train.checkpoint import load_tensors
 from condgen.train.config import load_config
-from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_metrics, read_run
+from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_run
 
 
 def export_model(
@@ -52,7 +53,8 @@ def export_model(
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
     noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it) and the image
     ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``). ``run`` may be a model
-    folder itself, to store it again (in float16, say)."""
+    folder itself, to store it again (in float16, say); it keeps its classifier, ranker and origin. The model card
+    is :mod:`condgen.export.card`'s to write."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -60,18 +62,8 @@ def export_model(
         raise CondgenError(f"{run}: a {kind.name} run generates no images; export takes one of: {able}")
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
-    if classifier is None and (run / CLASSIFIER_FOLDER).is_dir():
-        classifier = run / CLASSIFIER_FOLDER  # re-exporting a model folder keeps its classifier
-    if classifier is not None:
-        if kind.generation != Generation.DIFFUSION:
-            raise CondgenError(f"--classifier: diffusion runs only; {run} is a {kind.name} run")
-        guiding_classifier(kind.load_model(run, checkpoint), classifier)  # refuses one that does not match
-    if ranker is None and (run / RANKER_FILE).is_file():
-        ranker = run / RANKER_FILE
-    if ranker is not None:
-        if kind.generation != Generation.DIFFUSION:
-            raise CondgenError(f"--ranker: diffusion runs only; {run} is a {kind.name} run")
-        ranker_model = load_ranker(ranker, meta["objects"])  # refuses the evaluator and other vocabularies
+    classifier = _checked_classifier(run, kind, checkpoint, classifier)
+    ranker_model = _checked_ranker(run, kind, meta, ranker)
     with staged_folder(out) as staging:
         config = yaml.safe_load((run / "config.yaml").read_text())
         names = ["ema.safetensors"]
@@ -80,27 +72,53 @@ def export_model(
             names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
         step = _export_weights(run, kind.name, checkpoint, names, staging, half)
         if kind.needs_autoencoder:
-            autoencoder = run / config["autoencoder"]  # a run's is absolute, a model folder's relative to it
-            ae_meta = read_run(autoencoder)
-            target = staging / "autoencoder"
-            ae_step = _export_weights(autoencoder, ae_meta["kind"], "best", ["model.safetensors"], target, half)
-            ae_meta |= {"format": MODEL_FORMAT, "exported_from": str(autoencoder), "step": ae_step}
-            write_json(target / "run.json", ae_meta)
-            shutil.copy(autoencoder / "config.yaml", staging / "autoencoder" / "config.yaml")
-            config["autoencoder"] = "autoencoder"
+            _export_autoencoder(run / config["autoencoder"], staging / "autoencoder", half)
+            config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
         if classifier is not None:
             _export_classifier(classifier, staging / CLASSIFIER_FOLDER, half)
-        if ranker is not None:
-            save_evaluator(
-                ranker_model,
-                LabelCodec(meta["objects"]),
-                staging / RANKER_FILE,
-                half if ranker_half is None else ranker_half,
-            )
+        if ranker_model is not None:
+            codec = LabelCodec(meta["objects"])
+            save_evaluator(ranker_model, codec, staging / RANKER_FILE, half if ranker_half is None else ranker_half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        write_json(staging / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
-        (staging / "README.md").write_text(model_card(run, out, meta, step, half))
+        write_json(staging / "run.json", _exported_meta(run, meta, step))
     return out
+
+
+def _checked_classifier(run: Path, kind: Kind, checkpoint: str, classifier: Path | None) -> Path | None:
+    """The noisy classifier to carry: the one given, checked to match the run, or a model folder's own."""
+    if classifier is None and (run / CLASSIFIER_FOLDER).is_dir():
+        classifier = run / CLASSIFIER_FOLDER  # re-exporting a model folder keeps its classifier
+    if classifier is not None:
+        if kind.generation != Generation.DIFFUSION:
+            raise CondgenError(f"--classifier: diffusion runs only; {run} is a {kind.name} run")
+        guiding_classifier(kind.load_model(run, checkpoint), classifier)  # refuses one that does not match
+    return classifier
+
+
+def _checked_ranker(run: Path, kind: Kind, meta: dict, ranker: Path | None) -> torch.nn.Module | None:
+    """The image ranker to carry, loaded: the one given or a model folder's own."""
+    if ranker is None and (run / RANKER_FILE).is_file():
+        ranker = run / RANKER_FILE
+    if ranker is None:
+        return None
+    if kind.generation != Generation.DIFFUSION:
+        raise CondgenError(f"--ranker: diffusion runs only; {run} is a {kind.name} run")
+    return load_ranker(ranker, meta["objects"])  # refuses the evaluator and other vocabularies
+
+
+def _exported_meta(source: Path, meta: dict, step: int) -> dict:
+    """A model folder's run.json: the source's, with the layout version, the step and where it came from (a model
+    folder exported again keeps its own origin)."""
+    origin = meta.get("exported_from", str(source)) if "format" in meta else str(source)
+    return meta | {"format": MODEL_FORMAT, "exported_from": origin, "step": step}
+
+
+def _export_autoencoder(run: Path, target: Path, half: bool) -> None:
+    """A latent model's autoencoder as a model folder of its own."""
+    meta = read_run(run)
+    step = _export_weights(run, meta["kind"], "best", ["model.safetensors"], target, half)
+    write_json(target / "run.json", _exported_meta(run, meta, step))
+    shutil.copy(run / "config.yaml", target / "config.yaml")
 
 
 def _export_classifier(run: Path, target: Path, half: bool) -> None:
@@ -111,7 +129,7 @@ def _export_classifier(run: Path, target: Path, half: bool) -> None:
     if "autoencoder" in config:
         config["autoencoder"] = "../autoencoder"  # the model folder's own
     (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_json(target / "run.json", meta | {"format": MODEL_FORMAT, "exported_from": str(run), "step": step})
+    write_json(target / "run.json", _exported_meta(run, meta, step))
 
 
 def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], target: Path, half: bool) -> int:
@@ -124,43 +142,3 @@ def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], tar
         save_tensors(load_tensors(folder / name), target / "best" / name, half=half)
     write_json(target / "best" / "state.json", {"kind": kind, "step": state["step"]})
     return state["step"]
-
-
-def model_card(run: Path, out: Path, meta: dict, step: int, half: bool) -> str:
-    """README.md of a model folder: what it is, how it was trained (from the run's own records) and what its periodic
-    evaluation scored at the exported step."""
-    records = read_metrics(run) if (run / "metrics.jsonl").is_file() else []  # a model folder has none
-    trained = [r for r in records if "seconds" in r]
-    scores = next((r for r in records if r["step"] == step and "accuracy" in r), None)
-    lines = [
-        f"# condgen {meta['kind']} model",
-        "",
-        f"A conditional generator of 64x64 scenes of up to {meta['max_objects']} objects out of "
-        f"{len(meta['objects'])} ({', '.join(meta['objects'][:3])}, ...), exported from the run `{run}` at step {step}"
-        + (" with its weights in float16." if half else "."),
-        "",
-        "```python",
-        "import condgen",
-        "",
-        f'model = condgen.load("{out}")  # this folder',
-        'images = model.generate(["red sphere, cyan cube"], seed=0)  # (1, 3, 64, 64) in [-1, 1]',
-        "```",
-        "",
-        "## Training",
-        "",
-        f"- data: `{meta['data']}`; evaluator: {meta.get('evaluator') or 'none'}",
-        f"- {trained[-1]['step']} steps in {trained[-1]['seconds'] / 60:.1f} minutes of the last invocation"
-        if trained
-        else "- no training record",
-        "- config: `config.yaml` beside this file (YAML over the dataclass defaults of its kind)",
-        "",
-        "## Scores",
-        "",
-    ]
-    if scores is None:
-        lines.append("No periodic evaluation was recorded at this step.")
-    else:
-        lines.append(f"The training run's own evaluation at step {step} (one noise seed, its evaluator):")
-        lines.append("")
-        lines += [f"- {key}: {value:.4f}" for key, value in scores.items() if key.startswith(("accuracy", "exact_set"))]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,115 @@
+"""Image rankers compared on one candidate pool: a diffusion model folder samples each request K times once, exactly
+as `condgen sample` does with its own settings (its own ranker choosing among the K), and every ranker given ranks
+that same pool. Each row is the shipped evaluator's top-k accuracy and exact-set rate of the candidates a ranker
+keeps, beside the share of requests where any of the K is exactly right (what a perfect ranker could reach). Rankers
+differ only in what they keep, so the rows compare the rankers and nothing else.
+
+Run by hand from the repository root (after training the rival, e.g. `condgen train evaluator --data
+../shared/iclevr --out runs/ranker_w32 --config configs/ranker_cpu.yaml width=32`):
+    python benchmarks/rankers.py --model iclevr-ldm --rankers runs/ranker_w32 --seeds 3 \\
+        --labels benchmarks/labels/unseen_triples.json benchmarks/labels/seen_triples.json --label-seeds 1
+Writes benchmarks/results/<name>.json (default rankers_<model>) and, for seed 0, each ranker's grid per label file
+under benchmarks/results/<name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from common import add_results_argument, result_header, write_result
+from torchvision.utils import save_image
+
+from condgen.data.iclevr import load_label_file
+from condgen.diffusion.sampling import generate
+from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.metrics import set_scores, top_k_accuracy
+from condgen.evaluate.ranker import image_ranking, load_ranker
+from condgen.nn.ranking import keep_best
+from condgen.parser import positive_int
+from condgen.pipeline import load
+from condgen.pretrained import ICLEVR_LABELS
+
+
+def candidate_pool(pipeline, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``pipeline``'s own images for ``labels`` at ``seed`` (its default sampling, best of its K candidates by its
+    own ranker) and every candidate's image, (N K, 3, 64, 64), in the order ``generate`` made them."""
+    loaded = pipeline.loaded
+    own, latents = loaded.ranking(), []
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        latents.append(x.clone())
+        return own(x)
+
+    sample = loaded.config.sample.changed(seed=seed)
+    chosen = generate(loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier, ranker=recording)
+    with torch.no_grad():
+        pool = torch.cat([loaded.decode(x).clamp(-1, 1).cpu() for x in latents])
+    return loaded.decode(chosen).clamp(-1, 1), pool
+
+
+def scores(evaluator, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    probabilities = evaluator.scores(images)
+    measured = {"accuracy": top_k_accuracy(probabilities, labels), **set_scores(probabilities, labels)}
+    return {key: round(measured[key], 4) for key in ("accuracy", "exact_set")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="iclevr-ldm", help="a diffusion model folder with its own ranker")
+    parser.add_argument(
+        "--rankers", type=Path, nargs="+", required=True, help="rival rankers: `train evaluator` runs or files"
+    )
+    parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds for test.json and new_test.json")
+    parser.add_argument("--labels", type=Path, nargs="*", default=[], help="more label files (e.g. the triples)")
+    parser.add_argument("--label-seeds", type=positive_int, default=1, help="noise seeds for the --labels files")
+    parser.add_argument("--name", help="result name (default rankers_<model folder name>)")
+    add_results_argument(parser)
+    args = parser.parse_args()
+
+    pipeline = load(args.model)
+    loaded = pipeline.loaded
+    if loaded.ranker is None or loaded.config.sample.candidates < 2:
+        parser.error(f"--model: {pipeline.folder} does not rank candidates by an image ranker of its own")
+    evaluator = load_evaluator()
+    rankers = {"own": loaded.ranker} | {str(path): load_ranker(path, loaded.meta["objects"]) for path in args.rankers}
+    files = {name: (path, args.seeds) for name, path in ICLEVR_LABELS.items()}
+    files |= {path.stem: (path, args.label_seeds) for path in args.labels}
+    k = loaded.config.sample.candidates
+    name = args.name or f"rankers_{pipeline.folder.name}"
+    record = result_header(torch.device("cpu")) | {"model": str(args.model), "candidates": k, "files": {}}
+    for file, (path, seeds) in files.items():
+        labels = load_label_file(path, pipeline.codec)
+        repeated = labels.repeat_interleave(k, dim=0)
+        rows: dict[str, list] = {ranker: [] for ranker in rankers} | {"any_exact": [], "own_reproduced": []}
+        for seed in range(seeds):
+            chosen, pool = candidate_pool(pipeline, labels, seed)
+            rows["any_exact"].append(
+                round(exact_per_image(evaluator, pool, repeated).view(-1, k).any(1).float().mean().item(), 4)
+            )
+            for ranker, network in rankers.items():
+                logits = image_ranking(network, lambda images: images)(pool)
+                kept = keep_best(pool, logits, repeated, k)
+                rows[ranker].append(scores(evaluator, kept, labels))
+                if ranker == "own":  # the pool and the ranking are the model's own: the same images as `sample`
+                    rows["own_reproduced"].append(round((kept - chosen).abs().max().item(), 4))
+                if seed == 0:
+                    out = args.results / name / f"{file}_{Path(ranker).name}_grid.png"
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    save_image((kept + 1) / 2, out, nrow=8)
+            print(f"{file} seed {seed}: " + ", ".join(f"{r} {rows[r][-1]}" for r in rankers), flush=True)
+        record["files"][file] = rows | {
+            f"{ranker}_mean": {m: round(sum(s[m] for s in rows[ranker]) / seeds, 4) for m in ("accuracy", "exact_set")}
+            for ranker in rankers
+        }
+        write_result(name, record, args.results)
+
+
+def exact_per_image(evaluator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Whether each image's detected set (evaluator output above 0.5) is exactly its requested set."""
+    return ((evaluator.scores(images) > 0.5).float() == labels).all(dim=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""Label lists that are never the test files: lists drawn from train.json, which sampling settings are chosen on, and
+the compositional split, the three-object requests that train.json never holds (unseen) beside as many that it does
+(seen). A model that only memorised the training combinations scores lower on the first than on the second."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import torch
+
+from condgen.data.iclevr import load_codec, read_train_index
+from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError
+
+
+def train_label_lists(
+    data: str | Path, codec: LabelCodec, lists: int, list_seed: int = 0, objects: int | None = None
+) -> torch.Tensor:
+    """``lists`` label lists (multi-hot rows, at most as many as train.json holds) drawn from ``data``'s train.json by
+    a permutation seeded with ``list_seed``; only those of ``objects`` objects when given. The same arguments give the
+    same lists, so settings chosen on them can be chosen again."""
+    _, labels = read_train_index(data, codec)
+    if objects is not None:
+        labels = labels[labels.sum(dim=1) == objects]
+        if len(labels) == 0:
+            raise CondgenError(f"{Path(data) / 'train.json'}: no label list of {objects} objects to draw from")
+    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
+
+
+def compositional_split(data: str | Path, seed: int = 0) -> dict[str, list[list[str]]]:
+    """``{"unseen": ..., "seen": ...}``: every three-object set that no entry of ``data``'s train.json holds, and as
+    many sets that one does (all of them where train.json holds fewer), drawn by a permutation seeded with ``seed``;
+    each set a list of object names, both lists in the order of objects.json's indices."""
+    codec = load_codec(data)
+    _, labels = read_train_index(data, codec)
+    seen = {tuple(row.nonzero().flatten().tolist()) for row in labels[labels.sum(dim=1) == 3]}
+    combinations = list(itertools.combinations(range(len(codec)), 3))
+    unseen = [c for c in combinations if c not in seen]
+    present = [c for c in combinations if c in seen]
+    drawn = torch.randperm(len(present), generator=torch.Generator().manual_seed(seed))[: len(unseen)]
+    return {
+        "unseen": [[codec.names[i] for i in c] for c in unseen],
+        "seen": [[codec.names[i] for i in present[j]] for j in sorted(drawn.tolist())],
+    }

@@ -1,0 +1,196 @@
+"""A model folder's README.md, its model card: what the model is, how to use it, how it was trained and what it
+scored. With a benchmark's result file (`condgen export --result`) the training record and the score table are the
+benchmark's; without one, the run's own records (its steps, minutes and periodic evaluation) stand in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from condgen.data.jsonio import read_json
+from condgen.evaluate.ranker import RANKER_FILE
+from condgen.export.record import LABEL_FILES, BenchmarkRecord
+from condgen.kinds import Generation, kind_of
+from condgen.pretrained import ICLEVR_LABELS
+from condgen.tensorfile import read_tensors
+from condgen.train.runs import read_metrics
+
+
+def model_card(
+    folder: Path,
+    name: str,
+    source: Path,
+    commands: list[str],
+    half: bool,
+    ranker_half: bool,
+    record: BenchmarkRecord | None = None,
+    check: dict | None = None,
+) -> str:
+    """The card of the model folder ``folder``, opened as ``name``, exported from ``source`` by ``commands``, its
+    generator's weights in float16 if ``half`` and its image ranker's (where it has one) if ``ranker_half``;
+    ``record`` is the benchmark that trained and scored it, ``check`` the float16 check (:mod:`condgen.export.half`)."""
+    meta = read_json(folder / "run.json")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    diffusion = kind_of(meta, folder).generation is Generation.DIFFUSION
+    stored = "float16" if half else "float32"
+    lines = [f"# {name}", "", describe_model(folder, meta, stored), "", *usage(name), ""]
+    lines += [default_sampling(config, (folder / RANKER_FILE).is_file()) if diffusion else gan_sampling(config), ""]
+    lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
+    lines += training(record, source, meta) + ["", "## Scores", ""]
+    lines += score_table(record) if record else run_scores(source, meta["step"])
+    lines += ["", precision(check, stored, "float16" if ranker_half else "float32", (folder / RANKER_FILE).is_file())]
+    return "\n".join(lines) + "\n"
+
+
+def parameters(weights: Path) -> int:
+    return sum(tensor.numel() for tensor in read_tensors(weights)[0].values())
+
+
+def describe_model(folder: Path, meta: dict, stored: str) -> str:
+    kind = meta["kind"]
+    network = parameters(folder / "best" / "ema.safetensors")
+    text = (
+        f"A condgen `{kind}` model: 64x64 scenes of up to {meta['max_objects']} objects out of "
+        f"{len(meta['objects'])} ({', '.join(meta['objects'][:3])}, ...), from a {network / 1e6:.1f} M-parameter "
+        f"{'generator' if kind in ('gan', 'latent_gan') else 'UNet'}"
+    )
+    if (folder / "autoencoder").is_dir():
+        autoencoder = parameters(folder / "autoencoder" / "best" / "model.safetensors")
+        text += f" on the latents of a {autoencoder / 1e6:.2f} M-parameter autoencoder"
+    return text + f"; {stored} weights of step {meta['step']}, exported from `{meta['exported_from']}`."
+
+
+def usage(name: str) -> list[str]:
+    return [
+        "```bash",
+        f'condgen sample --model {name} --objects "red sphere, cyan cube" --out out/one',
+        "```",
+        "",
+        "```python",
+        "import condgen",
+        "",
+        f'images = condgen.load("{name}").generate(["red sphere, cyan cube"], seed=0)  # (1, 3, 64, 64), [-1, 1]',
+        "```",
+    ]
+
+
+def default_sampling(config: dict, ranked_by_image: bool) -> str:
+    """A diffusion folder's default sampling (``config.yaml``'s ``sample``) in words."""
+    s = config["sample"]
+    text = f"Default sampling (`config.yaml`, `sample`): {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}"
+    if s.get("guidance_min_t"):
+        text += f" at t >= {s['guidance_min_t']}"
+    text += f", {s['spacing']} spacing, eta {s['eta']:g}"
+    if s.get("classifier_scale") or s.get("classifier_absent_scale"):
+        text += (
+            f", classifier guidance {s['classifier_scale']:g} towards the requested objects and "
+            f"{s['classifier_absent_scale']:g} away from the others"
+        )
+    if s.get("candidates", 1) > 1:
+        ranker = (
+            "the image ranker beside the model (`ranker.safetensors`, trained on the training images, never the "
+            "evaluator)"
+            if ranked_by_image
+            else "the noisy classifier beside the model (`classifier/`, trained on the training data, never the "
+            "evaluator)"
+        )
+        text += f", each image the best of {s['candidates']} ranked by {ranker}; `--candidates 1` samples plainly"
+    return text + f"; seed {s['seed']}. Every `condgen sample` option changes it."
+
+
+def gan_sampling(config: dict) -> str:
+    k = config.get("candidates", 1)
+    if k > 1:
+        return (
+            f"Each image is the best of {k} generator evaluations (`config.yaml`, `candidates`): the one whose "
+            "objects the GAN's own critic, shipped beside it, finds closest to exactly the request (its auxiliary "
+            "multi-label head, trained on the training images, never the evaluator); `--candidates 1` samples "
+            "plainly, `--seed` picks the noise."
+        )
+    return "One generator evaluation per image; `--seed` picks the noise."
+
+
+def training(record: BenchmarkRecord | None, source: Path, meta: dict) -> list[str]:
+    """How the run trained: the benchmark's stages, or the run's own record."""
+    if record is not None:
+        return [f"Trained {record.budget()}, stage by stage:", "", *(f"- {stage}" for stage in record.stages())]
+    records = read_metrics(source) if (source / "metrics.jsonl").is_file() else []  # a model folder has none
+    timed = [r for r in records if "seconds" in r]
+    last = (
+        f"{timed[-1]['step']} steps in {timed[-1]['seconds'] / 60:.1f} minutes of the last invocation"
+        if timed
+        else "no training record"
+    )
+    return [
+        f"- data: `{meta['data']}`; evaluator: {meta.get('evaluator') or 'none'}",
+        f"- {last}",
+        "- config: `config.yaml`",
+    ]
+
+
+def score_table(record: BenchmarkRecord) -> list[str]:
+    """The benchmark's top-k accuracy / exact-set rate per label file and row, with seconds per image."""
+    rows = record.rows()
+    files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
+    lines = [
+        "The shipped evaluator's top-k accuracy / exact-set rate (the share of images whose detected objects are "
+        f"exactly the requested ones), mean over noise seeds 0 to {record.seeds() - 1}, from `{record.path}`. "
+        "unseen / seen: three-object requests that never / do occur in train.json (`benchmarks/labels/`).",
+        "",
+        "| sampling | network evaluations | " + " | ".join(LABEL_FILES[f] for f in files) + " | seconds per image |",
+        "|---|---|" + "---|" * len(files) + "---|",
+    ]
+    for name, scored in rows:
+        cells = [f"{scored[f'accuracy_{f}']:.3f} / {scored[f'exact_set_{f}']:.3f}" for f in files]
+        evaluations = scored.get("network_evaluations_per_image", scored.get("candidates", 1))
+        lines.append(
+            f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']:.3g} |"
+        )
+    return lines
+
+
+def run_scores(source: Path, step: int) -> list[str]:
+    records = read_metrics(source) if (source / "metrics.jsonl").is_file() else []
+    scores = next((r for r in records if r["step"] == step and "accuracy" in r), None)
+    if scores is None:
+        return ["No periodic evaluation was recorded at this step."]
+    return [
+        f"The training run's own evaluation at step {step} (one noise seed, its evaluator):",
+        "",
+        *(f"- {key}: {value:.4f}" for key, value in scores.items() if key.startswith(("accuracy", "exact_set"))),
+    ]
+
+
+def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool) -> str:
+    """How the weights are stored and, after a float16 check, what it found."""
+    text = f"The weights ship in {stored}" + (f", the ranker ships in {ranker}" if has_ranker else "")
+    text += (
+        " (float16 stored in byte planes, lossless: `condgen/tensorfile.py`)." if "float16" in (stored, ranker) else "."
+    )
+    if check is None:
+        return text
+    found = (
+        f"Float16 check: over seeds 0 to {check['seeds'] - 1} on test.json and new_test.json, the float32 and "
+        f"float16 weights gave {'the same scores' if check['same_scores'] else 'different scores'} (largest pixel "
+        f"difference {check['largest_pixel_difference']} on a [-1, 1] scale){score_changes(check)}; float16's mean "
+        f"over the seeds is {'no lower on any' if check['float16_no_lower'] else 'lower on some'} file and measure."
+    )
+    if "ranker_choices_changed" in check:
+        found += (
+            " The image ranker's float16 copy keeps another candidate than the float32 one on "
+            f"{check['ranker_choices_changed']} requests."
+        )
+    return f"{found} {text}"
+
+
+def score_changes(check: dict) -> str:
+    """The scores float16 changed, as ': test.json accuracy, seed 2: 0.944 -> 0.958'."""
+    changed = [
+        f"{ICLEVR_LABELS[file].name} {measure.replace('_', '-')}, seed {seed}: {full} -> {half}"
+        for file, scores in check["scores"]["float32"].items()
+        for measure, values in scores.items()
+        for seed, (full, half) in enumerate(zip(values, check["scores"]["float16"][file][measure]))
+        if full != half
+    ]
+    return ": " + "; ".join(changed) if changed else ""
