@@ -95,7 +95,7 @@ def main() -> None:
                 if ranker == "own":  # the pool and the ranking are the model's own: the same images as `sample`
                     rows["own_reproduced"].append(round((kept - chosen).abs().max().item(), 4))
                 if seed == 0:
-                    out = args.results / name / f"{file}_{Path(ranker).name}_grid.png"
+                    out = args.results / name / f"{file}_{'_'.join(Path(ranker).parts[-2:])}_grid.png"
                     out.parent.mkdir(parents=True, exist_ok=True)
                     save_image((kept + 1) / 2, out, nrow=8)
             print(f"{file} seed {seed}: " + ", ".join(f"{r} {rows[r][-1]}" for r in rankers), flush=True)

@@ -267,7 +267,7 @@ def test_rankers_ranks_one_pool_with_each_ranker(tiny, tmp_path):
     assert set(files) == {"test", "new_test", "triples"}
     assert len(files["triples"]["any_exact"]) == 1 and len(files["test"][str(tiny["scorer"])]) == 1
     assert files["test"]["own_reproduced"] == [0.0]  # its own ranker on the pool keeps what `sample` keeps
-    assert (tmp_path / "x" / "triples_evaluator.safetensors_grid.png").is_file()
+    assert (tmp_path / "x" / f"triples_{tiny['scorer'].parent.name}_evaluator.safetensors_grid.png").is_file()
 
 
 def test_sampling_gives_a_row_per_setting_by_guidance_scale(tiny, tmp_path):
