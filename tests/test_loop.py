@@ -129,3 +129,16 @@ def test_a_checkpoint_that_names_its_best_score_best_accuracy_resumes_with_it(tm
     written = json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
     assert written["best_score"] == summary["best_score"] and "best_accuracy" not in written
     assert json.loads((tmp_path / "best" / "state.json").read_text())["step"] == (4 if kept is None else 2)
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("loop.steps=-1", "loop.steps: -1; a run takes at least 1 step"), ("loop.max_minutes=-2", "is negative")],
+)
+def test_a_loop_that_would_train_nothing_or_forever_is_refused_before_anything_is_written(
+    dataset, tmp_path, capsys, setting, message
+):
+    argv = ["train", "gan", "--data", str(dataset), "--out", str(tmp_path / "run"), setting, "device=cpu"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()

@@ -107,6 +107,7 @@ def test_the_html_is_one_self_contained_page_that_a_browser_opens_without_errors
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--samplers", "ddim"], "none of them applies"),
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--evaluator", str(other_evaluator(tmp))], "objects differ"),
         (lambda runs, tmp: ["--runs", str(runs["gan"]), "--frechet-images", "100"], "below the 512 feature dim"),
+        (lambda runs, tmp: ["--runs", str(runs["gan"]), "--out", str(a_file(tmp))], "a file, not a folder"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, capsys, change, message):
@@ -116,6 +117,11 @@ def test_bad_input_is_one_line_and_writes_nothing(runs, tmp_path, capsys, change
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "r").exists()
+
+
+def a_file(folder):
+    (folder / "notes.txt").write_text("kept")
+    return folder / "notes.txt"
 
 
 def other_evaluator(folder):

@@ -114,11 +114,14 @@ BAD = [
 def test_bad_requests_get_a_clear_json_error_and_the_server_keeps_serving(client):
     for body, status, message in BAD:
         sent = (
-            client.post("/api/generate", content=body)
+            client.post("/api/generate", content=body, headers={"Content-Type": "application/json"})
             if isinstance(body, bytes)
             else client.post("/api/generate", json=body)
         )
         assert (sent.status_code, message in sent.json()["error"]) == (status, True), (body, sent.text)
+    for headers in ({"Content-Type": "text/plain"}, {}):  # what another site's page may send without asking
+        sent = client.post("/api/generate", content=json.dumps(GOOD).encode(), headers=headers)
+        assert sent.status_code == 415 and "Content-Type: application/json" in sent.json()["error"]
     assert client.get("/api/nothing").json() == {"error": "Not Found"}
     assert client.get("/api/generate").status_code == 405
     assert client.post("/api/generate", json=GOOD).status_code == 200
@@ -242,3 +245,10 @@ def test_the_page_generates_in_a_real_browser(server):
         wait.until(lambda b: "appears twice" in b.find_element(By.ID, "error").text)
     finally:
         browser.quit()
+
+
+def test_the_server_says_when_it_listens_beyond_loopback():
+    from condgen.serve.command import beyond_loopback
+
+    assert [beyond_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [False] * 4
+    assert [beyond_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.4", "example.org")] == [True] * 4

@@ -39,6 +39,7 @@ def report_command(args: argparse.Namespace) -> Path:
     unknown = [s for s in wanted if s not in SAMPLERS]
     if unknown:
         raise CondgenError(f"--samplers: unknown {', '.join(unknown)} (known: {', '.join(SAMPLERS)})")
+    out = checked_out(Path(args.out))
     seeds = 1 if args.quick else args.seeds
     frechet_images = 0 if args.quick or args.data is None else args.frechet_images
     if 0 < frechet_images < FEATURES:
@@ -47,9 +48,6 @@ def report_command(args: argparse.Namespace) -> Path:
     evaluator = load_evaluator(args.evaluator)
     models = [open_model(run, evaluator) for run in args.runs]
     files = label_files(args, evaluator)
-    out = Path(args.out)
-    if (out / "report.md").exists():
-        raise CondgenError(f"{out}: already holds a report; choose another --out")
     real, frechet_labels = None, None
     if frechet_images:
         real, frechet_labels = frechet_reference(load_dataset(args.data, progress=False), frechet_images, evaluator)
@@ -197,3 +195,13 @@ def read_cache(entry: Path) -> dict | None:
         return json.loads((entry / "result.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def checked_out(out: Path) -> Path:
+    """``--out``, refused when it is a file or already holds a report: nothing is measured for a report that cannot
+    be written."""
+    if out.exists() and not out.is_dir():
+        raise CondgenError(f"--out {out}: a file, not a folder; the report is a folder of files")
+    if (out / "report.md").exists():
+        raise CondgenError(f"{out}: already holds a report; choose another --out")
+    return out

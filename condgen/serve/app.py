@@ -68,7 +68,11 @@ async def _generate(
     limits: Limits,
 ) -> JSONResponse:
     """``POST /api/generate``: every model's answer to one request; 413 for a body over ``limits.max_body``, 400
-    for a request that is not JSON or that a model refuses, 503 when no slot frees in time, 500 when a model fails."""
+    for a request that is not JSON or that a model refuses, 503 when no slot frees in time, 500 when a model fails;
+    415 for a body not sent as application/json, which a browser sends cross-site only after asking (CORS), so
+    another web page a user visits cannot make this server generate."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        return _error(415, "send the request as JSON, with the header Content-Type: application/json")
     body = await _read_body(request, limits.max_body)
     if body is None:
         return _error(413, f"the request is over {limits.max_body} bytes; one request is a few dozen")

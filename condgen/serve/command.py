@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 
 from condgen.errors import CondgenError
 from condgen.pretrained import shipped_folders
@@ -25,5 +27,22 @@ def serve_command(args: argparse.Namespace) -> int:
     models = load_models(args.models or shipped_folders(), args.checkpoint)  # no --model: every shipped one
     app = create_app(models, load_evaluator(args.evaluator), limits)
     print(f"serving {', '.join(model.name for model in models)} at http://{args.host}:{args.port}/ (Ctrl+C stops)")
+    if beyond_loopback(args.host):
+        print(
+            f"condgen serve: listening on {args.host}, beyond this machine's loopback: anyone who can reach it can "
+            "generate, with no authentication",
+            file=sys.stderr,
+        )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def beyond_loopback(host: str) -> bool:
+    """Whether listening on ``host`` lets other machines connect: any address but a loopback one (127.0.0.0/8,
+    ::1) or the name localhost."""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return True

@@ -57,6 +57,10 @@ class LoopConfig:
     def __post_init__(self):
         if self.best_by not in BEST_BY:
             raise CondgenError(f"loop.best_by: {self.best_by!r} is not one of {', '.join(BEST_BY)}")
+        if self.steps < 1:  # a run that would train nothing and say it stopped
+            raise CondgenError(f"loop.steps: {self.steps}; a run takes at least 1 step")
+        if self.max_minutes < 0:  # a spent budget must not read as "no limit" (0)
+            raise CondgenError(f"loop.max_minutes: {self.max_minutes} is negative (0 = no limit)")
 
 
 class Task(Protocol):
