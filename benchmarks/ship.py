@@ -16,6 +16,7 @@ import json
 import shlex
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from condgen.cli import export_options
@@ -33,12 +34,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("export", nargs=argparse.REMAINDER, help="-- then `condgen export`'s options but --out")
     args = parser.parse_args(argv)
     rest = args.export[1:] if args.export[:1] == ["--"] else args.export
-    staging = PRETRAINED / f".{args.name}.new"
-    shutil.rmtree(staging, ignore_errors=True)
-    options = build_parser().parse_args(["export", *rest, "--out", str(staging)])
     command = shlex.join(["python", "benchmarks/ship.py", *argv])
-    export(options.run, staging, export_options(options), command, args.name)
-    relative_sources(staging)
+    with tempfile.TemporaryDirectory() as scratch:  # export refuses to write inside the package itself
+        exported = Path(scratch) / args.name
+        options = build_parser().parse_args(["export", *rest, "--out", str(exported)])
+        export(options.run, exported, export_options(options), command, args.name)
+        relative_sources(exported)
+        staging = PRETRAINED / f".{args.name}.new"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(exported, staging)
     target, old = PRETRAINED / args.name, PRETRAINED / f".{args.name}.old"
     if target.exists():
         target.rename(old)

@@ -8,6 +8,7 @@ import torch
 
 import condgen
 from condgen.cli import main
+from condgen.pretrained import PRETRAINED
 from condgen.tensorfile import read_tensors
 
 TINY = {
@@ -80,6 +81,11 @@ def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tm
     model = tmp_path / "gan-model"
     assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model), "--half"]) == 0
     assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model)]) == 2  # never over an export
+    capsys.readouterr()
+    inside = {model / "again": "inside", PRETRAINED / "my-gan": "inside the installed condgen package"}
+    for out, message in inside.items():  # never into the folder it copies, nor into the package itself
+        assert main(["export", "--run", str(model), "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
     assert condgen.load(model).generate("red cube").shape == (1, 3, 64, 64)  # float16 weights load into the model
     with pytest.raises(condgen.errors.CondgenError, match="diffusion runs only"):
         condgen.load(model).generate("red cube", steps=5)

@@ -17,6 +17,7 @@ from condgen.export.card import model_card
 from condgen.export.folder import export_model
 from condgen.export.half import half_precision_check
 from condgen.export.record import BenchmarkRecord
+from condgen.pretrained import PRETRAINED
 from condgen.train.runs import read_run
 
 
@@ -56,8 +57,7 @@ def export(run: Path, out: Path, options: ExportOptions, command: str | None = N
     """Writes ``run``'s model folder to ``out`` (which must not exist) under ``options``, with a model card that names
     ``command`` (default: the `condgen export` command of these options) as how it was made and ``name`` (default:
     ``out``) as what opens it. The folder appears whole or not at all."""
-    if out.exists():
-        raise CondgenError(f"{out}: already exists; choose a new --out")
+    refuse_target(out, run)
     record = BenchmarkRecord.read(options.result, options.entry) if options.result else None
     checkpoint = options.checkpoint or default_checkpoint(run, record)
     changes = record.config_changes(options.sampler) if record else {}
@@ -94,6 +94,18 @@ def _measured(write, seeds: int) -> tuple[Path, bool, bool, dict]:
     if check.get("ranker_choices_changed") == 0:
         return write("float32_ranker_float16", False, True), False, True, check
     return float32, False, False, check
+
+
+def refuse_target(out: Path, run: Path) -> None:
+    """Refuses an ``out`` that exists, lies inside the installed package (its shipped models are installed by
+    benchmarks/ship.py alone) or inside the folder it exports from (which would then hold a copy of itself)."""
+    if out.exists():
+        raise CondgenError(f"{out}: already exists; choose a new --out")
+    target = out.resolve()
+    if target.is_relative_to(PRETRAINED.parent):
+        raise CondgenError(f"--out {out}: inside the installed condgen package; choose a folder of your own")
+    if target.is_relative_to(run.resolve()):
+        raise CondgenError(f"--out {out}: inside {run}, the folder it exports from; choose a folder beside it")
 
 
 def default_checkpoint(run: Path, record: BenchmarkRecord | None) -> str:
