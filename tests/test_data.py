@@ -156,6 +156,14 @@ BAD_INPUTS = {
         lambda d: ((d / "images" / "scene_000003_0.png").unlink(), (d / "images" / "scene_000003_0.png").mkdir()),
         "scene_000003_0.png: cannot decode image",
     ),
+    "decompression bomb": (  # 30000x30000 pixels in a PNG of about 100 kB: refused from its header
+        lambda d: Image.new("1", (30000, 30000)).save(d / "images" / "scene_000002_2.png"),
+        "scene_000002_2.png: ",
+    ),
+    "image too large to read": (  # 5000x5000, under PIL's own limit, over condgen's
+        lambda d: Image.new("1", (5000, 5000)).save(d / "images" / "scene_000002_2.png"),
+        "scene_000002_2.png: 5000x5000 pixels; images of at most 16777216 pixels are read",
+    ),
     "label file of the wrong shape": (
         lambda d: _write(d / "test.json", '{"gray cube": 1}'),
         "test.json: expected a JSON list of label lists",

@@ -144,7 +144,7 @@ def converted_images(folder: Path, files: list[str], size: int = IMAGE_SIZE) -> 
         try:
             with Image.open(folder / name) as image:
                 width, height, mode = *image.size, image.mode
-        except (OSError, SyntaxError, ValueError):
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # unreadable: decoding reports it with its reason
         if (width, height, mode) != (size, size, "RGB"):
             converted.append((name, f"{width}x{height} {mode}"))

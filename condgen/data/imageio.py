@@ -10,12 +10,20 @@ from PIL import Image, UnidentifiedImageError
 
 from condgen.errors import CondgenError
 
+# The most pixels an image file may hold, read from its header before decoding: over 200 times i-CLEVR's 320x240
+# originals, far below a decompression bomb (a 30000x30000 1-bit PNG is 109 kB on disk and 900 M pixels decoded).
+MAX_PIXELS = 4096 * 4096
+
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """Reads an image file as RGB uint8 of shape (3, size, size), resizing if it is stored at another size."""
+    """Reads an image file as RGB uint8 of shape (3, size, size), resizing if it is stored at another size. A file
+    of more than :data:`MAX_PIXELS` pixels is refused from its header, before anything is decoded."""
     path = Path(path)
     try:
         with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise CondgenError(f"{path}: {width}x{height} pixels; images of at most {MAX_PIXELS} pixels are read")
             image = image.convert("RGB")
             if image.size != (size, size):
                 image = image.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=2.0)
@@ -29,6 +37,8 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
         raise CondgenError(f"{path}: cannot decode image ({reason})") from None
     except (SyntaxError, ValueError) as exc:  # PIL's PNG decoder raises these on some corrupt chunks
         raise CondgenError(f"{path}: cannot decode image ({exc})") from None
+    except Image.DecompressionBombError as exc:  # PIL's own limit, met on opening
+        raise CondgenError(f"{path}: {exc}") from None
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
