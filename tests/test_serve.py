@@ -101,12 +101,15 @@ BAD = [
     (GOOD | {"steps": 11}, 400, "steps: a whole number from 1 to 10, got 11"),
     (GOOD | {"steps": 2.5}, 400, "steps: a whole number from 1 to 10, got 2.5"),
     (GOOD | {"sampler": "euler"}, 400, "sampler: unknown sampler 'euler'; choose ddpm, ddim or dpmpp"),
-    (GOOD | {"guidance": -1}, 400, "guidance: a number >= 0"),
+    (GOOD | {"guidance": -1}, 400, "guidance: a number from 0 to 100"),
     (GOOD | {"seed": "seven"}, 400, "seed: a whole number from 0 to 4294967295"),
     (GOOD | {"n": 4}, 400, 'unknown field "n": a request takes objects, sampler, steps, guidance, seed (one image'),
     (GOOD | {"sampler": "ddpm"}, 400, "sampler ddpm takes 20 steps here; this server allows at most 10 (--max-steps)"),
     ({"objects": ["red cube"], "sampler": "ddim"}, 400, "ddim would take 50; the model has only 20 noise levels"),
-    (b'{"objects": ["red cube"], "guidance": NaN}', 400, "guidance: a number >= 0 (1 = none, 0 = unconditional)"),
+    (b'{"objects": ["red cube"], "guidance": NaN}', 400, "guidance: a number from 0 to 100 (1 = none, 0 = uncon"),
+    (GOOD | {"guidance": 1e308}, 400, "guidance: a number from 0 to 100 (1 = none, 0 = unconditional), got 1e+308"),
+    (b'{"objects": ["red cube"], "guidance": 1' + b"0" * 4000 + b"}", 400, "got a number of 4001 digits"),
+    (b"[" * 2000 + b"]" * 2000, 400, "the request body nests too deep"),
     (json.dumps(GOOD | {"objects": ["red cube"] * 2000}).encode(), 413, "the request is over 4096 bytes"),
 ]
 

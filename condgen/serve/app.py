@@ -105,6 +105,8 @@ def _checked_request(body: bytes, models: list[ServedModel], limits: Limits) -> 
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CondgenError(f"the request body is not JSON ({exc})") from None
+    except RecursionError:  # brackets nested thousands deep fit in a few kB
+        raise CondgenError("the request body nests too deep; a request is one flat JSON object") from None
     wanted = parse_request(payload, limits)
     for model in models:
         model.check(wanted, limits)

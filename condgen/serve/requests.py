@@ -3,7 +3,6 @@ checks are plain Python, and their errors (:class:`CondgenError`) become the ser
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from condgen.diffusion.options import Sampler
@@ -11,6 +10,7 @@ from condgen.errors import CondgenError
 
 FIELDS = ("objects", "sampler", "steps", "guidance", "seed")
 MAX_SEED = 2**32 - 1  # torch takes larger seeds, but the page's JavaScript numbers stay exact up to here
+MAX_GUIDANCE = 100.0  # ten times the largest scale any benchmark chose; far beyond it images only saturate
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def _whole(body: dict, key: str, low: int, high: int, default: int | None) -> in
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise CondgenError(f"{key}: a whole number from {low} to {high}, got {value!r}")
+        raise CondgenError(f"{key}: a whole number from {low} to {high}, got {_shown(value)}")
     return value
 
 
@@ -79,6 +79,14 @@ def _sampler(value: object) -> str | None:
 def _guidance(value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise CondgenError(f"guidance: a number >= 0 (1 = none, 0 = unconditional), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_GUIDANCE:
+        raise CondgenError(
+            f"guidance: a number from 0 to {MAX_GUIDANCE:g} (1 = none, 0 = unconditional), got {_shown(value)}"
+        )
     return float(value)
+
+
+def _shown(value: object) -> str:
+    """``value`` as an error message quotes it: its repr, cut short (a request may hold a number of 4,000 digits)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"a number of {len(str(value))} digits"
+    return text if len(text) <= 40 else text[:37] + "..."
