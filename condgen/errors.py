@@ -21,3 +21,12 @@ class InterruptedTrainingError(CondgenError):
 class SharedError(CondgenError):
     """A problem every process of a distributed run meets alike (the same bad state, or rank 0's answer passed to
     the others): raised on every rank so that none waits for the rest, and reported once, by rank 0."""
+
+
+def require_positive(section: str, **sizes: int | tuple[int, ...]) -> None:
+    """Raises for the first of a config section's ``sizes`` (a number, or a tuple of them) that is not positive,
+    naming ``section.key``: a layer of -5 channels is the user's mistake, not a crash inside torch."""
+    for key, value in sizes.items():
+        values = value if isinstance(value, tuple) else (value,)
+        if not values or not all(v > 0 for v in values):
+            raise CondgenError(f"{section}.{key}: {value!r}; every size must be a positive number")

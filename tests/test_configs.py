@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from condgen.diffusion.trainer import DDPMRunConfig
+from condgen.errors import CondgenError
 from condgen.gan.trainer import GANRunConfig
 from condgen.latent.classifier import LatentClassifierRunConfig
 from condgen.latent.gan import LatentGANRunConfig
@@ -51,3 +52,30 @@ def test_a_section_keeps_the_defaults_its_parent_gives_it():
     assert ldm.model.channels == 16 and ldm.model.patch_size == 1 and ldm.model.cross_attention
     autoencoder = load_config(AutoencoderRunConfig, overrides=["loop.max_minutes=1"])
     assert autoencoder.loop.max_minutes == 1 and autoencoder.loop.eval_every == 500
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.g_chanels=8"], "override 'model.g_chanels=8': unknown key 'g_chanels'"),
+        (["model.g_channels=abc"], "override 'model.g_channels=abc': expected int"),
+        (["model.g_channels=-5"], "model.g_channels: -5; every size must be a positive number"),
+        (["model.label_dim=0"], "model.label_dim: 0; every size must be a positive number"),
+    ],
+)
+def test_a_bad_override_is_named_as_the_override_not_the_file(overrides, message):
+    with pytest.raises(CondgenError) as caught:
+        load_config(GANRunConfig, CONFIGS[0].parent / "gan_cpu.yaml", overrides)
+    assert message in str(caught.value) and "gan_cpu.yaml" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [(LDMRunConfig, "channel_mults"), (AutoencoderRunConfig, "channels"), (GANRunConfig, "d_channels")],
+)
+def test_a_config_file_with_a_size_that_is_not_positive_names_the_file_and_the_key(config, key, tmp_path):
+    value = "[1, -2]" if key == "channel_mults" else "-5"
+    path = tmp_path / "config.yaml"
+    path.write_text(f"model:\n  {key}: {value}\n")
+    with pytest.raises(CondgenError, match=rf"^{path}: model\.{key}: .*every size must be a positive number"):
+        load_config(config, path)

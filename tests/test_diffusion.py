@@ -355,7 +355,7 @@ def test_sample_rejects_foreign_and_truncated_checkpoints(dataset, evaluator_fil
 
 def test_config_errors_name_the_key(dataset, evaluator_file, tmp_path, capsys):
     assert train(dataset, tmp_path / "r", evaluator_file, "optim.lr=fast") == 2
-    assert "optim: lr: expected float" in capsys.readouterr().err
+    assert "override 'optim.lr=fast': expected float" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r2", evaluator_file, "optim.learning_rate=1") == 2
     assert "unknown key 'learning_rate'" in capsys.readouterr().err
     assert train(dataset, tmp_path / "r3", evaluator_file, "sample.clip_x0=-1") == 2

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from condgen.errors import CondgenError
+from condgen.errors import CondgenError, require_positive
 from condgen.nn.blocks import Attention, LabelTokens, ResBlock, group_norm, timestep_embedding
 
 
@@ -36,6 +36,16 @@ class UNetConfig:
     patch_size: int = 2  # space-to-depth factor of the stem: 1 (full resolution), 2 or 4
 
     def __post_init__(self):
+        require_positive(
+            "model",
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            num_labels=self.num_labels,
+            channels=self.channels,
+            channel_mults=tuple(self.channel_mults),
+            blocks_per_level=self.blocks_per_level,
+            heads=self.heads,
+        )
         smallest = self.patch_size * 2 ** (len(self.channel_mults) - 1)  # the stem, then one halving per level
         if self.patch_size < 1 or self.image_size % smallest:
             raise CondgenError(

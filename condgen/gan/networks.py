@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from condgen.errors import require_positive
 from condgen.gan.options import Architecture, Conditioning, choose
 
 
@@ -39,6 +40,14 @@ class GANModelConfig:
 
     def __post_init__(self) -> None:
         self.choose_options()
+        require_positive(
+            "model",
+            noise_dim=self.noise_dim,
+            num_labels=self.num_labels,
+            label_dim=self.label_dim,
+            g_channels=self.g_channels,
+            d_channels=self.d_channels,
+        )
 
     def choose_options(self) -> None:
         """The options given by name (in Python, or assigned after construction) as their Enum members; an unknown

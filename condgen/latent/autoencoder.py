@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from condgen.errors import require_positive
 from condgen.nn.blocks import ConvResBlock, group_norm
 
 
@@ -33,6 +34,17 @@ class AutoencoderConfig:
     codebook_decay: float = 0.99
     commitment: float = 0.25  # beta of the commitment loss
     dead_code_threshold: float = 0.5  # codes picked by fewer vectors per batch than this (EMA) are restarted
+
+    def __post_init__(self):
+        require_positive(
+            "model",
+            image_size=self.image_size,
+            in_channels=self.in_channels,
+            channels=self.channels,
+            channel_mults=tuple(self.channel_mults),
+            latent_channels=self.latent_channels,
+            codebook_size=self.codebook_size,
+        )
 
     @property
     def latent_size(self) -> int:

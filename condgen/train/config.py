@@ -32,6 +32,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise CondgenError(f"{path}: expected a mapping of config keys")
         values = loaded or {}
+    given: dict[tuple[str, ...], str] = {}  # key path -> the override that set it, which errors then name
     for item in overrides or []:
         key, sep, text = item.partition("=")
         if not sep:
@@ -43,25 +44,40 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             if not isinstance(node, dict):
                 raise CondgenError(f"override {item!r}: {part} is not a section")
         node[leaf] = yaml.safe_load(text)
-    return _build(cls, values, str(path) if path else "config")
+        given[(*parents, leaf)] = f"override {item!r}"
+    try:
+        return _build(cls, values, str(path) if path else "config", given=given)
+    except CondgenError as exc:  # a section's own check (a size that is not positive, say) names the key alone
+        if path is None or given or str(exc).startswith(str(path)):
+            raise
+        raise CondgenError(f"{path}: {exc}") from None
 
 
-def _build(cls: type[T], values: dict[str, Any], where: str, base: T | None = None) -> T:
+def _build(
+    cls: type[T],
+    values: dict[str, Any],
+    where: str,
+    base: T | None = None,
+    given: dict[tuple[str, ...], str] | None = None,
+    path: tuple[str, ...] = (),
+) -> T:
     """``values`` over ``base`` (``cls()`` when None). A section starts from its parent's default for it, so a file
-    that sets one key of a section keeps the parent's other choices (``field(default_factory=...)``)."""
+    that sets one key of a section keeps the parent's other choices (``field(default_factory=...)``). An error about
+    a key that a command-line override set (``given``, by key path) names that override, not the file."""
     base = cls() if base is None else base
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
+        source = (given or {}).get((*path, key))
         if key not in fields:
-            raise CondgenError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+            raise CondgenError(f"{source or where}: unknown key {key!r} (known: {', '.join(fields)})")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
-                raise CondgenError(f"{where}: {key}: expected a section (mapping)")
-            kwargs[key] = _build(hints[key], value, f"{where}: {key}", getattr(base, key))
+                raise CondgenError(f"{source or where}: {key}: expected a section (mapping)")
+            kwargs[key] = _build(hints[key], value, f"{where}: {key}", getattr(base, key), given, (*path, key))
         else:
-            kwargs[key] = _coerce(hints[key], value, f"{where}: {key}")
+            kwargs[key] = _coerce(hints[key], value, source or f"{where}: {key}")
     return dataclasses.replace(base, **kwargs)
 
 
