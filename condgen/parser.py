@@ -15,6 +15,7 @@ from condgen.diffusion.options import Sampler, Spacing
 from condgen.diffusion.presets import PRESETS
 from condgen.kinds import KINDS, Kind
 from condgen.pretrained import SHIPPED
+from condgen.serve.requests import MAX_SEED
 
 # How every kind's settings are made and how a run continues, said once for every `condgen train KIND --help`.
 TRAINING = (
@@ -36,6 +37,14 @@ def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A noise seed: a whole number from 0 to 2^32 - 1, as the page takes (torch refuses seeds of 2^64 and up)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, got {text[:40]}")
     return value
 
 
@@ -115,7 +124,7 @@ def add_out_option(p: argparse.ArgumentParser, help_text: str) -> None:
 def add_seed_option(
     p: argparse.ArgumentParser, help_text: str = "random seed (default 0)", default: int | None = 0
 ) -> None:
-    p.add_argument("--seed", type=non_negative_int, default=default, help=help_text)
+    p.add_argument("--seed", type=seed, default=default, help=help_text)
 
 
 def add_checkpoint_option(p: argparse.ArgumentParser, help_text: str = "which weights (default best)") -> None:

@@ -218,3 +218,12 @@ def test_evaluate_reports_the_exact_set_rate_at_the_threshold_it_is_given(scored
     assert {key: result[key] for key in expected} == pytest.approx(expected)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["evaluate", "--images", "b.pt", "--labels", "l.json", "--threshold", "1.5"])
+
+
+def test_a_seed_torch_cannot_take_is_refused_before_anything_is_written(tmp_path, capsys):
+    """Seeds stop at 2^32 - 1, as on the page: torch overflows on 2^64 and above."""
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sample", "--model", "iclevr-gan", "--objects", "red cube", "--seed", str(2**70), "--out", str(out)])
+    assert exit_info.value.code == 2 and not out.exists()
+    assert "--seed: must be a whole number from 0 to 4294967295" in capsys.readouterr().err
