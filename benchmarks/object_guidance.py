@@ -32,7 +32,7 @@ from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import EpsFn, bound, sample_ddim
 from condgen.diffusion.selection import classifier_likelihood
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.metrics import top_k_accuracy
+from condgen.evaluate.metrics import exact_sets, top_k_accuracy
 from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
@@ -161,7 +161,7 @@ def main() -> None:
             images = loaded.decode(x)
             scores = evaluator.scores(images).cpu()
         detected, wanted = scores > 0.5, labels.bool()
-        exact = (detected == wanted).all(dim=1).float()
+        exact = exact_sets(scores, labels).float()
         best = classifier_likelihood(loaded.classifier, x, labels).view(-1, args.candidates).argmax(dim=1)
         row = {
             "variant": name,

@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.metrics import set_scores, top_k_accuracy
+from condgen.evaluate.metrics import exact_sets
 from condgen.evaluate.ranker import image_ranking, load_ranker
 from condgen.nn.ranking import keep_best
 from condgen.parser import positive_int
@@ -50,8 +50,7 @@ def candidate_pool(pipeline, labels: torch.Tensor, seed: int) -> tuple[torch.Ten
 
 
 def scores(evaluator, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    probabilities = evaluator.scores(images)
-    measured = {"accuracy": top_k_accuracy(probabilities, labels), **set_scores(probabilities, labels)}
+    measured = evaluator.measure(images, labels)
     return {key: round(measured[key], 4) for key in ("accuracy", "exact_set")}
 
 
@@ -86,7 +85,7 @@ def main() -> None:
         for seed in range(seeds):
             chosen, pool = candidate_pool(pipeline, labels, seed)
             rows["any_exact"].append(
-                round(exact_per_image(evaluator, pool, repeated).view(-1, k).any(1).float().mean().item(), 4)
+                round(exact_sets(evaluator.scores(pool), repeated).view(-1, k).any(1).float().mean().item(), 4)
             )
             for ranker, network in rankers.items():
                 logits = image_ranking(network, lambda images: images)(pool)
@@ -104,11 +103,6 @@ def main() -> None:
             for ranker in rankers
         }
         write_result(name, record, args.results)
-
-
-def exact_per_image(evaluator, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Whether each image's detected set (evaluator output above 0.5) is exactly its requested set."""
-    return ((evaluator.scores(images) > 0.5).float() == labels).all(dim=1)
 
 
 if __name__ == "__main__":

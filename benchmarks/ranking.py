@@ -48,6 +48,7 @@ from condgen.data.splits import train_label_lists
 from condgen.diffusion.sampling import SampleConfig, generate
 from condgen.diffusion.selection import classifier_likelihood, image_maker
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
+from condgen.evaluate.metrics import exact_sets
 from condgen.generate import guiding_classifier, load_generator
 from condgen.kinds import Generation
 from condgen.parser import non_negative_int, positive_int
@@ -109,8 +110,7 @@ def pool_rows(
     exactly right candidate among them (``any_exact``), with the pool's own rate per candidate."""
     repeated = labels.repeat_interleave(k, dim=0)
     x = generate(loaded.model, loaded.diffusion, repeated, sample.changed(candidates=1), classifier=loaded.classifier)
-    detected = evaluator.scores(loaded.decode(x)) > 0.5
-    exact = (detected == repeated.bool()).all(dim=1).float().view(-1, k)
+    exact = exact_sets(evaluator.scores(loaded.decode(x)), repeated).float().view(-1, k)
     likelihoods = {
         name: classifier_likelihood(classifier, x, repeated).view(-1, k) for name, classifier in rankers.items()
     }

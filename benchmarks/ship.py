@@ -21,6 +21,7 @@ from pathlib import Path
 
 from condgen.cli import export_options
 from condgen.export import export
+from condgen.files import staged_folder
 from condgen.parser import build_parser
 from condgen.pretrained import PRETRAINED
 
@@ -35,19 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rest = args.export[1:] if args.export[:1] == ["--"] else args.export
     command = shlex.join(["python", "benchmarks/ship.py", *argv])
+    target = PRETRAINED / args.name
     with tempfile.TemporaryDirectory() as scratch:  # export refuses to write inside the package itself
         exported = Path(scratch) / args.name
         options = build_parser().parse_args(["export", *rest, "--out", str(exported)])
         export(options.run, exported, export_options(options), command, args.name)
         relative_sources(exported)
-        staging = PRETRAINED / f".{args.name}.new"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(exported, staging)
-    target, old = PRETRAINED / args.name, PRETRAINED / f".{args.name}.old"
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+        with staged_folder(target) as staging:  # replaces the shipped folder whole, or leaves it as it was
+            shutil.copytree(exported, staging, dirs_exist_ok=True)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     print(f"wrote {target} ({size / 1e6:.1f} MB)")
 

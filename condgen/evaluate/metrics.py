@@ -26,6 +26,13 @@ def top_k_accuracy(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
     return float(hits) / total
 
 
+def exact_sets(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per image, whether its detected objects (scores above ``threshold``) are exactly the requested ones."""
+    if scores.shape != multi_hot.shape or scores.dim() != 2:
+        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(multi_hot.shape)} must be equal (N, C)")
+    return ((scores.float() > threshold) == (multi_hot > 0.5)).all(dim=1)
+
+
 def set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
     """What a user asking for exactly these objects sees. An object is detected when its score exceeds
     ``threshold``; then
@@ -37,12 +44,11 @@ def set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float =
 
     ``precision`` is 1 when nothing at all is detected (no wrong detection was made).
     """
-    if scores.shape != multi_hot.shape or scores.dim() != 2:
-        raise ValueError(f"scores {tuple(scores.shape)} and labels {tuple(multi_hot.shape)} must be equal (N, C)")
+    exact = exact_sets(scores, multi_hot, threshold)  # checks the shapes first
     detected, truth = scores.float() > threshold, multi_hot > 0.5
     hits = int((detected & truth).sum())
     return {
-        "exact_set": int((detected == truth).all(dim=1).sum()) / len(scores),
+        "exact_set": int(exact.sum()) / len(scores),
         "precision": hits / max(1, int(detected.sum())) if detected.any() else 1.0,
         "recall": hits / max(1, int(truth.sum())),
     }

@@ -72,10 +72,10 @@ def export_model(
             names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
         step = _export_weights(run, kind.name, checkpoint, names, staging, half)
         if kind.needs_autoencoder:
-            _export_autoencoder(run / config["autoencoder"], staging / "autoencoder", half)
+            _export_part(run / config["autoencoder"], staging / "autoencoder", half)
             config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
         if classifier is not None:
-            _export_classifier(classifier, staging / CLASSIFIER_FOLDER, half)
+            _export_part(classifier, staging / CLASSIFIER_FOLDER, half)
         if ranker_model is not None:
             codec = LabelCodec(meta["objects"])
             save_evaluator(ranker_model, codec, staging / RANKER_FILE, half if ranker_half is None else ranker_half)
@@ -113,23 +113,18 @@ def _exported_meta(source: Path, meta: dict, step: int) -> dict:
     return meta | {"format": MODEL_FORMAT, "exported_from": origin, "step": step}
 
 
-def _export_autoencoder(run: Path, target: Path, half: bool) -> None:
-    """A latent model's autoencoder as a model folder of its own."""
+def _export_part(run: Path, target: Path, half: bool) -> None:
+    """A run a model folder carries (a latent model's autoencoder, a noisy classifier) as a model folder of its own:
+    best weights, run.json and config.yaml, a classifier's autoencoder being the model folder's own."""
     meta = read_run(run)
     step = _export_weights(run, meta["kind"], "best", ["model.safetensors"], target, half)
     write_json(target / "run.json", _exported_meta(run, meta, step))
-    shutil.copy(run / "config.yaml", target / "config.yaml")
-
-
-def _export_classifier(run: Path, target: Path, half: bool) -> None:
-    """A noisy classifier run's best weights, config and run.json as a folder of its own."""
-    meta = read_run(run)
-    step = _export_weights(run, meta["kind"], "best", ["model.safetensors"], target, half)
     config = yaml.safe_load((run / "config.yaml").read_text())
     if "autoencoder" in config:
-        config["autoencoder"] = "../autoencoder"  # the model folder's own
-    (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_json(target / "run.json", _exported_meta(run, meta, step))
+        config["autoencoder"] = "../autoencoder"
+        (target / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    else:
+        shutil.copy(run / "config.yaml", target / "config.yaml")
 
 
 def _export_weights(run: Path, kind: str, checkpoint: str, names: list[str], target: Path, half: bool) -> int:

@@ -18,7 +18,7 @@ from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.evaluate.ranker import RANKER_FILE, image_ranking, load_ranker
-from condgen.nn.ranking import set_log_likelihood
+from condgen.nn.ranking import best_candidates
 from condgen.pipeline import Pipeline, load
 from condgen.pretrained import ICLEVR_LABELS
 
@@ -38,10 +38,12 @@ def half_precision_check(float32: Path, float16: Path, seeds: int) -> dict:
     for file, path in ICLEVR_LABELS.items():
         labels = load_label_file(path, evaluator.codec)
         for seed in range(seeds):
-            images = {precision: pipeline_images(p, labels, seed) for precision, p in pipelines.items()}
-            if changed is not None:
-                images["float32"], moved = ranked_both_ways(pipelines["float32"].loaded, half_ranker, labels, seed)
+            if changed is None:
+                full = pipeline_images(pipelines["float32"], labels, seed)
+            else:  # the same images as pipeline_images, with the float16 ranker's choices counted on the way
+                full, moved = ranked_both_ways(pipelines["float32"].loaded, half_ranker, labels, seed)
                 changed += moved
+            images = {"float32": full, "float16": pipeline_images(pipelines["float16"], labels, seed)}
             largest = max(largest, float((images["float32"] - images["float16"]).abs().max()))
             for precision, batch in images.items():
                 record(scores[precision], file, evaluator, batch, labels)
@@ -99,5 +101,4 @@ def no_lower(half: dict, full: dict) -> bool:
 def different_choices(mine: torch.Tensor, theirs: torch.Tensor, rows: torch.Tensor, k: int) -> int:
     """On how many requests (``rows``: each request's multi-hot row repeated ``k`` times in a row) two rankers'
     logits keep different candidates (condgen.nn.ranking)."""
-    best = [set_log_likelihood(logits.float(), rows.float()).view(-1, k).argmax(dim=1) for logits in (mine, theirs)]
-    return int((best[0] != best[1]).sum())
+    return int((best_candidates(mine, rows, k) != best_candidates(theirs, rows, k)).sum())

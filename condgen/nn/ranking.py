@@ -22,5 +22,11 @@ def keep_best(candidates: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
     """``candidates`` (N k, ...) made for ``labels`` (N k, C; each request repeated k times in a row) -> (N, ...):
     per request, the candidate whose ``logits`` have the highest :func:`set_log_likelihood`."""
     n = len(candidates) // k
-    best = set_log_likelihood(logits.float(), labels.float()).view(n, k).argmax(dim=1)
+    best = best_candidates(logits, labels, k)
     return candidates.view(n, k, *candidates.shape[1:])[torch.arange(n), best.to(candidates.device)]
+
+
+def best_candidates(logits: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Per request (``labels`` (N k, C), each request repeated k times in a row), the index among its ``k``
+    candidates whose ``logits`` have the highest :func:`set_log_likelihood`: the one :func:`keep_best` keeps."""
+    return set_log_likelihood(logits.float(), labels.float()).view(-1, k).argmax(dim=1)
