@@ -36,6 +36,7 @@ from condgen.train.runs import read_metrics
 from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
+COUNT_KEYS = ("count_exact", "exact_scene", "extra_objects")  # the counter's figures beside the evaluator's
 DATA = ROOT.parent / "shared" / "iclevr"  # the i-CLEVR folder the benchmarks run on unless --data names another
 RESULTS = ROOT / "benchmarks" / "results"  # where they write unless --results names another folder
 
@@ -154,8 +155,8 @@ def score_label_file(
 ) -> dict:
     """Generates ``make_images(labels, seed)`` for every entry of ``label_file`` and seeds 0..seeds-1, scored by
     `condgen report`'s own :func:`condgen.report.measure.score_seeds`; saves seed 0's images as ``folder/N.png`` and
-    an 8-per-row ``grid``. Returns ``{accuracy_<stem>, exact_set_<stem>, their _by_seed lists,
-    seconds_per_image_<stem>}``."""
+    an 8-per-row ``grid``. Returns ``{accuracy_<stem>, exact_set_<stem>, count_exact_<stem>, exact_scene_<stem>,
+    extra_objects_<stem>, their _by_seed lists, seconds_per_image_<stem>}``."""
     labels = load_label_file(label_file, evaluator.codec)
     scored = score_seeds(make_images, labels, evaluator, seeds)
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,7 +164,9 @@ def score_label_file(
         save_png(image, folder / f"{i}.png")
     save_grid(scored.first, grid)
     stem, result = label_file.stem, {}
-    for key in ("accuracy", "exact_set"):
+    for key in ("accuracy", "exact_set", *COUNT_KEYS):
+        if key not in scored.figures:  # an evaluator without a counter
+            continue
         result[f"{key}_{stem}"] = scored.figures[key]["mean"]
         result[f"{key}_{stem}_by_seed"] = scored.figures[key]["by_seed"]
     result[f"seconds_per_image_{stem}"] = round(scored.seconds_per_image, 5)

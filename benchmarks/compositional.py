@@ -5,7 +5,10 @@ A model that only memorised the training combinations scores lower on the first 
 accuracy and the exact-set rate on both go beside test.json and new_test.json in the benchmarks. Hyper-parameters
 may be chosen on these files (they come from train.json's vocabulary, not from the test files).
 
-Run by hand (writes benchmarks/labels/unseen_triples.json and seen_triples.json; --check verifies them):
+unseen_tune.json and unseen_goal.json halve the unseen requests: settings may be chosen on the first, the second only
+scores them.
+
+Run by hand (writes the four files to benchmarks/labels/; --check verifies them):
     python benchmarks/compositional.py [--data ../shared/iclevr] [--seed 0] [--check] [--out benchmarks/labels]
 """
 
@@ -19,7 +22,12 @@ from pathlib import Path
 from condgen.data.splits import compositional_split
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = {"unseen": "unseen_triples.json", "seen": "seen_triples.json"}
+FILES = {
+    "unseen": "unseen_triples.json",
+    "seen": "seen_triples.json",
+    "unseen_tune": "unseen_tune.json",
+    "unseen_goal": "unseen_goal.json",
+}
 
 
 def main() -> int:
@@ -28,7 +36,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="which seen triples are drawn (default 0)")
     parser.add_argument("--check", action="store_true", help="verify the committed files instead of writing them")
     parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "labels", help="folder of the two files (benchmarks/labels)"
+        "--out", type=Path, default=ROOT / "benchmarks" / "labels", help="folder of the files (benchmarks/labels)"
     )
     args = parser.parse_args()
     split = compositional_split(args.data, args.seed)
@@ -41,7 +49,7 @@ def main() -> int:
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-        print(f"{path}: {len(split[name])} {name} three-object requests")
+        print(f"{path}: {len(split[name])} {name.replace('_', ' ')} three-object requests")
     return 0
 
 

@@ -24,8 +24,8 @@ import torch
 
 from condgen.data.iclevr import load_dataset
 from condgen.data.imageio import to_signed
+from condgen.data.splits import split_by_scene
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, Evaluator, load_evaluator, save_evaluator
-from condgen.evaluate.training import split_by_scene
 from condgen.tensorfile import BYTE_PLANES, read_tensors, save_tensors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,14 @@ periodic accuracy against training minutes, beside the end points of the pixel a
 Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/bench_gan_<model>_vae); --runs and
 --results name other folders, and --set adds config overrides to every model's (e.g. for a short trial).
 --candidates K scores with the best of K images per request, ranked by the run's own critic (condgen.gan.sampling),
-and records the result as <model>_best_of_<K>.
+and records the result as <model>_best_of_<K>. --generator FOLDER scores a model folder that ship.py wrote from one
+model's run (its training figures are those of that model's entry) in the same way, or, with an image ranker
+(--ranker, a `condgen train evaluator` run) and the ranker's own object counter (--ranker-counter) in place of the
+critic, their training time added to the model's, as <model>_best_of_<K>_ranked:
+    python benchmarks/gan.py --models latent_hinge_s2d_bf16_third --generator condgen/pretrained/iclevr-gan \
+        --candidates 16 --seeds 3
+    python benchmarks/gan.py --models latent_hinge_s2d_bf16_third --generator condgen/pretrained/iclevr-gan \
+        --ranker runs/ranker_w32 --ranker-counter runs/bench_ranker_counter --candidates 16 --seeds 3
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ from common import (
     train_autoencoder,
 )
 
+from condgen.data.jsonio import read_json
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.ranker import load_ranker, load_ranker_counter, ranker_counter_weights, ranker_weights
 from condgen.kinds import KINDS
 from condgen.launch import start_training
 from condgen.parser import positive_int
@@ -99,12 +108,25 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides added to every model's config"
     )
+    parser.add_argument("--generator", type=Path, help="a model folder of the one model --models names (see above)")
+    parser.add_argument("--ranker", type=Path, help="with --generator: the image ranker run that ranks candidates")
+    parser.add_argument("--ranker-counter", type=Path, help="with --generator: the ranker's object counter run")
     add_label_arguments(parser)
     add_results_argument(parser)
     args = parser.parse_args()
 
     results = args.results / f"{args.name}.json"
     record = earlier_record(results, {"models": {}})
+    if args.generator:
+        if not args.candidates or "," in args.models or bool(args.ranker) != bool(args.ranker_counter):
+            parser.error("--generator: needs one model in --models, --candidates, and --ranker with --ranker-counter")
+        entry = f"{args.models}_best_of_{args.candidates}" + ("_ranked" if args.ranker else "")
+        record["models"][entry] = score_ranked_folder(
+            record["models"][args.models], args, args.results / args.name / entry
+        )
+        results.write_text(json.dumps(record, indent=2) + "\n")
+        print(entry, json.dumps({k: v for k, v in record["models"][entry].items() if k != "config"}), flush=True)
+        return
     # results of an earlier protocol (one core per model, no curve, one seed) stay in git history, not here
     record["models"] = {name: result for name, result in record["models"].items() if "curve" in result}
     for name in args.models.split(","):
@@ -175,6 +197,56 @@ def score_run(kind: str, run: Path, out_dir: Path, args: argparse.Namespace, aut
             make_images, evaluator, file, args.seeds, out_dir / stem, out_dir / f"{stem}_grid.png"
         )
     return result
+
+
+def score_ranked_folder(trained: dict, args: argparse.Namespace, out_dir: Path) -> dict:
+    """A model folder of the run ``trained`` records, scored with the best of ``args.candidates`` images per
+    request, ranked by its critic or, given, an image ranker and that ranker's object counter, whose training then
+    adds to the budget."""
+    loaded = KINDS[trained["kind"]].load_model(args.generator, "best")
+    stages = ranker_stages(loaded, args) if args.ranker else {}
+    added = sum(stage["train_seconds"] for stage in stages.values()) / 60
+    result = {
+        **trained,
+        **result_header(resolve_device(loaded.config.device)),
+        **stages,
+        "minutes_until_sampling": round(trained["minutes_until_sampling"] + added, 2),
+        "seeds": args.seeds,
+        "candidates": args.candidates,
+    }
+    shutil.rmtree(out_dir, ignore_errors=True)
+    evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
+    for stem, file in label_files(args.data, args.labels).items():
+        result |= score_label_file(
+            lambda labels, seed: loaded.sample(labels, seed, args.candidates),
+            evaluator,
+            file,
+            args.seeds,
+            out_dir / stem,
+            out_dir / f"{stem}_grid.png",
+        )
+    return result
+
+
+def ranker_stages(loaded, args: argparse.Namespace) -> dict:
+    """Gives ``loaded`` the image ranker and its counter that ``args`` names; returns their training records."""
+    objects = loaded.meta["objects"]
+    loaded.ranker = load_ranker(args.ranker, objects)
+    loaded.ranker_counter = load_ranker_counter(args.ranker_counter, objects)
+    ranker = read_json(ranker_weights(args.ranker).with_suffix(".json"))
+    counter = read_json(ranker_counter_weights(args.ranker_counter).with_suffix(".json"))
+    return {
+        "ranker": {
+            "train_seconds": ranker["train_seconds"],
+            "held_out": {"accuracy": ranker["val_accuracy"], "exact_set": ranker["val_exact_set"]},
+            "config": ranker["config"],
+        },
+        "ranker_counter": {
+            "train_seconds": counter["train_seconds"],
+            "held_out": {k: v for k, v in counter["best"].items() if k.endswith("count_accuracy")},
+            "config": counter["config"],
+        },
+    }
 
 
 def time_to_quality(records: list[dict], before: float = 0.0) -> list[dict]:

@@ -4,7 +4,9 @@ every image with the shipped evaluator, each sampler at the classifier-free guid
 lists drawn from train.json (--guidance). The budget covers everything before sampling: the autoencoder's training,
 encoding the training set, the optional noisy classifier's training (--classifier-minutes: classifier guidance and
 best-of-K ranking), the optional image ranker's (--ranker-config: best-of-K ranking of the decoded images, before the
-classifier; never the evaluator) and the diffusion model's training.
+classifier; never the evaluator), the optional object counter it ranks with (--ranker-counter-config; a candidate
+holding more or fewer objects than requested is ranked down; never the shipped counter) and the diffusion model's
+training.
 
 Run by hand:
     python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
@@ -14,6 +16,10 @@ Run by hand:
     python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
         --generator-result benchmarks/results/latent_ranker_ship_cpu.json --ranker-config configs/ranker_cpu.yaml ...
         # the autoencoder and diffusion model that benchmark trained (as shipped), an image ranker trained anew
+    python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
+        --generator-result benchmarks/results/latent_ranker_ship_cpu.json --ranker-config configs/ranker_cpu.yaml \
+        --ranker-set optim.epochs=9 --ranker-counter-config configs/ranker_counter_cpu.yaml ...
+        # ... and the ranker's own object counter, both within the budget
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/
 (--results names another folder).
 """
@@ -38,7 +44,7 @@ from common import (
 
 from condgen.data.jsonio import read_json
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.ranker import load_ranker
+from condgen.evaluate.ranker import load_ranker, load_ranker_counter
 from condgen.kinds import KINDS
 from condgen.latent.classifier import LatentClassifierRunConfig, load_latent_classifier
 from condgen.latent.ldm import LDMRunConfig
@@ -98,6 +104,15 @@ def main() -> None:
         "within the budget, after the autoencoder and before the diffusion model; it ranks the candidates",
     )
     parser.add_argument(
+        "--ranker-set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of the ranker's config"
+    )
+    parser.add_argument(
+        "--ranker-counter-config",
+        type=Path,
+        help="train the image ranker's own object counter (`condgen train counter` with this config, e.g. "
+        "configs/ranker_counter_cpu.yaml) within the budget, after the ranker; needs --ranker-config",
+    )
+    parser.add_argument(
         "--candidates",
         type=positive_int,
         default=1,
@@ -113,26 +128,31 @@ def main() -> None:
     ae_run, ldm_run = args.runs / f"bench_{args.autoencoder}", args.runs / "bench_ldm"
     classifier_run = args.runs / "bench_latent_classifier" if args.classifier_minutes > 0 else None
     ranker_run = args.runs / "bench_ranker" if args.ranker_config else None
+    counter_run = args.runs / "bench_ranker_counter" if args.ranker_counter_config else None
+    if counter_run and not ranker_run:
+        parser.error("--ranker-counter-config: the counter ranks with an image ranker; give --ranker-config too")
     if args.generator:
         if not (args.generator_result and args.generator_result.is_file()) or not (classifier_run or ranker_run):
             parser.error(
                 "--generator: needs --generator-result JSON (the benchmark that trained it) and "
                 "--classifier-minutes > 0 or --ranker-config"
             )
-        trained = train_rankers_only(args, classifier_run, ranker_run)
+        trained = train_rankers_only(args, classifier_run, ranker_run, counter_run)
         ldm_run = args.generator
     elif args.score_only:
         if not results.is_file() or not (ldm_run / "metrics.jsonl").is_file():
             parser.error(f"--score-only: needs {ldm_run} and {results} from an earlier full run")
         trained = {k: v for k, v in earlier_record(results, {}).items() if k in TRAINING_KEYS}
     else:
-        trained = train(args, ae_run, classifier_run, ranker_run, ldm_run)
+        trained = train(args, ae_run, classifier_run, ranker_run, counter_run, ldm_run)
     loaded = KINDS["ldm"].load_model(ldm_run, "best" if args.generator else "latest")
     config = loaded.config
     if classifier_run is not None:
         loaded.classifier = load_latent_classifier(classifier_run, config)
     if ranker_run is not None:
         loaded.ranker = load_ranker(ranker_run, loaded.meta["objects"], next(loaded.model.parameters()).device)
+    if counter_run is not None:
+        loaded.ranker_counter = load_ranker_counter(counter_run, loaded.meta["objects"])
     config.sample = config.sample.changed(
         candidates=args.candidates,
         classifier_scale=args.classifier_scale,
@@ -159,14 +179,17 @@ TRAINING_KEYS = (
     "autoencoder",
     "classifier",
     "ranker",
+    "ranker_counter",
     "diffusion",
 )
 
 
-def train_rankers_only(args: argparse.Namespace, classifier_run: Path | None, ranker_run: Path | None) -> dict:
-    """The training record of ``args.generator_result`` with its classifier and ranker replaced by those trained anew
-    (a classifier on the generator's autoencoder), and the minutes until sampling changed by the difference in their
-    training time."""
+def train_rankers_only(
+    args: argparse.Namespace, classifier_run: Path | None, ranker_run: Path | None, counter_run: Path | None
+) -> dict:
+    """The training record of ``args.generator_result`` with its classifier, ranker and ranker counter replaced by
+    those trained anew (a classifier on the generator's autoencoder), and the minutes until sampling changed by the
+    difference in their training time."""
     trained = {k: v for k, v in json.loads(args.generator_result.read_text()).items() if k in TRAINING_KEYS}
     if trained["diffusion"]["train_steps"] != read_json(args.generator / "best" / "state.json")["step"]:
         raise SystemExit(f"{args.generator}: not the diffusion model that {args.generator_result} trained")
@@ -174,6 +197,7 @@ def train_rankers_only(args: argparse.Namespace, classifier_run: Path | None, ra
     retrained = {
         "classifier": train_classifier(args, autoencoder, classifier_run) if classifier_run else None,
         "ranker": train_ranker(args, ranker_run) if ranker_run else None,
+        "ranker_counter": train_ranker_counter(args, counter_run) if counter_run else None,
     }
     difference = sum(
         (retrained[key] or {}).get("train_seconds", 0.0) - (trained.get(key) or {}).get("train_seconds", 0.0)
@@ -187,12 +211,26 @@ def train_ranker(args: argparse.Namespace, ranker_run: Path) -> dict:
     """Trains the image ranker (`condgen train evaluator` with ``args.ranker_config``) from scratch on the training
     images; returns its record for the result file, with the held-out figures of the weights that rank."""
     shutil.rmtree(ranker_run, ignore_errors=True)
-    start_training("evaluator", args.data, ranker_run, args.ranker_config, [], False)
+    start_training("evaluator", args.data, ranker_run, args.ranker_config, args.ranker_set, False)
     report = read_json(ranker_run / "evaluator.json")
     return {
         "train_seconds": report["train_seconds"],
         "best_step": report["best_step"],
         "held_out": {"accuracy": report["val_accuracy"], "exact_set": report["val_exact_set"]},
+        "config": report["config"],
+    }
+
+
+def train_ranker_counter(args: argparse.Namespace, counter_run: Path) -> dict:
+    """Trains the ranker's object counter (`condgen train counter` with ``args.ranker_counter_config``) from
+    scratch; returns its record for the result file, with the held-out figures of the weights that rank."""
+    shutil.rmtree(counter_run, ignore_errors=True)
+    start_training("counter", args.data, counter_run, args.ranker_counter_config, [], False)
+    report = read_json(counter_run / "counter.json")
+    return {
+        "train_seconds": report["train_seconds"],
+        "best_step": report["best_step"],
+        "held_out": {key: value for key, value in report["best"].items() if key.endswith("count_accuracy")},
         "config": report["config"],
     }
 
@@ -217,10 +255,16 @@ def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Pat
 
 
 def train(
-    args: argparse.Namespace, ae_run: Path, classifier_run: Path | None, ranker_run: Path | None, ldm_run: Path
+    args: argparse.Namespace,
+    ae_run: Path,
+    classifier_run: Path | None,
+    ranker_run: Path | None,
+    counter_run: Path | None,
+    ldm_run: Path,
 ) -> dict:
-    """Trains the autoencoder, then the noisy classifier and the image ranker where their runs are given, then the
-    diffusion model on what is left of the budget; returns the record's training part (``TRAINING_KEYS``)."""
+    """Trains the autoencoder, then the noisy classifier, the image ranker and its counter where their runs are
+    given, then the diffusion model on what is left of the budget; returns the record's training part
+    (``TRAINING_KEYS``)."""
     start = time.perf_counter()
     shutil.rmtree(ldm_run, ignore_errors=True)
     autoencoder = train_autoencoder(
@@ -228,6 +272,7 @@ def train(
     )
     classifier = train_classifier(args, ae_run, classifier_run) if classifier_run is not None else None
     ranker = train_ranker(args, ranker_run) if ranker_run is not None else None
+    ranker_counter = train_ranker_counter(args, counter_run) if counter_run is not None else None
     # the diffusion model gets what is left; encoding the training set comes out of its share
     left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
     overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
@@ -239,6 +284,7 @@ def train(
         "autoencoder": autoencoder,
         "classifier": classifier,
         "ranker": ranker,
+        "ranker_counter": ranker_counter,
         "diffusion": {
             "train_steps": ldm_summary["step"],
             "train_seconds": round(ldm_summary["seconds"], 1),

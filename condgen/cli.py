@@ -44,7 +44,15 @@ def data_synth(args: argparse.Namespace) -> int:
     """``condgen data synth``: render a dataset folder."""
     from condgen.data.synth import synthesize_dataset
 
-    summary = synthesize_dataset(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers)
+    summary = synthesize_dataset(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        size=args.size,
+        workers=args.workers,
+        max_objects=args.max_objects,
+        repeats=args.repeats,
+    )
     print(f"wrote {summary['images']} images to {args.out} ({summary['images_per_second']:.0f} images/s)")
     return 0
 
@@ -70,18 +78,43 @@ def evaluate(args: argparse.Namespace) -> int:
         evaluator=args.evaluator,
         reference=args.reference,
         threshold=args.threshold,
+        counter=args.counter,
     )
     print(json.dumps(result) if args.json else _format_scores(result))
     return 0
 
 
+# what each count-aware rate measures, as ``condgen evaluate`` prints it
+_COUNT_LINES = {
+    "count_exact": ("count-exact rate", "as many objects counted as requested"),
+    "exact_scene": ("exact-scene rate", "every requested object once, nothing else"),
+    "extra_objects": ("extra objects", "images holding more objects than requested"),
+}
+
+
 def _format_scores(result: dict) -> str:
-    """``condgen evaluate``'s text: accuracy, exact-set rate with precision and recall, and any Fréchet distance."""
+    """``condgen evaluate``'s text: accuracy, exact-set rate with precision and recall, the count-aware rates, each
+    beside the real-image ceiling where the result holds one, and any Fréchet distance."""
+    real = result.get("real_images") or {}
+
+    def ceiling(key: str) -> str:
+        return f"; real images {real[key]:.4f}" if key in real else ""
+
     lines = [
-        f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects)",
+        f"accuracy: {result['accuracy']:.4f} ({result['images']} images, {result['objects']} objects"
+        f"{ceiling('accuracy')})",
         f"exact-set rate: {result['exact_set']:.4f} (detected above {result['threshold']:g}; "
-        f"precision {result['precision']:.4f}, recall {result['recall']:.4f})",
+        f"precision {result['precision']:.4f}, recall {result['recall']:.4f}{ceiling('exact_set')})",
     ]
+    lines += [
+        f"{name}: {result[key]:.4f} ({meaning}{ceiling(key)})"
+        for key, (name, meaning) in _COUNT_LINES.items()
+        if key in result
+    ]
+    if "count_exact" not in result:
+        lines.append("no object counter knows these objects: no count-aware rates (--counter FILE adds them)")
+    if real:
+        lines.append("real images: the shipped evaluator's and counter's figures on held-out real i-CLEVR images")
     if "frechet_distance" in result:
         lines.append(f"Fréchet distance in evaluator feature space: {result['frechet_distance']:.3f}")
     return "\n".join(lines)
@@ -149,11 +182,22 @@ def sample(args: argparse.Namespace) -> int:
 
     args.run = _model_folder(args.run)
     result = sample_command(args)
-    accuracy = ""
-    if "accuracy" in result:
-        accuracy = f", accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
-    print(f"wrote {result['images']} images and grid.png to {args.out}{accuracy}")
+    print(f"wrote {result['images']} images and grid.png to {args.out}{_sample_scores(result)}")
     return 0
+
+
+def _sample_scores(result: dict) -> str:
+    """``condgen sample``'s scores after its summary: top-k accuracy and the exact-set rate, and with a counter the
+    count-exact and exact-scene rates and the share with extra objects (nothing without an evaluator)."""
+    if "accuracy" not in result:
+        return ""
+    text = f", accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
+    if "count_exact" in result:
+        text += (
+            f", count-exact rate {result['count_exact']:.4f}, exact-scene rate {result['exact_scene']:.4f}, "
+            f"extra objects {result['extra_objects']:.4f}"
+        )
+    return text
 
 
 def denoise(args: argparse.Namespace) -> int:
@@ -193,6 +237,7 @@ def export_options(args: argparse.Namespace):
         half=Half(args.half),
         classifier=args.classifier,
         ranker=args.ranker,
+        ranker_counter=args.ranker_counter,
         result=args.result,
         entry=args.entry,
         sampler=args.sampler,

@@ -98,9 +98,10 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
         lines.append(f"\nThe shipped model {folder.name}, trained on real i-CLEVR ({folder / 'README.md'} says how):")
         files, process = shown[folder.name]
         for name, result in files.items():
+            scene = f", exact-scene rate {result['exact_scene']:.4f}" if "exact_scene" in result else ""
             lines.append(
-                f"  {name + '.json':<14} accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}  "
-                f"grid: {out / 'pretrained' / folder.name / name / 'grid.png'}"
+                f"  {name + '.json':<14} accuracy {result['accuracy']:.4f}, exact-set rate {result['exact_set']:.4f}"
+                f"{scene}  grid: {out / 'pretrained' / folder.name / name / 'grid.png'}"
             )
         lines.append(f"  {'denoising process' if process.stem == 'denoise' else 'interpolation'}: {process}")
     lines += [
@@ -112,7 +113,8 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
         f"  grid: {out / 'samples' / 'grid.png'}; denoising process: {out / 'denoise.png'}; runs: {out}",
         "accuracy: the course's top-k score (of an image's k requested objects, the share among the evaluator's k "
         "likeliest); exact-set rate: the share of images in which the evaluator detects (probability > 0.5) exactly "
-        "the requested objects.",
+        "the requested objects; exact-scene rate: the share in which, besides, the shipped object counter counts as "
+        "many objects as requested (each requested object once).",
     ]
     print("\n".join(lines))
     return {

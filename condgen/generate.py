@@ -20,10 +20,11 @@ from condgen.diffusion.sampling import SampleConfig, SampleOverrides, generate
 from condgen.diffusion.unet import NoisyClassifier
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.evaluate.ranker import image_ranking, load_ranker, ranker_weights
+from condgen.evaluate.ranker import image_ranking, load_ranker, load_ranker_counter, ranker_weights
 from condgen.gan.run import GANModel
 from condgen.kinds import KINDS, Generation, kind_of
 from condgen.latent.classifier import load_latent_classifier
+from condgen.nn.ranking import Reading
 from condgen.train.config import config_to_dict
 from condgen.train.runs import read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
@@ -72,12 +73,17 @@ def guiding_classifier(loaded: DiffusionModel, run: Path | None) -> NoisyClassif
 
 
 def check_gan_options(
-    overrides: SampleOverrides, run: Path, classifier: Path | None = None, ranker: Path | None = None
+    overrides: SampleOverrides,
+    run: Path,
+    classifier: Path | None = None,
+    ranker: Path | None = None,
+    ranker_counter: Path | None = None,
 ) -> None:
     """A GAN takes a seed and candidates alone: refuses the diffusion sampling settings that ``overrides`` sets and
-    a noisy ``classifier`` or image ``ranker``."""
+    a noisy ``classifier``, an image ``ranker`` or its ``ranker_counter``."""
     given = [key for key in overrides.given() if key not in ("seed", "candidates")]
-    given += [key for key, value in (("classifier", classifier), ("ranker", ranker)) if value is not None]
+    named = (("classifier", classifier), ("ranker", ranker), ("ranker_counter", ranker_counter))
+    given += [key for key, value in named if value is not None]
     if given:
         options = ", ".join("--" + key.replace("_", "-") for key in given)
         raise CondgenError(f"{options}: diffusion runs only; {run} is a gan run, which takes --seed alone")
@@ -101,6 +107,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         args.evaluator,
         args.ranker,
         args.classifier,
+        args.ranker_counter,
     )
 
 
@@ -114,22 +121,25 @@ def write_samples(
     evaluator: Path | None = None,
     ranker: Path | None = None,
     classifier: Path | None = None,
+    ranker_counter: Path | None = None,
 ) -> dict:
     """Images for the label lists of the file ``labels`` (or the one request ``objects``) from a generating ``run``:
     N.png, grid.png and scores.json under the new folder ``out``. ``overrides`` change the run's sampling settings;
     ``evaluator`` scores the images in place of the run's own; a diffusion run's samples are ranked by the image
-    ``ranker`` and guided and ranked by the noisy ``classifier`` given, else by the model folder's own."""
+    ``ranker`` (with its object counter ``ranker_counter``) and guided and ranked by the noisy ``classifier`` given,
+    else by the model folder's own."""
     overrides = overrides or SampleOverrides()
     loaded = load_generator(run, checkpoint)
     rows = request_labels(loaded.meta, labels, objects)
     if isinstance(loaded, GANModel):
-        check_gan_options(overrides, run, classifier, ranker)
+        check_gan_options(overrides, run, classifier, ranker, ranker_counter)
         scorer = run_evaluator(loaded.meta, evaluator)
         _fresh_folder(out)
         images, result = gan_images(loaded, rows, overrides)
     else:
         sample = sample_settings(loaded.config.sample, overrides, loaded.diffusion.num_steps, classifier is not None)
-        guide, ranking = guiding_classifier(loaded, classifier), sample_ranking(loaded, ranker, evaluator)
+        guide = guiding_classifier(loaded, classifier)
+        ranking = sample_ranking(loaded, ranker, evaluator, ranker_counter)
         if sample.candidates > 1 and guide is None and ranking is None:
             raise CondgenError(
                 f"--candidates: ranking {sample.candidates} samples per request needs --ranker RUN or --classifier RUN"
@@ -156,17 +166,25 @@ def gan_images(loaded: GANModel, labels: torch.Tensor, overrides: SampleOverride
 
 
 def sample_ranking(
-    loaded: DiffusionModel, ranker: Path | None, evaluator: Path | None
-) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    loaded: DiffusionModel, ranker: Path | None, evaluator: Path | None, counter: Path | None = None
+) -> Callable[[torch.Tensor], Reading] | None:
     """How ``loaded``'s candidates are ranked by their images: by the ``ranker`` given (--ranker), which must not be
-    the ``evaluator`` that scores them, else by the model folder's own ranker (None without one). The loaded model
-    keeps its own ranker."""
-    if ranker is None:
+    the ``evaluator`` that scores them, else by the model folder's own ranker (None without one). The ranker counts
+    objects with the ``counter`` given (--ranker-counter; never the shipped counter), else the folder's own ranker
+    with the folder's own counter and a ranker given with none. The loaded model keeps its own ranker and counter."""
+    if ranker is None and counter is None:
         return loaded.ranking()
-    if evaluator is not None and ranker_weights(ranker).resolve() == evaluator.resolve():
+    if ranker is None and loaded.ranker is None:
+        raise CondgenError(
+            f"--ranker-counter {counter}: the counter ranks beside an image ranker; give --ranker RUN or a model "
+            "folder with its own ranker.safetensors"
+        )
+    if ranker is not None and evaluator is not None and ranker_weights(ranker).resolve() == evaluator.resolve():
         raise CondgenError(f"--ranker {ranker}: the --evaluator scores the images; it cannot rank them")
-    device = next(loaded.model.parameters()).device
-    return image_ranking(load_ranker(ranker, loaded.meta["objects"], device), loaded.decode)
+    device, objects = next(loaded.model.parameters()).device, loaded.meta["objects"]
+    model = loaded.ranker if ranker is None else load_ranker(ranker, objects, device)
+    counting = load_ranker_counter(counter, objects, device) if counter is not None else None
+    return image_ranking(model, loaded.decode, counter=counting)
 
 
 def save_samples(

@@ -106,6 +106,20 @@ KINDS: dict[str, Kind] = {
             export="condgen.train.evaluator:export_evaluator",
         ),
         Kind(
+            name="counter",
+            command="counter",
+            summary="the object counter that checks each requested object stands once (--counter)",
+            description="Train the density counter (one 8x8 map per object, summed into instance counts) on DIR's real "
+            "images and on real images with objects of other scenes pasted in, up to six objects with repeats; DIR "
+            "must be rendered one object at a time like i-CLEVR (X_0, X_1, X_2). Whole scenes (val_fraction of them) "
+            "are held out; each epoch counts their real images and composites. RUN/best keeps the highest count "
+            "accuracy and becomes RUN/counter.safetensors with its record RUN/counter.json.",
+            config="condgen.train.counter:CounterRunConfig",
+            task="condgen.train.counter:CounterTask",
+            example_config="configs/counter_cpu.yaml",
+            export="condgen.train.counter:export_counter",
+        ),
+        Kind(
             name="gan",
             command="gan",
             summary=f"conditional GAN: {choices(Loss, ', ')} (bce with conditioning=auxiliary is ACGAN)",

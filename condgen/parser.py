@@ -214,15 +214,33 @@ def add_data_synth_command(commands: Commands) -> None:
     p = commands.add_parser(
         "synth",
         help="render a synthetic CLEVR-like dataset in the i-CLEVR format",
-        description="Render CLEVR-like scenes of 1-3 objects (3 shapes x 8 colours) into DIR, with train.json, "
-        "test.json, new_test.json and objects.json. Scenes come in triples (NNNNNN_0/1/2) that add one object "
-        "at a time, as in i-CLEVR. Deterministic for a given seed.",
+        description="Render CLEVR-like scenes (3 shapes x 8 colours) into DIR, with train.json, test.json, "
+        "new_test.json and objects.json. By default scenes of 1-3 distinct objects come in triples (NNNNNN_0/1/2) "
+        "that add one object at a time, as in i-CLEVR. --max-objects other than 3 or --repeats above 0 render "
+        "counting scenes instead: one image per scene (NNNNNN), and counts.json, which maps each file to "
+        "{object name: number of instances}. Deterministic for a given seed.",
     )
     add_out_option(p, "new folder to create (must not exist or be empty)")
     p.add_argument("--n", type=positive_int, required=True, help="number of training images")
     add_seed_option(p)
     p.add_argument("--size", type=positive_int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--workers", type=positive_int, default=None, help="processes (default: all cores)")
+    p.add_argument(
+        "--max-objects",
+        type=int,
+        default=3,
+        metavar="K",
+        help="counting scenes: the number of objects in each image is drawn uniformly from 1 to K (1-6); "
+        "3 with --repeats 0 keeps the i-CLEVR triples (default 3)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="counting scenes: the share (0-1) of images in which some object, same colour and shape, is drawn two "
+        "or more times (those hold 2 to K objects); the other images hold distinct objects (default 0)",
+    )
     p.set_defaults(handler=lazy_handler("condgen.cli:data_synth"))
 
 
@@ -252,12 +270,16 @@ def add_data_check_command(commands: Commands) -> None:
 def add_evaluate_command(commands: Commands) -> None:
     p = commands.add_parser(
         "evaluate",
-        help="score images with the evaluator (the course's top-k accuracy and the exact-set rate)",
+        help="score images with the evaluator (the course's top-k accuracy and the exact-set rate) and the object "
+        "counter (the count-exact and exact-scene rates)",
         description="Score generated images against the label lists they were asked to show: the course's top-k "
         "accuracy, the exact-set rate (the share of images whose detected objects, evaluator output above "
-        "--threshold, are exactly the requested ones) and per-object precision and recall. PATH is a folder "
-        "of 0.png, 1.png, ... (one per label list, in order) or a .pt/.npy tensor (N, 3, H, W): uint8 in [0, 255] "
-        "or float in [-1, 1]. Alternatively --data scores a dataset folder's own images against its train.json.",
+        "--threshold, are exactly the requested ones) and per-object precision and recall; with an object counter "
+        "(the shipped one for i-CLEVR's objects, or --counter), the count-exact rate (as many objects as requested), "
+        "the exact-scene rate (exactly the requested objects, each once) and the share with extra objects. PATH is "
+        "a folder of 0.png, 1.png, ... (one per label list, in order) or a .pt/.npy tensor (N, 3, H, W): uint8 in "
+        "[0, 255] or float in [-1, 1]. Alternatively --data scores a dataset folder's own images against its "
+        "train.json.",
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of N.png files, or a .pt/.npy tensor batch")
@@ -265,6 +287,13 @@ def add_evaluate_command(commands: Commands) -> None:
     p.add_argument("--labels", type=Path, help="label file (a JSON list of object-name lists)")
     add_evaluator_option(
         p, "evaluator weights: .safetensors or the course's .pth (default: the shipped i-CLEVR evaluator)"
+    )
+    p.add_argument(
+        "--counter",
+        type=Path,
+        metavar="FILE",
+        help="object counter weights, a `condgen train counter` run's counter.safetensors, for the evaluator's "
+        "objects (default: the shipped i-CLEVR counter where the objects are i-CLEVR's, else no count scores)",
     )
     p.add_argument(
         "--reference",
@@ -354,6 +383,15 @@ def add_classifier_guidance_options(p: argparse.ArgumentParser) -> None:
         help="diffusion runs: an image classifier that ranks --candidates by their decoded images, a `condgen train "
         "evaluator --config configs/ranker_cpu.yaml` run or its evaluator.safetensors, trained on the training "
         "images and never the shipped evaluator (default: the model folder's own ranker.safetensors, if it has one)",
+    )
+    p.add_argument(
+        "--ranker-counter",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs: the object counter the image ranker (--ranker, else the model folder's own) ranks "
+        "with, a `condgen train counter` run or its counter.safetensors, never the shipped counter: it ranks down a "
+        "candidate holding more or fewer objects than requested (default: with the model folder's own ranker, its "
+        "ranker_counter.safetensors, if it has one; with --ranker, none)",
     )
     p.add_argument(
         "--classifier",
@@ -457,6 +495,15 @@ def add_export_command(commands: Commands) -> None:
         metavar="RUN",
         help="diffusion runs: an image ranker (a `condgen train evaluator --config configs/ranker_cpu.yaml` run or "
         "its evaluator.safetensors) to carry as ranker.safetensors, which then ranks --candidates",
+    )
+    p.add_argument(
+        "--ranker-counter",
+        type=Path,
+        metavar="RUN",
+        help="diffusion runs, with an image ranker (--ranker or the model folder's own): its own object counter (a "
+        "`condgen train counter` run or its counter.safetensors, never the shipped counter) to carry as "
+        "ranker_counter.safetensors, in the ranker's precision; the ranker then ranks down a candidate holding more "
+        "or fewer objects than requested",
     )
     p.add_argument(
         "--result",

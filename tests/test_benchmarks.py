@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import train_tiny_runs
 
 from condgen.cli import main
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.counter import DensityCounter, save_counter
 from condgen.report import command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +137,24 @@ def test_compositional_writes_the_split_and_checks_it(tiny, tmp_path):
     assert run("compositional", "--data", tiny["data"], "--out", tmp_path, "--check") == 1
 
 
+def tiny_counter(path: Path) -> Path:
+    """A randomly initialised object counter, enough for the plumbing of counting."""
+    torch.manual_seed(0)
+    save_counter(DensityCounter(24, width=4), LabelCodec.iclevr(), path)
+    return path
+
+
+def test_counter_counts_real_scenes_composites_rendered_scenes_and_committed_images(tiny, tmp_path):
+    counter = tiny_counter(tmp_path / "counter.safetensors")
+    run("counter", "--counter", counter, "--data", tiny["data"], "--rendered", "6", "--composites", "4",
+        "--name", "c", "--results", tmp_path)  # fmt: skip
+    record = result(tmp_path, "c")
+    assert set(record["real_images"]["scores"]) >= {"accuracy", "exact_set", "count_exact", "exact_scene"}
+    assert record["composites"]["images"] == 4 and record["rendered"]["images"] == 6
+    assert sum(row["images"] for row in record["rendered"]["by_count"].values()) == 6
+    assert "iclevr-ldm/test" in record["generated"] and (tmp_path / "c" / "iclevr-ldm_test.png").is_file()
+
+
 def test_data_renders_loads_and_draws_the_grids(tiny, tmp_path):
     run("data", "--real", tiny["data"], "--n", "12", "--results", tmp_path, "--grids", tmp_path / "grids")
     record = result(tmp_path, "data_cpu")
@@ -168,6 +189,22 @@ def test_diffusion_trains_chooses_guidance_scores_and_a_later_pass_keeps_the_oth
     third = result(tmp_path, "d")
     assert third["samplers"]["ddim"] == second["samplers"]["ddim"] | {"scored_on": second["date"]}
     assert third["samplers"]["ddpm"]["guidance"] == 2.0
+
+
+def test_duplicates_scores_plain_ranked_and_counted_picks_from_one_pool(tiny, tmp_path):
+    model = tmp_path / "model"  # the ddpm run with an image ranker of its own (any evaluator-format file)
+    shutil.copytree(tiny["ddpm"], model)
+    shutil.copy(tiny["scorer"], model / "ranker.safetensors")
+    counter = tiny_counter(tmp_path / "counter.safetensors")
+    run("duplicates", "--model", model, "--ranker-counter", counter, "--data", tiny["data"], "--guidance", "1,2",
+        "--candidates", "2", "--lists", "2", "--tune", "2", "--name", "d", "--results", tmp_path)  # fmt: skip
+    rows = result(tmp_path, "d")["rows"]
+    assert [(row["guidance"], row["labels"]) for row in rows] == [
+        (g, labels) for g in (1.0, 2.0) for labels in ("train_triples", "unseen_tune")
+    ]
+    picks = {"plain", "image ranker", "image ranker + counter", "any exact scene", "per candidate"}
+    assert all(set(row["rows"]) == picks for row in rows)
+    assert (tmp_path / "d" / "unseen_tune_guidance2" / "image_ranker_and_counter.png").is_file()
 
 
 def test_evaluator_measures_the_shipped_file_on_held_out_scenes(tiny, tmp_path):
@@ -283,6 +320,14 @@ def test_serve_times_every_sampler_through_the_api(tiny, tmp_path):
     run("serve", "--model", tiny["ddpm"], "--requests", "1", "--name", "v", "--results", tmp_path)
     samplers = result(tmp_path, "v")["samplers"]
     assert set(samplers) == {"dpmpp", "ddim", "ddpm"} and samplers["ddpm"]["steps"] == 50
+
+
+def test_speed_times_each_model_in_turns(tiny, tmp_path):
+    run("speed", "--models", tiny["ddpm"], tiny["gan"], "--labels", tiny["data"] / "test.json", "--batch", "2",
+        "--rounds", "2", "--name", "p", "--results", tmp_path)  # fmt: skip
+    measured = result(tmp_path, "p")["seconds_per_image"]
+    assert set(measured) == {str(tiny["ddpm"]), str(tiny["gan"])}
+    assert all(len(entry["by_round"]) == 2 and entry["median"] > 0 for entry in measured.values())
 
 
 def test_train_speed_measures_a_kind_in_a_fresh_process(tiny, tmp_path, monkeypatch):

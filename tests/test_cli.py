@@ -1,6 +1,7 @@
 import argparse
 import importlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from condgen.cli import build_parser, main
 from condgen.data.iclevr import load_dataset
 from condgen.data.imageio import save_png, to_signed
 from condgen.data.labels import LabelCodec
+from condgen.evaluate.counter import DensityCounter, real_image_ceiling, save_counter
 from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+from condgen.evaluate.metrics import exact_sets
 from condgen.pretrained import SHIPPED
 
 
@@ -227,3 +230,85 @@ def test_a_seed_torch_cannot_take_is_refused_before_anything_is_written(tmp_path
         main(["sample", "--model", "iclevr-gan", "--objects", "red cube", "--seed", str(2**70), "--out", str(out)])
     assert exit_info.value.code == 2 and not out.exists()
     assert "--seed: must be a whole number from 0 to 4294967295" in capsys.readouterr().err
+
+
+def steady_counter(path, counts: dict[int, float]):
+    """A counter that sees the same objects in every image: ``counts`` maps an object's index to its instances."""
+    counter = DensityCounter(24, width=4)
+    torch.nn.init.zeros_(counter.density.weight)  # the image plays no part
+    bias = torch.full((24,), -40.0)  # softplus(-40) per cell: no instance
+    for index, instances in counts.items():
+        bias[index] = math.log(math.expm1(instances / 64))  # softplus of it, summed over the 8x8 cells
+    counter.density.bias.data = bias
+    save_counter(counter, LabelCodec.iclevr(), path)
+    return path
+
+
+def test_evaluate_counts_objects_with_the_counter_it_is_given(scored_batch, capsys):
+    folder, images, _ = scored_batch
+    torch.save(to_signed(images), folder / "batch.pt")
+    counter = steady_counter(folder / "two.safetensors", {0: 2.0})  # two gray cubes in every image
+    argv = ["evaluate", "--images", str(folder / "batch.pt"), "--labels", str(folder / "labels.json")]
+    argv += ["--evaluator", str(folder / "e.safetensors"), "--counter", str(counter)]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    labels = load_dataset(folder / "data", progress=False).labels[:12]
+    requested = labels.sum(dim=1)
+    assert 0 < int((requested == 2).sum()) < 12  # the images ask for one to three objects
+    exact = exact_sets(load_evaluator(folder / "e.safetensors").scores(to_signed(images)), labels)
+    assert result["count_exact"] == pytest.approx(float((requested == 2).float().mean()))
+    assert result["exact_scene"] == pytest.approx(float(((requested == 2) & exact).float().mean()))
+    assert result["extra_objects"] == pytest.approx(float((requested < 2).float().mean()))
+    assert result["counter"] == str(counter) and "real_images" not in result  # no ceiling for other judges
+    assert main(argv) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"count-exact rate: {result['count_exact']:.4f} (as many objects counted as requested)" in printed
+    assert f"exact-scene rate: {result['exact_scene']:.4f} (every requested object once, nothing else)" in printed
+    assert f"extra objects: {result['extra_objects']:.4f} (images holding more objects than requested)" in printed
+
+
+def test_evaluate_with_the_shipped_judges_shows_their_figures_on_real_images(scored_batch, capsys):
+    folder, images, _ = scored_batch
+    torch.save(to_signed(images), folder / "batch.pt")
+    argv = ["evaluate", "--images", str(folder / "batch.pt"), "--labels", str(folder / "labels.json")]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    ceiling = real_image_ceiling()
+    assert result["real_images"] == ceiling and result["counter"] == "shipped i-CLEVR counter"
+    assert {"count_exact", "exact_scene", "extra_objects"} <= result.keys()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    scene = f"exact-scene rate: {result['exact_scene']:.4f} (every requested object once, nothing else; real images"
+    assert f"{scene} {ceiling['exact_scene']:.4f})" in printed
+    assert f"accuracy: {result['accuracy']:.4f} (12 images, {result['objects']} objects; real images " in printed
+
+
+def test_evaluate_without_a_counter_for_the_objects_says_so(tmp_path, capsys):
+    save_evaluator(build_resnet18_evaluator(2), LabelCodec(["red dot", "blue dot"]), tmp_path / "dots.safetensors")
+    (tmp_path / "labels.json").write_text(json.dumps([["red dot"], ["blue dot", "red dot"]]))
+    torch.save(torch.zeros(2, 3, 64, 64), tmp_path / "batch.pt")
+    argv = ["evaluate", "--images", str(tmp_path / "batch.pt"), "--labels", str(tmp_path / "labels.json")]
+    argv += ["--evaluator", str(tmp_path / "dots.safetensors")]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert not {"count_exact", "exact_scene", "extra_objects", "counter", "real_images"} & result.keys()
+    assert main(argv) == 0
+    assert "no object counter knows these objects: no count-aware rates" in capsys.readouterr().out
+    counter = steady_counter(tmp_path / "counter.safetensors", {0: 1.0})  # of i-CLEVR's 24 objects
+    assert main([*argv, "--counter", str(counter)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "counter.safetensors: its objects differ from the evaluator's vocabulary" in err
+
+
+@pytest.mark.parametrize("counted", [True, False])
+def test_sample_prints_the_count_aware_rates_beside_top_k_and_the_exact_set(tmp_path, capsys, monkeypatch, counted):
+    import condgen.generate
+
+    scores = {"images": 4, "accuracy": 0.875, "exact_set": 0.75, "precision": 0.9, "recall": 0.8}
+    scores |= {"count_exact": 0.5, "exact_scene": 0.25, "extra_objects": 0.5} if counted else {}
+    monkeypatch.setattr(condgen.generate, "sample_command", lambda args: scores)
+    assert main(["sample", "--model", "iclevr-gan", "--objects", "red cube", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy 0.8750, exact-set rate 0.7500" in printed
+    counts = "count-exact rate 0.5000, exact-scene rate 0.2500, extra objects 0.5000"
+    assert (counts in printed) == counted

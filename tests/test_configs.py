@@ -10,9 +10,11 @@ from condgen.latent.gan import LatentGANRunConfig
 from condgen.latent.ldm import LDMRunConfig
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.train.config import dump_config, load_config
+from condgen.train.counter import CounterRunConfig
 from condgen.train.evaluator import EvaluatorRunConfig
 
-# a config file's name starts with its kind: gan_acgan.yaml, latent_gan_cpu.yaml; ranker_*.yaml trains an evaluator
+# a config file's name starts with its kind: gan_acgan.yaml, latent_gan_cpu.yaml; ranker_*.yaml trains an evaluator,
+# ranker_counter_*.yaml a counter
 KINDS = {
     "gan": GANRunConfig,
     "latent_gan": LatentGANRunConfig,
@@ -22,6 +24,8 @@ KINDS = {
     "latent_classifier": LatentClassifierRunConfig,
     "evaluator": EvaluatorRunConfig,
     "ranker": EvaluatorRunConfig,
+    "counter": CounterRunConfig,
+    "ranker_counter": CounterRunConfig,
 }
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

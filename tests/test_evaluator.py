@@ -10,9 +10,10 @@ from condgen.cli import main
 from condgen.data.iclevr import load_dataset
 from condgen.data.imageio import to_signed
 from condgen.data.labels import LabelCodec
+from condgen.data.splits import scene_of, split_by_scene
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator, build_resnet18_evaluator, load_evaluator, save_evaluator
-from condgen.evaluate.training import augment, one_cycle, scene_of, split_by_scene
+from condgen.evaluate.training import augment, one_cycle
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,20 @@
 it gives the same images as sampling the run."""
 
 import json
+from importlib import resources
 
 import pytest
 import torch
 
 import condgen
 from condgen.cli import main
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.counter import SHIPPED_COUNTER, DensityCounter, save_counter
+from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
+from condgen.export.half import pipeline_images, ranked_both_ways
+from condgen.export.policy import update_config
+from condgen.nn.ranking import Reading
 from condgen.pretrained import PRETRAINED
 from condgen.tensorfile import read_tensors
 
@@ -72,14 +80,40 @@ def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, t
     assert torch.equal(images, pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1))
 
 
+def tiny_counter(path, seed=0, wild=False):
+    """A random object counter of condgen's own (never the shipped one); a ``wild`` one counts images far apart
+    (a fresh one finds about the same few objects in every image)."""
+    torch.manual_seed(seed)
+    counter = DensityCounter(24, width=4)
+    if wild:  # weights that keep the signal's scale through every layer
+        for layer in counter.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight)
+        torch.nn.init.zeros_(counter.density.bias)
+    save_counter(counter, LabelCodec.iclevr(), path)
+    return path
+
+
 def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tmp_path, capsys):
     train("vae", dataset, tmp_path / "vae", evaluator_file)
     train("gan", dataset, tmp_path / "gan", evaluator_file)
     capsys.readouterr()
     assert main(["export", "--run", str(tmp_path / "vae"), "--out", str(tmp_path / "m")]) == 2
     assert "a vae run generates no images" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    counter = str(tiny_counter(tmp_path / "counter.safetensors"))
+    argv = ["export", "--run", str(tmp_path / "gan"), "--out", str(tmp_path / "m"), "--ranker-counter", counter]
+    assert main(argv) == 2  # a GAN's folder may carry a ranker and its counter, but never a counter alone
+    assert "the counter ranks beside an image ranker" in capsys.readouterr().err and not (tmp_path / "m").exists()
+    assert main([*argv, "--ranker", str(evaluator_file)]) == 0  # then they rank its candidates, not the critic
+    ranked = condgen.load(tmp_path / "m").loaded
+    assert ranked.ranker is not None and ranked.ranker_counter is not None
+    assert condgen.load(tmp_path / "m").generate("red cube", candidates=2).shape == (1, 3, 64, 64)
     model = tmp_path / "gan-model"
     assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model), "--half"]) == 0
+    argv = ["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main([*argv, "--ranker-counter", counter]) == 2
+    assert "--ranker-counter: diffusion runs only" in capsys.readouterr().err and not (tmp_path / "o").exists()
     assert main(["export", "--run", str(tmp_path / "gan"), "--out", str(model)]) == 2  # never over an export
     capsys.readouterr()
     inside = {model / "again": "inside", PRETRAINED / "my-gan": "inside the installed condgen package"}
@@ -152,6 +186,30 @@ def test_a_benchmark_result_sets_the_folders_sampling_and_writes_its_card(datase
     assert "give --result" in capsys.readouterr().err
 
 
+def test_a_card_shows_the_exact_scene_where_the_record_holds_the_counters_figures(tmp_path, monkeypatch):
+    from condgen.export import card
+    from condgen.export.record import BenchmarkRecord
+
+    path = benchmark_result(tmp_path / "result.json", steps=3)
+    row = "| dpmpp-3, guidance 2 at t >= 5 | 1 | "
+    old = card.score_table(BenchmarkRecord.read(path))  # a record of the set measures alone keeps its table
+    assert f"{row}0.600 / 0.300 | 0.600 / 0.300 | 0.400 / 0.200 | 0.1 |" in old
+    assert not any("exact-scene" in line or "real images" in line for line in old)
+    result = json.loads(path.read_text())
+    for scores in result["samplers"].values():
+        for key in ("test", "new_test", "seen_triples"):
+            scores |= {f"count_exact_{key}": 0.9, f"exact_scene_{key}": scores[f"exact_set_{key}"] / 2}
+    path.write_text(json.dumps(result))
+    ceiling = {"accuracy": 0.99, "exact_set": 0.98, "count_exact": 1.0, "exact_scene": 0.95, "extra_objects": 0.0}
+    monkeypatch.setattr(card, "real_image_ceiling", lambda: ceiling)
+    table = card.score_table(BenchmarkRecord.read(path))
+    assert "/ exact-scene rate (the share whose detected objects are exactly the requested ones" in table[0]
+    assert f"{row}0.600 / 0.300 / 0.150 | 0.600 / 0.300 / 0.150 | 0.400 / 0.200 / 0.100 | 0.1 |" in table
+    assert table[-1] == "| real images (held out) | - | " + " | ".join(["0.990 / 0.980 / 0.950"] * 3) + " | - |"
+    monkeypatch.setattr(card, "real_image_ceiling", lambda: None)  # no counter shipped: no ceiling row
+    assert card.score_table(BenchmarkRecord.read(path))[-1].startswith("| ddim-3")
+
+
 def test_half_auto_keeps_float16_only_where_the_measured_check_allows(dataset, evaluator_file, tmp_path):
     train("ddpm", dataset, tmp_path / "run", evaluator_file)
     model = tmp_path / "model"
@@ -165,3 +223,77 @@ def test_half_auto_keeps_float16_only_where_the_measured_check_allows(dataset, e
     assert dtype == (torch.float16 if no_lower else torch.float32)
     assert f"The weights ship in {'float16' if no_lower else 'float32'}" in card
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch folder left behind
+
+
+def test_an_image_rankers_own_counter_travels_with_its_model_folder(dataset, evaluator_file, tmp_path, capsys):
+    run = tmp_path / "run"
+    train("ddpm", dataset, run, evaluator_file)
+    torch.manual_seed(2)
+    ranker = tmp_path / "ranker.safetensors"  # any evaluator-format file ranks
+    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
+    counter = tiny_counter(tmp_path / "counter.safetensors")
+
+    def export(out, *options):
+        return main(["export", "--run", str(run), "--out", str(out), *options])
+
+    capsys.readouterr()
+    assert export(tmp_path / "m", "--ranker-counter", str(counter)) == 2  # it ranks beside an image ranker alone
+    err = capsys.readouterr().err
+    assert "--ranker-counter: the counter ranks beside an image ranker" in err and err.count("\n") == 1
+    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER) as shipped:
+        assert export(tmp_path / "m", "--ranker", str(ranker), "--ranker-counter", str(shipped)) == 2
+    err = capsys.readouterr().err
+    assert "this is the shipped counter, which scores images and never ranks them" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+    half = tmp_path / "half"  # the counter is stored as the ranker is, here in float16
+    assert export(half, "--ranker", str(ranker), "--ranker-counter", str(counter), "--half") == 0
+    stored, _ = read_tensors(half / RANKER_COUNTER_FILE)
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    card = (half / "README.md").read_text()
+    assert "the ranker and its counter ship in float16" in card
+    assert f"--ranker {ranker} --ranker-counter {counter}" in card  # the command that made it
+    update_config(half, {"sample": {"candidates": 2}})
+    model = tmp_path / "model"  # a model folder exported again keeps its ranker and its counter
+    assert main(["export", "--run", str(half), "--out", str(model)]) == 0
+    kept, _ = read_tensors(model / RANKER_COUNTER_FILE)
+    assert all(torch.equal(kept[name].half(), tensor) for name, tensor in stored.items())
+    card = (model / "README.md").read_text()
+    assert "best of 2 ranked by the image ranker beside the model" in card
+    assert "its own object counter (`ranker_counter.safetensors`, trained with `condgen train counter`" in card
+    assert "the ranker and its counter ship in float32" in card
+    checked = tmp_path / "checked"  # the float16 check ranks with the counter, and stores it as it stores the ranker
+    assert main(["export", "--run", str(half), "--out", str(checked), "--half", "auto", "--check-seeds", "1"]) == 0
+    card = (checked / "README.md").read_text()
+    assert "The image ranker's float16 copy (with its counter's) keeps another candidate" in card
+    dtypes = [
+        {t.dtype for t in read_tensors(checked / name)[0].values() if t.is_floating_point()}
+        for name in (RANKER_FILE, RANKER_COUNTER_FILE)
+    ]
+    assert dtypes[0] == dtypes[1] and len(dtypes[0]) == 1
+
+    pipeline = condgen.load(model)
+    loaded = pipeline.loaded
+    assert loaded.ranker is not None and loaded.ranker_counter is not None
+    reading = loaded.ranking()(torch.rand(3, 3, 64, 64) * 2 - 1)
+    assert isinstance(reading, Reading) and reading.logits.shape == (3, 24) and reading.objects.shape == (3,)
+
+    # the float16 check's rival ranker reads with a counter too: the same files keep the same candidates, and a
+    # counter that counts otherwise keeps others
+    codec = LabelCodec.iclevr()
+    labels = torch.stack([codec.encode(names) for names in (["red cube"], ["blue sphere", "gray cylinder"])] * 3)
+    full, moved = ranked_both_ways(loaded, model / RANKER_FILE, labels, 0, model / RANKER_COUNTER_FILE)
+    assert moved == 0 and torch.equal(full, pipeline_images(pipeline, labels, 0))
+    assert ranked_both_ways(loaded, model / RANKER_FILE, labels, 0)[1] == 0  # without one: the folder's own
+    wild = tiny_counter(tmp_path / "wild.safetensors", seed=1, wild=True)
+    assert ranked_both_ways(loaded, model / RANKER_FILE, labels, 0, wild)[1] > 0
+
+    # sample: the folder's ranker with a counter given, refused without a ranker or with the shipped counter
+    sample(model, tmp_path / "counted", "--ranker-counter", str(wild))
+    capsys.readouterr()
+    argv = ["sample", "--model", str(run), "--objects", "red cube", "--out", str(tmp_path / "o"), "--candidates", "2"]
+    assert main([*argv, "--ranker-counter", str(counter)]) == 2
+    assert "give --ranker RUN or a model folder with its own ranker.safetensors" in capsys.readouterr().err
+    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER) as shipped:
+        assert main([*argv, "--ranker", str(ranker), "--ranker-counter", str(shipped)]) == 2
+    assert "this is the shipped counter" in capsys.readouterr().err and not (tmp_path / "o").exists()

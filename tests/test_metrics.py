@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from condgen.evaluate.metrics import frechet_distance, set_scores, top_k_accuracy
+from condgen.evaluate.metrics import count_scores, exact_sets, frechet_distance, set_scores, top_k_accuracy
 
 
 def reference_top_k_accuracy(scores: torch.Tensor, multi_hot: torch.Tensor) -> float:
@@ -105,3 +105,35 @@ def test_exact_set_matches_reference_on_random_inputs(seed, threshold):
     expected = reference_set_scores(scores, truth, threshold)
     assert 0 < expected["exact_set"] < 1 or threshold != 0.5
     assert set_scores(scores, truth, threshold) == pytest.approx(expected, abs=1e-12)
+
+
+def test_count_scores_hand_example_where_a_duplicate_passes_the_exact_set_but_not_the_exact_scene():
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.9, 0.8, 0.1], [0.9, 0.1, 0.1], [0.9, 0.1, 0.7], [0.2, 0.9, 0.1]])
+    truth = torch.tensor([[1.0, 1, 0], [1, 1, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]])
+    totals = torch.tensor([2, 3, 1, 2, 1])
+    # 0: the scene asked for; 1: the same set with an object drawn twice (3 objects); 2: the scene asked for;
+    # 3: an extra object the evaluator sees, counted; 4: a missing object, one object counted
+    exact = exact_sets(scores, truth)
+    assert exact.tolist() == [True, True, True, False, False]
+    assert set_scores(scores, truth)["exact_set"] == pytest.approx(3 / 5)  # the duplicate passes the set measure
+    result = count_scores(totals, truth, exact)
+    assert result == pytest.approx({"count_exact": 2 / 5, "exact_scene": 2 / 5, "extra_objects": 2 / 5})
+    duplicate = count_scores(totals[1:2], truth[1:2], exact[1:2])
+    assert duplicate == {"count_exact": 0.0, "exact_scene": 0.0, "extra_objects": 1.0}
+
+
+def test_an_exact_scene_needs_both_the_exact_set_and_the_count():
+    truth = torch.tensor([[1.0, 1, 0], [1, 1, 0], [1, 0, 0]])
+    totals = torch.tensor([2, 2, 1])
+    exact = torch.tensor([False, True, True])  # image 0: the right count, but a substituted object
+    assert count_scores(totals, truth, exact) == pytest.approx(
+        {"count_exact": 1.0, "exact_scene": 2 / 3, "extra_objects": 0.0}
+    )
+
+
+def test_count_scores_rejects_inputs_of_different_lengths():
+    truth = torch.tensor([[1.0, 0], [0, 1]])
+    with pytest.raises(ValueError, match="must share N"):
+        count_scores(torch.tensor([1, 1, 1]), truth, torch.tensor([True, True, True]))
+    with pytest.raises(ValueError, match="must share N"):
+        count_scores(torch.tensor([1, 1]), truth, torch.tensor([True]))

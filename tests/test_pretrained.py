@@ -13,7 +13,7 @@ from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import SampleConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.ranker import RANKER_FILE
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
 from condgen.tensorfile import BYTE_PLANES, read_tensors
 
@@ -24,8 +24,8 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         folder = PRETRAINED / name
         meta = json.loads((folder / "run.json").read_text())
         assert meta["format"] == 1 and len(meta["objects"]) == 24
-        # the model's and its autoencoder's, a GAN's critic where it ranks candidates, a diffusion model's image
-        # ranker where it ranks them and its noisy classifier where it guides or ranks without an image ranker
+        # the model's and its autoencoder's, a GAN's critic where it ranks candidates, an image ranker (and its
+        # object counter) where it ranks them and a noisy classifier where it guides or ranks without an image ranker
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
         config = yaml.safe_load((folder / "config.yaml").read_text())
         sample = SampleConfig(**config.get("sample", {}))
@@ -33,6 +33,7 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         assert not own_ranker or sample.candidates > 1
         ranker = ["best/critic.safetensors"] if config.get("candidates", 1) > 1 else []
         ranker += [RANKER_FILE] if own_ranker else []
+        ranker += [RANKER_COUNTER_FILE] if (folder / RANKER_COUNTER_FILE).is_file() and own_ranker else []
         guides = bool(sample.classifier_scale or sample.classifier_absent_scale)
         ranker += ["classifier/best/model.safetensors"] if guides or (sample.uses_classifier and not own_ranker) else []
         assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
@@ -43,13 +44,15 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
             assert dtype in (torch.float16, torch.float32)
             assert (BYTE_PLANES in metadata) == (dtype == torch.float16)  # byte planes keep the wheel small
             dtypes[file] = dtype
-        # one precision for the generator; an image ranker may ship in float16 beside float32 weights
-        generator = {dtype for file, dtype in dtypes.items() if file != RANKER_FILE}
+        # one precision for the generator; an image ranker (and its counter) may ship in float16 beside float32 weights
+        generator = {dtype for file, dtype in dtypes.items() if file not in (RANKER_FILE, RANKER_COUNTER_FILE)}
         assert len(generator) == 1 and dtypes.get(RANKER_FILE, torch.float16) in generator | {torch.float16}
         card = (folder / "README.md").read_text()
         assert f"the weights ship in {str(generator.pop()).removeprefix('torch.')}" in card.lower()
         if own_ranker:
-            assert f"the ranker ships in {str(dtypes[RANKER_FILE]).removeprefix('torch.')}" in card
+            ranker_dtype = str(dtypes[RANKER_FILE]).removeprefix("torch.")
+            with_counter = " and its counter ship" if RANKER_COUNTER_FILE in dtypes else " ships"
+            assert f"the ranker{with_counter} in {ranker_dtype}" in card
         assert "## How it was trained" in card and "## Scores" in card
         assert not yaml.safe_load((folder / "config.yaml").read_text())["autoencoder"].startswith("/")
 

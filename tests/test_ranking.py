@@ -3,7 +3,15 @@ import math
 import pytest
 import torch
 
-from condgen.nn.ranking import keep_best, set_log_likelihood
+from condgen.nn.ranking import (
+    COUNT_WEIGHT,
+    Reading,
+    as_reading,
+    best_candidates,
+    candidate_scores,
+    keep_best,
+    set_log_likelihood,
+)
 
 
 def test_set_log_likelihood_matches_a_plain_loop():
@@ -30,3 +38,29 @@ def test_keep_best_picks_per_request():
     labels = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)
     logits = torch.tensor([[0.0, 0.0], [5.0, -5.0], [1.0, 1.0], [5.0, -5.0], [-5.0, 5.0], [0.0, 5.0]])
     assert keep_best(candidates, logits, labels, k=3).tolist() == [[2.0, 3.0], [8.0, 9.0]]
+
+
+def test_a_counting_reading_prefers_the_requested_number_of_objects():
+    labels = torch.tensor([[1.0, 1.0, 0.0]] * 3)  # two objects requested
+    logits = torch.tensor([[5.0, 5.0, -5.0], [4.0, 4.0, -5.0], [-5.0, -5.0, -5.0]])
+    objects = torch.tensor([3.2, 2.1, 0.0])  # the likeliest set paints a requested object twice
+    candidates = torch.arange(3.0).view(3, 1)
+    assert keep_best(candidates, logits, labels, k=3).tolist() == [[0.0]]  # the set alone cannot tell
+    assert keep_best(candidates, Reading(logits, objects), labels, k=3).tolist() == [[1.0]]
+    scores = candidate_scores(Reading(logits, objects), labels)
+    expected = set_log_likelihood(logits, labels) - COUNT_WEIGHT * torch.tensor([1.2, 0.1, 2.0])
+    assert torch.allclose(scores, expected)
+    # one object off still wins over an exact count whose set is more than e^COUNT_WEIGHT times less likely
+    far = torch.tensor([[9.0, 9.0, -9.0], [-5.0, 2.0, -9.0]])
+    assert best_candidates(Reading(far, torch.tensor([3.0, 2.0])), labels[:2], k=2).tolist() == [0]
+
+
+def test_plain_logits_rank_as_a_reading_without_counts():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(12, 24) * 3, (torch.rand(3, 24) < 0.2).float().repeat_interleave(4, dim=0)
+    assert torch.equal(candidate_scores(as_reading(logits), labels), set_log_likelihood(logits, labels))
+    candidates = torch.randn(12, 2)
+    plain = keep_best(candidates, logits, labels, k=4)
+    assert torch.equal(plain, keep_best(candidates, Reading(logits), labels, k=4))
+    picks = set_log_likelihood(logits, labels).view(3, 4).argmax(dim=1)
+    assert torch.equal(plain, candidates.view(3, 4, 2)[torch.arange(3), picks])

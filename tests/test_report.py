@@ -12,7 +12,7 @@ from condgen.cli import main
 from condgen.data.iclevr import load_dataset, load_label_file
 from condgen.data.labels import LabelCodec
 from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
-from condgen.report import command, measure
+from condgen.report import command, measure, render
 
 TINY = {
     "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
@@ -42,7 +42,8 @@ def test_the_figures_are_the_evaluators_on_the_models_own_images(runs, tmp_path)
     requests = [", ".join(evaluator.codec.decode(row)) for row in labels]
     model = condgen.load(runs["gan"])
     by_seed = [evaluator.measure(model.generate(requests, seed=seed), labels) for seed in (0, 1)]
-    for key in measure.QUALITY_KEYS:
+    assert evaluator.counter is not None  # i-CLEVR's objects: the shipped counter counts beside the evaluator
+    for key in measure.QUALITY_KEYS + measure.COUNT_KEYS:
         values = [round(scores[key], 4) for scores in by_seed]
         assert result["test"][key]["by_seed"] == values
         assert result["test"][key]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)
@@ -51,6 +52,13 @@ def test_the_figures_are_the_evaluators_on_the_models_own_images(runs, tmp_path)
     )
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert f"| gan / gan | 1 | {result['test']['accuracy']['mean']:.3f} ± " in markdown
+    assert "| exact set test | exact set new_test | exact scene test | exact scene new_test |" in markdown
+    test = result["test"]
+    counted = f"| gan / gan | {test['count_exact']['mean']:.3f} / {test['extra_objects']['mean']:.3f} |"
+    assert "## Objects counted: count-exact rate / share with extra objects" in markdown and counted in markdown
+    assert "real images (held out)" not in markdown  # judged by another evaluator: the shipped one's ceiling is not its
+    header = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert header["counter"].startswith("shipped i-CLEVR counter (sha256 ") and header["real_image_ceiling"] is None
     for picture in ["nfe.png", "time.png", "training.png", "images/gan-gan-test.png", "images/gan-interpolation.png"]:
         assert (tmp_path / "r" / picture).is_file(), picture
 
@@ -80,6 +88,49 @@ def test_a_second_report_with_one_more_model_measures_only_that_one(runs, tmp_pa
     assert set(measured) == {("ddpm", "dpmpp")}
     first = json.loads((tmp_path / "one" / "report.json").read_text())["results"][0]
     assert json.loads((tmp_path / "two" / "report.json").read_text())["results"][0] == first
+
+
+def figures(*values):
+    return {"mean": sum(values) / len(values), "by_seed": list(values), "spread": max(values) - min(values)}
+
+
+def hand_result(name, counted):
+    """A measured model-and-sampler result, written by hand: with the counter's figures where ``counted``."""
+    scored = {"accuracy": figures(0.9, 0.8), "exact_set": figures(0.7, 0.5)}
+    scored |= {"precision": figures(0.95), "recall": figures(0.85)}
+    if counted:
+        scored |= {"count_exact": figures(0.6), "exact_scene": figures(0.4, 0.2), "extra_objects": figures(0.3)}
+    cost = {"seconds_per_image_batch_1": 0.1, "images_per_second_best": 40, "best_batch": 8, "peak_memory_mb": 9}
+    cost |= {"network_evaluations": 1, "parameters": 2e6, "diversity": 1.5}
+    return {"model": name, "sampler": "gan", "test": scored, **cost}
+
+
+CEILING = {"accuracy": 0.99, "exact_set": 0.98, "precision": 0.97, "recall": 0.96, "count_exact": 1.0,
+           "exact_scene": 0.95, "extra_objects": 0.0}  # fmt: skip
+
+
+def test_the_tables_show_the_count_aware_rates_and_end_with_the_real_image_ceiling():
+    header = {"files": {"test": 2}, "real_image_ceiling": CEILING}
+    quality, objects, counts, seeds, *_ = render.tables(header, [hand_result("a", True)], {})
+    assert quality[0].startswith("Quality: top-k accuracy, exact-set rate and exact-scene rate")
+    assert quality[1][2:] == ["accuracy test", "exact set test", "exact scene test"]
+    assert quality[2] == [["a / gan", 1, "0.850 ± 0.050", "0.600 ± 0.100", "0.300 ± 0.100"],
+                          ["real images (held out)", "-", "0.990", "0.980", "0.950"]]  # fmt: skip
+    assert objects[2][-1] == ["real images (held out)", "0.970 / 0.960"]
+    assert counts[2] == [["a / gan", "0.600 / 0.300"], ["real images (held out)", "1.000 / 0.000"]]
+    assert seeds[1][-1] == "exact scene by seed" and seeds[2] == [["a / gan", "test", "0.900, 0.800", "0.700, 0.500",
+                                                                  "0.400, 0.200"]]  # fmt: skip
+
+
+def test_without_a_counter_the_tables_keep_their_set_measures_alone():
+    header = {"files": {"test": 2}}
+    titles = [title for title, _, _ in render.tables(header, [hand_result("a", False)], {})]
+    assert titles[0] == "Quality: top-k accuracy and exact-set rate (mean ± half the spread over seeds)"
+    assert not any("counted" in title for title in titles)
+    quality = render.tables(header, [hand_result("a", False)], {})[0]
+    assert quality[1][-1] == "exact set test" and len(quality[2]) == 1  # no ceiling row without one
+    mixed = render.tables(header, [hand_result("a", False), hand_result("b", True)], {})
+    assert mixed[0][2][0][-1] == "-" and mixed[2][2][0] == ["a / gan", "-"]  # a result measured without a counter
 
 
 @pytest.mark.skipif(bool(no_browser()), reason=no_browser() or "-")

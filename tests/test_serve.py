@@ -4,6 +4,8 @@ command line, and the page itself in a headless browser. The models are tiny run
 import base64
 import io
 import json
+import math
+import re
 import socket
 import sys
 import threading
@@ -18,14 +20,16 @@ from PIL import Image
 import condgen
 from condgen.cli import main
 from condgen.data.imageio import to_uint8
-from condgen.evaluate.evaluator import load_evaluator
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.counter import DensityCounter, ObjectCounter
+from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.pretrained import SHIPPED
 
 pytest.importorskip("fastapi", reason="condgen serve needs the web extra (pip install 'condgen[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from condgen.serve.app import create_app  # noqa: E402
-from condgen.serve.models import load_models  # noqa: E402
+from condgen.serve.models import load_models, verdict  # noqa: E402
 from condgen.serve.requests import Limits  # noqa: E402
 
 TINY = {
@@ -82,10 +86,59 @@ def test_a_request_gets_the_image_its_denoising_strip_and_the_evaluators_verdict
         for name, p in sorted(expected.items(), key=lambda item: -item[1])
         if p > 0.5 and name not in GOOD["objects"]
     ]
+    # and the shipped counter's count of the same image
+    instances = dict(zip(shipped.codec.names, shipped.counter.instances(image)[0].tolist()))
+    assert [entry["instances"] for entry in verdict["objects"]] == [round(instances[n]) for n in GOOD["objects"]]
+    assert verdict["counted"] == int(shipped.counter.totals(image)[0]) and verdict["requested"] == 2
+    assert verdict["exact_scene"] == (verdict["exact"] and verdict["counted"] == 2)
     assert client.post("/api/generate", json=GOOD).json()["results"][0]["image"] == result["image"]  # same seed
     assert client.post("/api/generate", json=GOOD | {"seed": 4}).json()["results"][0]["image"] != result["image"]
     default = client.post("/api/generate", json={"objects": ["gray cylinder"]}).json()["results"][0]
     assert default["settings"] | {"guidance": None} == {"sampler": "dpmpp", "steps": 3, "guidance": None, "seed": 0}
+
+
+def fixed_evaluator(detected: dict[str, float], instances: dict[str, float] | None) -> Evaluator:
+    """An evaluator whose probabilities are ``detected`` (0 for every other object) whatever the image, with a
+    counter that counts ``instances`` of each object in every image (None: no counter)."""
+    codec = LabelCodec.iclevr()
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64 * 64, 24), torch.nn.Sigmoid())
+    torch.nn.init.zeros_(model[1].weight)
+    model[1].bias.data = torch.tensor([30.0 if detected.get(n, 0) > 0.5 else -30.0 for n in codec.names])
+    if instances is None:
+        return Evaluator(model, codec)
+    counter = DensityCounter(24, width=4)
+    torch.nn.init.zeros_(counter.density.weight)  # the image plays no part; each of the 8x8 cells holds 1/64
+    counter.density.bias.data = torch.tensor(
+        [math.log(math.expm1(instances[n] / 64)) if n in instances else -40.0 for n in codec.names]
+    )
+    return Evaluator(model, codec, counter=ObjectCounter(counter, codec))
+
+
+@pytest.mark.parametrize(
+    ("instances", "counted", "exact_scene"),
+    [
+        ({"red cube": 1, "blue sphere": 1}, 2, True),  # the scene asked for
+        ({"red cube": 2, "blue sphere": 1}, 3, False),  # the red cube twice: the same set, one object too many
+        ({"red cube": 1, "blue sphere": 1, "gray cube": 1.2}, 3, False),  # one the evaluator does not detect
+        ({"red cube": 1}, 1, False),  # one short
+    ],
+)
+def test_the_verdict_counts_the_objects_and_calls_an_exact_scene_only_for_each_requested_object_once(
+    instances, counted, exact_scene
+):
+    image = torch.zeros(3, 64, 64)
+    judged = verdict(fixed_evaluator({"red cube": 1, "blue sphere": 1}, instances), image, ("red cube", "blue sphere"))
+    assert judged["exact"]  # the evaluator detects exactly the requested set every time
+    assert (judged["counted"], judged["requested"], judged["exact_scene"]) == (counted, 2, exact_scene)
+    expected = [round(instances.get(name, 0)) for name in ("red cube", "blue sphere")]
+    assert [entry["instances"] for entry in judged["objects"]] == expected
+
+
+def test_without_a_counter_the_verdict_keeps_its_evaluator_fields_and_leaves_the_counts_empty():
+    judged = verdict(fixed_evaluator({"red cube": 1}, None), torch.zeros(3, 64, 64), ("red cube",))
+    assert judged["exact"] and judged["objects"][0]["detected"]
+    assert (judged["counted"], judged["requested"], judged["exact_scene"]) == (None, 1, None)
+    assert judged["objects"][0]["instances"] is None
 
 
 BAD = [
@@ -240,6 +293,10 @@ def test_the_page_generates_in_a_real_browser(server):
             rows = [row.text for row in card.find_elements(By.CSS_SELECTOR, "tr.requested")]
             assert [row.split(" ")[0:2] for row in rows] == [["red", "cube"], ["blue", "sphere"]]
             assert all(row.endswith(("detected", "missing")) for row in rows)
+            count = card.find_element(By.CSS_SELECTOR, ".verdict .count").text  # a warning unless 2 are counted
+            said = re.fullmatch(r"(Warning: )?(\d+) objects? counted, 2 requested(\.|: .+\.)", count)
+            assert said and (said[1] is None) == (said[2] == "2")
+            assert card.find_element(By.CSS_SELECTOR, ".verdict .scene").text.endswith(("yes", "no"))
         assert "steps 3" in cards[0].text and "made in" in cards[0].text and "seed 0" in cards[1].text
         assert [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")] == []
         Select(colours[1]).select_by_value("red")

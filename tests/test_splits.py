@@ -74,6 +74,12 @@ def test_the_committed_split_is_what_the_real_train_json_gives_with_seed_0():
         pytest.skip("the real i-CLEVR folder is not beside this checkout")
     split = compositional_split(REAL_DATA, 0)
     assert len(split["unseen"]) == len(split["seen"]) == 136
-    for name in ("unseen", "seen"):
-        committed = ROOT / "benchmarks" / "labels" / f"{name}_triples.json"
+    assert sorted(split["unseen_tune"] + split["unseen_goal"]) == sorted(split["unseen"])
+    assert len(split["unseen_tune"]) == len(split["unseen_goal"]) == 68
+    for name, file in (
+        ("unseen", "unseen_triples"),
+        ("seen", "seen_triples"),
+        *((n, n) for n in ("unseen_tune", "unseen_goal")),
+    ):
+        committed = ROOT / "benchmarks" / "labels" / f"{file}.json"
         assert committed.read_text() == json.dumps(split[name]) + "\n"  # byte for byte, as compositional.py writes

@@ -1,11 +1,19 @@
 """A CLEVR-like scene renderer that writes datasets in the i-CLEVR format, with no download.
 
-Scenes are 1-3 objects (cube, sphere, cylinder x 8 CLEVR colours, rubber or metal) on a gray floor, seen by a
-camera above the floor: perspective makes farther objects smaller and higher in the image, a key light gives
-Lambertian shading, specular highlights and soft shadows. Like i-CLEVR, every scene is written three times,
-``scene_NNNNNN_0/1/2.png``, with one, two and three of its objects, and no object may be hidden by nearer ones
-beyond a limit. Everything is drawn with numpy on the whole pixel grid, with analytically antialiased edges, so a
-64x64 image costs about a millisecond.
+Scenes are objects (cube, sphere, cylinder x 8 CLEVR colours, rubber or metal) on a gray floor, seen by a camera above
+the floor: perspective makes farther objects smaller and higher in the image, a key light gives Lambertian shading,
+specular highlights and soft shadows. No object may be hidden by nearer ones beyond a limit. Everything is drawn with
+numpy on the whole pixel grid, with analytically antialiased edges, so a 64x64 image costs about a millisecond.
+
+Two modes:
+
+- i-CLEVR triples (the default): scenes of 3 distinct objects, each written three times, ``scene_NNNNNN_0/1/2.png``,
+  with one, two and three of its objects.
+- counting (``max_objects`` other than 3, or ``repeats`` above 0): every image is its own scene,
+  ``scene_NNNNNN.png``, of 1 to ``max_objects`` (at most 6) objects, and in a share ``repeats`` of the scenes some
+  object (same colour and shape) appears two or more times. ``counts.json`` records how many instances of each
+  object a scene holds, which multi-hot labels cannot, so an object counter can be checked on duplicates and on
+  crowded scenes.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +48,11 @@ RGB = {
     "cyan": (41, 208, 208),
     "yellow": (255, 238, 51),
 }
-MAX_OBJECTS = 3
+MAX_OBJECTS = 3  # objects in an i-CLEVR scene, and the default --max-objects
+COUNTING_MAX_OBJECTS = 6  # the most objects a counting scene may hold
+PLACEMENT_TRIES = 20  # floor points tried for one object of a counting scene before its placement starts again
+NEAR, FAR = 4.5, 8.5  # the depth range of ground contact points, in floor units from the camera
+CHUNK = 64  # scenes per rendering job
 MIN_VISIBLE = 0.6  # every object keeps at least this share of its pixels in front of nearer objects
 TILT = 0.45  # how much of a horizontal disc the camera sees: a circle on the floor projects to an R x TILT*R ellipse
 LIGHT = np.array([-0.55, -0.65, 0.52], dtype=np.float32)  # from the upper left, towards the camera; y points down
@@ -70,21 +84,56 @@ def sample_scene(rng: np.random.Generator, size: int) -> list[SceneObject]:
     objects = []
     for index in names:
         color, shape = ICLEVR_OBJECTS[index].split(" ")
-        z = rng.uniform(4.5, 8.5)  # distance from the camera, in floor units
+        z = rng.uniform(NEAR, FAR)  # distance from the camera, in floor units
         world_radius = rng.uniform(0.38, 0.6)
-        objects.append(
-            SceneObject(
-                shape=shape,
-                color=color,
-                metal=bool(rng.random() < 0.35),
-                u=size * rng.uniform(0.16, 0.84),
-                v=size * (5.0 / z - 0.18),  # a floor point at depth z projects to v = a + b / z
-                radius=size * world_radius / z,
-                angle=rng.uniform(0, math.pi / 2),
-                shade=rng.uniform(0.92, 1.08),
-            )
-        )
+        metal = bool(rng.random() < 0.35)
+        u, v, radius = _on_floor(size, rng.uniform(0.16, 0.84), z, world_radius)
+        angle, shade = rng.uniform(0, math.pi / 2), rng.uniform(0.92, 1.08)
+        objects.append(SceneObject(shape, color, metal, u, v, radius, angle, shade))
     return objects
+
+
+def _on_floor(size: int, across: float, z: float, world_radius: float) -> tuple[float, float, float]:
+    """Image position (u, v) and on-screen radius of an object standing at ``across`` of the width, at depth ``z``."""
+    return size * across, size * (5.0 / z - 0.18), size * world_radius / z  # depth z projects to v = a + b / z
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One object of a counting scene apart from where it stands, so placement retries move it without changing it."""
+
+    shape: str
+    color: str
+    metal: bool
+    world_radius: float
+    angle: float
+    shade: float
+
+    @classmethod
+    def sample(cls, rng: np.random.Generator, name: str) -> Instance:
+        color, shape = name.split(" ")
+        metal = bool(rng.random() < 0.35)
+        return cls(shape, color, metal, rng.uniform(0.38, 0.6), rng.uniform(0, math.pi / 2), rng.uniform(0.92, 1.08))
+
+    def placed(self, rng: np.random.Generator, size: int) -> SceneObject:
+        """The instance at a random floor point."""
+        z = rng.uniform(NEAR, FAR)
+        u, v, radius = _on_floor(size, rng.uniform(0.16, 0.84), z, self.world_radius)
+        return SceneObject(self.shape, self.color, self.metal, u, v, radius, self.angle, self.shade)
+
+
+def draw_instance_names(rng: np.random.Generator, max_objects: int, repeats: float) -> list[str]:
+    """The object names of one counting scene, one per instance, distinct names first.
+
+    With probability ``repeats`` the scene holds 2 to ``max_objects`` instances of fewer distinct names, so some
+    name comes two or more times; otherwise 1 to ``max_objects`` instances, all distinct (both counts uniform).
+    """
+    repeat = bool(rng.random() < repeats)
+    n = int(rng.integers(2 if repeat else 1, max_objects + 1))
+    distinct = int(rng.integers(1, n)) if repeat else n
+    picks = rng.choice(len(ICLEVR_OBJECTS), size=distinct, replace=False)
+    extra = rng.choice(distinct, size=n - distinct)  # the instances beyond one per name, on random names
+    return [ICLEVR_OBJECTS[p] for p in picks] + [ICLEVR_OBJECTS[picks[e]] for e in extra]
 
 
 class Canvas:
@@ -199,22 +248,36 @@ def render_scene(canvas: Canvas, objects: list[SceneObject], floor_brightness: f
     Returns ``None`` in place of the list when an object would be hidden beyond ``MIN_VISIBLE``.
     """
     layers = [canvas.draw(obj) for obj in objects]
+    if too_hidden(objects, [coverage for _, coverage in layers]):  # in the full scene bounds it in every smaller view
+        return None
     shadows = [canvas.shadow(obj) for obj in objects]
-    far_to_near = sorted(range(len(objects)), key=lambda i: objects[i].v)
-    for i in range(len(objects)):  # visibility in the full scene bounds it in every smaller view
-        hidden_by = far_to_near[far_to_near.index(i) + 1 :]
-        visible = layers[i][1] * np.prod([1 - layers[j][1] for j in hidden_by], axis=0) if hidden_by else layers[i][1]
-        if visible.sum() < MIN_VISIBLE * layers[i][1].sum():
-            return None
     floor = canvas.floor(floor_brightness)
-    views = []
-    for count in range(1, len(objects) + 1):
-        image = floor * np.prod(shadows[:count], axis=0)[None]
-        for i in (j for j in far_to_near if j < count):
-            color, coverage = layers[i]
-            image = image + coverage[None] * (color - image)
-        views.append((np.clip(image, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8))
-    return views
+    return [composite(floor, objects[:count], layers[:count], shadows[:count]) for count in range(1, len(objects) + 1)]
+
+
+def too_hidden(objects: list[SceneObject], coverages: list[np.ndarray]) -> bool:
+    """Whether some object keeps less than ``MIN_VISIBLE`` of its coverage in front of the nearer objects."""
+    far_to_near = sorted(range(len(objects)), key=lambda i: objects[i].v)
+    for rank, i in enumerate(far_to_near):
+        nearer = far_to_near[rank + 1 :]
+        visible = coverages[i] * np.prod([1 - coverages[j] for j in nearer], axis=0) if nearer else coverages[i]
+        if visible.sum() < MIN_VISIBLE * coverages[i].sum():
+            return True
+    return False
+
+
+def composite(
+    floor: np.ndarray,
+    objects: list[SceneObject],
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    shadows: list[np.ndarray],
+) -> np.ndarray:
+    """The floor darkened by every shadow, with the objects drawn over it far to near, as a uint8 (S, S, 3) image."""
+    image = floor * np.prod(shadows, axis=0)[None]
+    for i in sorted(range(len(objects)), key=lambda i: objects[i].v):
+        color, coverage = layers[i]
+        image = image + coverage[None] * (color - image)
+    return (np.clip(image, 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
 
 
 def render_views(seed: int, scene: int, size: int) -> tuple[list[SceneObject], list[np.ndarray]]:
@@ -227,6 +290,57 @@ def render_views(seed: int, scene: int, size: int) -> tuple[list[SceneObject], l
         views = render_scene(canvas, objects, brightness)
         if views is not None:
             return objects, views
+
+
+def place_instances(
+    rng: np.random.Generator, canvas: Canvas, instances: list[Instance]
+) -> tuple[list[SceneObject], list[tuple[np.ndarray, np.ndarray]]]:
+    """Places the instances one at a time, each where it and every object placed before stay visible.
+
+    Only positions are drawn again, never the instances, so crowded scenes keep their counts: an instance that
+    finds no free floor point in ``PLACEMENT_TRIES`` tries starts the placement of the whole scene again. Returns
+    the placed objects and their layers (colour, coverage).
+    """
+    while True:
+        objects: list[SceneObject] = []
+        layers: list[tuple[np.ndarray, np.ndarray]] = []
+        for instance in instances:
+            if not _place_one(rng, canvas, instance, objects, layers):
+                break
+        else:
+            return objects, layers
+
+
+def _place_one(
+    rng: np.random.Generator,
+    canvas: Canvas,
+    instance: Instance,
+    objects: list[SceneObject],
+    layers: list[tuple[np.ndarray, np.ndarray]],
+) -> bool:
+    """Appends the instance, at the first of ``PLACEMENT_TRIES`` random floor points that hides no object too much."""
+    coverages = [coverage for _, coverage in layers]
+    for _ in range(PLACEMENT_TRIES):
+        obj = instance.placed(rng, canvas.size)
+        layer = canvas.draw(obj)
+        if not too_hidden([*objects, obj], [*coverages, layer[1]]):
+            objects.append(obj)
+            layers.append(layer)
+            return True
+    return False
+
+
+def render_counting_scene(
+    seed: int, scene: int, size: int, max_objects: int, repeats: float
+) -> tuple[list[SceneObject], np.ndarray]:
+    """Counting scene ``scene`` of dataset ``seed``: its objects and its image. Depends only on the arguments."""
+    rng = np.random.default_rng([seed, 2, scene])  # a stream of its own: [seed, 0, ...] draws the triples
+    canvas = _canvas(size)
+    brightness = rng.uniform(0.9, 1.1)
+    instances = [Instance.sample(rng, name) for name in draw_instance_names(rng, max_objects, repeats)]
+    objects, layers = place_instances(rng, canvas, instances)
+    shadows = [canvas.shadow(obj) for obj in objects]
+    return objects, composite(canvas.floor(brightness), objects, layers, shadows)
 
 
 _CANVASES: dict[int, Canvas] = {}
@@ -250,6 +364,60 @@ def _write_scenes(job: tuple[Path, int, list[tuple[int, int]], int]) -> dict[str
     return entries
 
 
+def _write_counting_scenes(job: tuple[Path, int, list[int], int, int, float]) -> dict[str, list[str]]:
+    """Renders and saves counting scenes; returns file name -> the name of every instance, repeats included."""
+    folder, seed, scenes, size, max_objects, repeats = job
+    entries = {}
+    for scene in scenes:
+        objects, image = render_counting_scene(seed, scene, size, max_objects, repeats)
+        name = f"scene_{scene:06d}.png"
+        Image.fromarray(image).save(folder / name, compress_level=1)
+        entries[name] = [obj.name for obj in objects]
+    return entries
+
+
+def _triple_jobs(folder: Path, seed: int, n: int, size: int) -> tuple[Callable, list[tuple]]:
+    """The writer and jobs of ``n`` images in triples, the last scene cut short where ``n`` is not a multiple of 3."""
+    scenes = [(s, min(MAX_OBJECTS, n - s * MAX_OBJECTS)) for s in range(math.ceil(n / MAX_OBJECTS))]
+    return _write_scenes, [(folder, seed, scenes[i : i + CHUNK], size) for i in range(0, len(scenes), CHUNK)]
+
+
+def _counting_jobs(
+    folder: Path, seed: int, n: int, size: int, max_objects: int, repeats: float
+) -> tuple[Callable, list[tuple]]:
+    """The writer and jobs of ``n`` counting scenes."""
+    chunks = [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
+    return _write_counting_scenes, [(folder, seed, scenes, size, max_objects, repeats) for scenes in chunks]
+
+
+def _render_jobs(
+    write: Callable[[tuple], dict[str, list[str]]], jobs: list[tuple], n: int, workers: int, progress: bool
+) -> dict[str, list[str]]:
+    """Runs the jobs, in worker processes unless there is one of either; returns their entries in job order."""
+    entries: dict[str, list[str]] = {}
+    with progress_bar(total=n, desc="rendering", unit="img", enabled=progress) as bar:
+        if workers == 1 or len(jobs) == 1:
+            for part in map(write, jobs):
+                entries.update(part)
+                bar.update(len(part))
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for part in pool.map(write, jobs):
+                    entries.update(part)
+                    bar.update(len(part))
+    return entries
+
+
+def check_counting_options(max_objects: int, repeats: float) -> None:
+    """Refuses a ``--max-objects`` or ``--repeats`` that no counting scene can have, in one line naming the option."""
+    if not 1 <= max_objects <= COUNTING_MAX_OBJECTS:
+        raise CondgenError(f"--max-objects must be a whole number from 1 to {COUNTING_MAX_OBJECTS}, got {max_objects}")
+    if not 0 <= repeats <= 1:  # also refuses nan
+        raise CondgenError(f"--repeats must be a share from 0 to 1, got {repeats}")
+    if repeats > 0 and max_objects < 2:
+        raise CondgenError(f"--repeats {repeats} needs --max-objects 2 or more: a repeated object makes two")
+
+
 def random_label_lists(rng: np.random.Generator, count: int) -> list[list[str]]:
     """Test-style condition lists: 1-3 distinct objects each, a third of each count."""
     lists = []
@@ -260,9 +428,24 @@ def random_label_lists(rng: np.random.Generator, count: int) -> list[list[str]]:
 
 
 def synthesize_dataset(
-    out: str | Path, n: int, seed: int = 0, size: int = 64, workers: int | None = None, progress: bool = True
+    out: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+    max_objects: int = MAX_OBJECTS,
+    repeats: float = 0.0,
 ) -> dict:
     """Writes ``n`` training images, ``train.json``, ``objects.json``, ``test.json`` and ``new_test.json`` to ``out``.
+
+    With the defaults the images are i-CLEVR triples (``scene_NNNNNN_0/1/2.png``). A ``max_objects`` other than 3
+    (1 to 6), or ``repeats`` above 0, makes counting scenes instead: one image per scene (``scene_NNNNNN.png``) of 1
+    to ``max_objects`` objects, a share ``repeats`` of them with some object two or more times. Their
+    ``train.json`` keeps the distinct object names (multi-hot labels), and ``counts.json`` maps each file name to
+    ``{object name: number of instances}``, e.g. ``{"red cube": 2, "blue sphere": 1}``: the same names as its
+    ``train.json`` entry, with counts that sum to the number of objects in the image. (Triples write no
+    ``counts.json``: each of their objects appears once.)
 
     The folder is built beside ``out`` and renamed into place at the end, so ``out`` is either complete or absent.
     """
@@ -271,31 +454,26 @@ def synthesize_dataset(
         raise CondgenError(f"{out}: already exists and is not empty; choose a new --out")
     if size < 16:
         raise CondgenError(f"--size must be at least 16 pixels, got {size}")
+    check_counting_options(max_objects, repeats)
+    counting = max_objects != MAX_OBJECTS or repeats > 0
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        (staging / "images").mkdir()
+        folder = staging / "images"
+        folder.mkdir()
         start = time.perf_counter()
-        scenes = [(s, min(MAX_OBJECTS, n - s * MAX_OBJECTS)) for s in range(math.ceil(n / MAX_OBJECTS))]
-        chunk = 64
-        jobs = [(staging / "images", seed, scenes[i : i + chunk], size) for i in range(0, len(scenes), chunk)]
-        workers = workers or os.cpu_count() or 1
-        train: dict[str, list[str]] = {}
-        with progress_bar(total=n, desc="rendering", unit="img", enabled=progress) as bar:
-            if workers == 1 or len(jobs) == 1:
-                results = map(_write_scenes, jobs)
-                for entries in results:
-                    train.update(entries)
-                    bar.update(len(entries))
-            else:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
-                    for entries in pool.map(_write_scenes, jobs):
-                        train.update(entries)
-                        bar.update(len(entries))
+        write, jobs = (
+            _counting_jobs(folder, seed, n, size, max_objects, repeats)
+            if counting
+            else _triple_jobs(folder, seed, n, size)
+        )
+        instances = _render_jobs(write, jobs, n, workers or os.cpu_count() or 1, progress)
         elapsed = time.perf_counter() - start
         label_rng = np.random.default_rng([seed, 1])
         write_json(staging / "objects.json", {name: i for i, name in enumerate(ICLEVR_OBJECTS)})
-        write_json(staging / "train.json", train)
+        write_json(staging / "train.json", {file: list(dict.fromkeys(names)) for file, names in instances.items()})
+        if counting:
+            write_json(staging / "counts.json", {file: dict(Counter(names)) for file, names in instances.items()})
         write_json(staging / "test.json", random_label_lists(label_rng, 32))
         write_json(staging / "new_test.json", random_label_lists(label_rng, 32))
         if out.exists():

@@ -10,13 +10,13 @@ import torch.nn.functional as F
 
 from condgen.data.iclevr import LabeledImages, random_batch
 from condgen.data.imageio import to_signed
+from condgen.data.splits import split_by_scene
 from condgen.device import resolve_device
 from condgen.diffusion.trainer import DiffusionConfig, OptimConfig
 from condgen.diffusion.unet import NoisyClassifier, UNetConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import set_scores, top_k_accuracy
-from condgen.evaluate.training import split_by_scene
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.loop import LoopConfig, optimise

@@ -15,7 +15,9 @@ from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.trainer import DDPMRunConfig, DiffusionConfig
 from condgen.diffusion.unet import NoisyClassifier, UNet
 from condgen.errors import CondgenError
-from condgen.evaluate.ranker import RANKER_FILE, image_ranking, load_ranker
+from condgen.evaluate.counter import ObjectCounter
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, image_ranking, load_ranker, load_ranker_counter
+from condgen.nn.ranking import Reading
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
 from condgen.train.runs import checkpoint_folder
@@ -37,16 +39,22 @@ class DiffusionModel:
     decode: Callable[[torch.Tensor], torch.Tensor] = _images
     classifier: NoisyClassifier | None = None  # a model folder's own, for guidance and ranking (``classifier/``)
     ranker: torch.nn.Module | None = None  # a model folder's own image ranker (``ranker.safetensors``)
+    ranker_counter: ObjectCounter | None = None  # ... and the object counter it ranks with (``ranker_counter...``)
 
-    def ranking(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
-        """The image ranker's per-object logits of finished samples (decoded first), or None without a ranker."""
-        return image_ranking(self.ranker, self.decode) if self.ranker is not None else None
+    def ranking(self) -> Callable[[torch.Tensor], Reading] | None:
+        """The image ranker's reading of finished samples (decoded first): per-object logits and, with the ranker's
+        own counter, object counts; None without a ranker."""
+        if self.ranker is None:
+            return None
+        return image_ranking(self.ranker, self.decode, counter=self.ranker_counter)
 
     def load_own_ranker(self, folder: Path) -> None:
-        """The model folder's ranker, when it holds one."""
+        """The model folder's ranker and its counter, when it holds them."""
+        device = next(self.model.parameters()).device
         if (folder / RANKER_FILE).is_file():
-            device = next(self.model.parameters()).device
             self.ranker = load_ranker(folder / RANKER_FILE, self.meta["objects"], device)
+        if (folder / RANKER_COUNTER_FILE).is_file():
+            self.ranker_counter = load_ranker_counter(folder / RANKER_COUNTER_FILE, self.meta["objects"], device)
 
 
 def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:

@@ -16,7 +16,7 @@ from condgen.diffusion.presets import PRESETS, sampler_settings
 from condgen.diffusion.process import GaussianDiffusion
 from condgen.diffusion.samplers import SAMPLERS, Callback, bound, timesteps
 from condgen.errors import CondgenError
-from condgen.nn.ranking import keep_best
+from condgen.nn.ranking import Reading, keep_best
 
 
 @dataclass
@@ -116,7 +116,7 @@ def generate(
     callback: Callback = None,
     batch_size: int = 64,
     classifier: torch.nn.Module | None = None,
-    ranker: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ranker: Callable[[torch.Tensor], Reading] | None = None,
 ) -> torch.Tensor:
     """Samples for every row of ``labels``, within [-sample.clip_x0, sample.clip_x0] (images in [-1, 1] by default);
     the same seed gives the same samples. ``callback`` sees the starting noise (``i = -1``), then every sampler step.
@@ -125,7 +125,8 @@ def generate(
     K > 1, ranking: each request is sampled K times in one batch and keeps the sample whose per-object logits have
     the highest :func:`condgen.nn.ranking.set_log_likelihood` (closest to holding exactly the requested objects).
     The logits are ``ranker``'s of the finished samples where one is given (an image classifier reading the decoded
-    samples), else the classifier's at t = 0."""
+    samples; one that also counts their objects ranks down a candidate holding more or fewer than requested), else
+    the classifier's at t = 0."""
     sample.check(diffusion.num_steps)
     k = sample.candidates
     if k > 1 and classifier is None and ranker is None:
@@ -159,10 +160,10 @@ def generate(
         if k > 1:
             with torch.no_grad():
                 if ranker is not None:
-                    logits = ranker(x)
+                    read = ranker(x)
                 else:
-                    logits = classifier(x, torch.zeros(len(x), dtype=torch.long, device=device), batch)
-            x = keep_best(x, logits, batch, k)
+                    read = classifier(x, torch.zeros(len(x), dtype=torch.long, device=device), batch)
+            x = keep_best(x, read, batch, k)
         outputs.append(x.cpu())
     return torch.cat(outputs)
 

@@ -17,7 +17,8 @@ from torchvision.models.resnet import BasicBlock, conv1x1
 
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
-from condgen.evaluate.metrics import set_scores, top_k_accuracy
+from condgen.evaluate.counter import ObjectCounter, load_counter, shipped_counter_exists
+from condgen.evaluate.metrics import count_scores, exact_sets, set_scores, top_k_accuracy
 from condgen.tensorfile import read_tensors, save_tensors
 
 SHIPPED_WEIGHTS = "iclevr_evaluator.safetensors"
@@ -63,12 +64,16 @@ def resnet18_width(model: torch.nn.Module) -> int:
 
 
 class Evaluator:
-    """A trained evaluator and its vocabulary: scores, logits, 512-d features and the course's accuracy."""
+    """A trained evaluator and its vocabulary: scores, logits, 512-d features and the course's accuracy; with an
+    object ``counter`` (:mod:`condgen.evaluate.counter`), also the count-aware rates."""
 
-    def __init__(self, model: torch.nn.Module, codec: LabelCodec, batch_size: int = 256):
+    def __init__(
+        self, model: torch.nn.Module, codec: LabelCodec, batch_size: int = 256, counter: ObjectCounter | None = None
+    ):
         self.model = model.eval()
         self.codec = codec
         self.batch_size = batch_size
+        self.counter = counter
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, 64, 64) images in [-1, 1] -> (N, 512) pooled ResNet features (the Fréchet-distance space)."""
@@ -86,11 +91,16 @@ class Evaluator:
 
     def measure(self, images: torch.Tensor, multi_hot: torch.Tensor, threshold: float = 0.5) -> dict[str, float]:
         """Top-k ``accuracy`` beside the exact-set rate and per-object precision and recall at ``threshold``
-        (:func:`condgen.evaluate.metrics.set_scores`), from one pass of the evaluator."""
+        (:func:`condgen.evaluate.metrics.set_scores`), from one pass of the evaluator; with a counter, also
+        ``count_exact``, ``exact_scene`` and ``extra_objects`` (:func:`condgen.evaluate.metrics.count_scores`)."""
         if len(images) != len(multi_hot):
             raise CondgenError(f"{len(images)} images but {len(multi_hot)} label lists: they must match one to one")
         scores = self.scores(images)
-        return {"accuracy": top_k_accuracy(scores, multi_hot), **set_scores(scores, multi_hot, threshold)}
+        measured = {"accuracy": top_k_accuracy(scores, multi_hot), **set_scores(scores, multi_hot, threshold)}
+        if self.counter is not None:
+            exact = exact_sets(scores, multi_hot, threshold)
+            measured |= count_scores(self.counter.totals(images), multi_hot, exact)
+        return measured
 
     @torch.no_grad()
     def _batched(self, images: torch.Tensor, fn) -> torch.Tensor:
@@ -123,11 +133,14 @@ def save_evaluator(model: torch.nn.Module, codec: LabelCodec, path: str | Path, 
     save_tensors(model.state_dict(), Path(path), metadata, half)
 
 
-def load_evaluator(path: str | Path | None = None, device: str | torch.device = "cpu") -> Evaluator:
-    """Loads an evaluator: ``None`` for the shipped i-CLEVR one, a ``.safetensors`` file, or the course's ``.pth``."""
+def load_evaluator(
+    path: str | Path | None = None, device: str | torch.device = "cpu", counter: str | Path | None = None
+) -> Evaluator:
+    """Loads an evaluator: ``None`` for the shipped i-CLEVR one, a ``.safetensors`` file, or the course's ``.pth``;
+    with the object counter ``counter`` (a file), or else the shipped one where the vocabulary is i-CLEVR's."""
     if path is None:
         with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS) as shipped:
-            return load_evaluator(shipped, device)
+            return load_evaluator(shipped, device, counter)
     path = Path(path)
     if not path.is_file():
         raise CondgenError(f"{path}: evaluator checkpoint not found")
@@ -142,7 +155,17 @@ def load_evaluator(path: str | Path | None = None, device: str | torch.device = 
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CondgenError(f"{path}: not a ResNet18 evaluator for {len(codec)} objects ({first})") from None
-    return Evaluator(model.to(device), codec)
+    return Evaluator(model.to(device), codec, counter=_counter_for(codec, device, counter))
+
+
+def _counter_for(codec: LabelCodec, device: str | torch.device, path: str | Path | None) -> ObjectCounter | None:
+    """The counter given, or the shipped one for i-CLEVR's vocabulary; a counter must know the same objects."""
+    if path is None and not (codec.names == LabelCodec.iclevr().names and shipped_counter_exists()):
+        return None
+    counter = load_counter(path, device)
+    if counter.codec.names != codec.names:
+        raise CondgenError(f"{path or 'the shipped counter'}: its objects differ from the evaluator's vocabulary")
+    return counter
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], LabelCodec]:

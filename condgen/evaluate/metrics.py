@@ -1,5 +1,6 @@
-"""The course's top-k accuracy, the exact-set rate with per-object precision and recall, and a Fréchet distance
-between two sets of feature vectors."""
+"""The course's top-k accuracy, the exact-set rate with per-object precision and recall, the count-aware rates (as
+many objects as requested; exactly the requested ones, each once) and a Fréchet distance between two sets of feature
+vectors."""
 
 from __future__ import annotations
 
@@ -51,6 +52,26 @@ def set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float =
         "exact_set": int(exact.sum()) / len(scores),
         "precision": hits / max(1, int(detected.sum())) if detected.any() else 1.0,
         "recall": hits / max(1, int(truth.sum())),
+    }
+
+
+def count_scores(totals: torch.Tensor, multi_hot: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
+    """What a set measure forgives: an object drawn twice. From each image's object count ``totals`` (N,) and its
+    exact-set outcome ``exact`` (N,) bool (:func:`exact_sets`):
+
+    - ``count_exact``: the share of images that hold as many objects as were requested;
+    - ``exact_scene``: the share whose detected objects are exactly the requested set *and* that hold as many objects
+      as requested, i.e. every requested object once and nothing else (as every real i-CLEVR image);
+    - ``extra_objects``: the share that hold more objects than requested (a duplicate or an extra object).
+    """
+    if totals.shape != exact.shape or totals.shape[0] != multi_hot.shape[0]:
+        raise ValueError(f"totals {tuple(totals.shape)}, exact {tuple(exact.shape)} and labels must share N")
+    requested = (multi_hot > 0.5).sum(dim=1)
+    right = totals == requested
+    return {
+        "count_exact": float(right.float().mean()),
+        "exact_scene": float((right & exact).float().mean()),
+        "extra_objects": float((totals > requested).float().mean()),
     }
 
 

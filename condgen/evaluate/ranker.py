@@ -13,9 +13,12 @@ from pathlib import Path
 import torch
 
 from condgen.errors import CondgenError
+from condgen.evaluate.counter import SHIPPED_COUNTER, ObjectCounter, load_counter
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits, load_evaluator
+from condgen.nn.ranking import Reading
 
 RANKER_FILE = "ranker.safetensors"  # a model folder's own ranker (`condgen export --ranker RUN`)
+RANKER_COUNTER_FILE = "ranker_counter.safetensors"  # its object counter (`condgen export --ranker-counter RUN`)
 
 
 def ranker_weights(path: Path) -> Path:
@@ -39,6 +42,38 @@ def load_ranker(path: Path, objects: list[str], device: torch.device | str = "cp
     return ranker.model.eval().requires_grad_(False)
 
 
+def ranker_counter_weights(path: Path) -> Path:
+    """The weights file of ``path``: a `train counter` run folder (its ``counter.safetensors``) or the file."""
+    weights = path / "counter.safetensors" if path.is_dir() else path
+    if not weights.is_file() or weights.suffix != ".safetensors":
+        raise CondgenError(f"{path}: no counter weights; give a `condgen train counter` run or its .safetensors file")
+    return weights
+
+
+def load_ranker_counter(path: Path, objects: list[str], device: torch.device | str = "cpu") -> ObjectCounter:
+    """A ranker's own object counter at ``path`` (see :func:`ranker_counter_weights`), checked to know exactly
+    ``objects`` and refused when it is the shipped counter, which judges images and never ranks them."""
+    counter = load_counter(ranker_counter_weights(path), device)
+    if list(counter.codec.names) != list(objects):
+        raise CondgenError(f"{path}: the counter's objects differ from the generator's")
+    if shipped_counter_matches(counter):
+        raise CondgenError(f"{path}: this is the shipped counter, which scores images and never ranks them")
+    return counter
+
+
+def shipped_counter_matches(counter: ObjectCounter) -> bool:
+    """Whether ``counter`` holds the shipped counter's weights (in any precision)."""
+    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER) as shipped:
+        if not shipped.is_file():
+            return False
+        judge = load_counter(shipped).model.state_dict()
+    mine = counter.model.state_dict()
+    return mine.keys() == judge.keys() and all(
+        mine[name].shape == tensor.shape and torch.equal(mine[name].cpu().half(), tensor.half())
+        for name, tensor in judge.items()
+    )
+
+
 @functools.cache
 def _shipped_evaluator_in_half() -> dict[str, torch.Tensor]:
     """The shipped evaluator's weights rounded to float16, so that a float16 copy of it is recognised too."""
@@ -47,16 +82,23 @@ def _shipped_evaluator_in_half() -> dict[str, torch.Tensor]:
 
 
 def image_ranking(
-    ranker: torch.nn.Module, decode: Callable[[torch.Tensor], torch.Tensor], batch_size: int = 256
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Finished samples -> the ranker's per-object logits of their images (``decode`` turns latents into images)."""
+    ranker: torch.nn.Module,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 256,
+    counter: ObjectCounter | None = None,
+) -> Callable[[torch.Tensor], Reading]:
+    """Finished samples -> the ranker's per-object logits of their images (``decode`` turns latents into images)
+    and, with the ranker's own object ``counter``, how many objects each image holds."""
     device = next(ranker.parameters()).device
 
     @torch.no_grad()
-    def logits(samples: torch.Tensor) -> torch.Tensor:
-        parts = [
-            evaluator_logits(ranker, decode(part).clamp(-1, 1).to(device)).float() for part in samples.split(batch_size)
-        ]
-        return torch.cat(parts).to(samples.device)
+    def read(samples: torch.Tensor) -> Reading:
+        logits, objects = [], []
+        for part in samples.split(batch_size):
+            images = decode(part).clamp(-1, 1).to(device)
+            logits.append(evaluator_logits(ranker, images).float())
+            if counter is not None:
+                objects.append(counter.instances(images).sum(dim=1))
+        return Reading(torch.cat(logits).to(samples.device), torch.cat(objects).to(samples.device) if counter else None)
 
-    return logits
+    return read

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from condgen.data.iclevr import IMAGE_SIZE, load_dataset, load_label_file
 from condgen.data.imageio import decode_image, to_signed
 from condgen.errors import CondgenError
+from condgen.evaluate.counter import real_image_ceiling
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.evaluate.metrics import frechet_distance
 
@@ -80,10 +81,13 @@ def evaluate_images(
     evaluator: Path | None = None,
     reference: Path | None = None,
     threshold: float = 0.5,
+    counter: Path | None = None,
 ) -> dict:
     """Scores ``images`` against ``labels`` (or a dataset folder ``data`` against its train.json): top-k accuracy,
-    and the exact-set rate, precision and recall of the objects detected above ``threshold``."""
-    model = load_evaluator(evaluator)
+    and the exact-set rate, precision and recall of the objects detected above ``threshold``; with an object counter
+    (``counter``, else the shipped one for i-CLEVR's objects) the count-exact, exact-scene and extra-object rates.
+    Judged by the shipped evaluator and counter, the result holds their figures on real images as ``real_images``."""
+    model = load_evaluator(evaluator, counter=counter)
     if data is not None:
         dataset = load_dataset(data)
         _check_vocabulary(model, dataset.codec.names, data / "objects.json")
@@ -98,6 +102,11 @@ def evaluate_images(
         "objects": int(multi_hot.sum()),
         "evaluator": str(evaluator) if evaluator else "shipped i-CLEVR evaluator",
     }
+    if model.counter is not None:
+        result["counter"] = str(counter) if counter else "shipped i-CLEVR counter"
+    ceiling = real_image_ceiling() if evaluator is None and counter is None else None
+    if ceiling is not None:  # the most a generated image can score, by the same two judges
+        result["real_images"] = ceiling
     if reference is not None:
         real = load_dataset(reference)
         _check_vocabulary(model, real.codec.names, reference / "objects.json")

@@ -1,36 +1,14 @@
-"""The evaluator's training recipe, free of any training loop: the held-out split by whole scenes, the label-keeping
-augmentation and the one-cycle schedule. The loop task that uses them is :mod:`condgen.train.evaluator`."""
+"""The evaluator's training recipe, free of any training loop: the label-keeping augmentation and the
+one-cycle schedule. The loop task that uses them is :mod:`condgen.train.evaluator`."""
 
 from __future__ import annotations
 
 import math
-import re
 
 import torch
 import torch.nn.functional as F
 
 from condgen.data.imageio import to_signed
-from condgen.errors import CondgenError
-
-# CLEVR_train_000123_2.png -> scene "CLEVR_train_000123": images of one scene share objects and must not be split.
-_SCENE_PATTERN = re.compile(r"^(.*)_\d+\.[^.]+$")
-
-
-def scene_of(file_name: str) -> str:
-    match = _SCENE_PATTERN.match(file_name)
-    return match.group(1) if match else file_name
-
-
-def split_by_scene(files: list[str], val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of training and validation images, with every scene entirely on one side."""
-    scenes = sorted({scene_of(f) for f in files})
-    if len(scenes) < 2:
-        raise CondgenError("evaluator training needs at least 2 scenes to hold one out for validation")
-    n_val = min(max(1, round(len(scenes) * val_fraction)), len(scenes) - 1)
-    order = torch.randperm(len(scenes), generator=torch.Generator().manual_seed(seed)).tolist()
-    val_scenes = {scenes[i] for i in order[:n_val]}
-    is_val = torch.tensor([scene_of(f) in val_scenes for f in files])
-    return torch.nonzero(~is_val).flatten(), torch.nonzero(is_val).flatten()
 
 
 def augment(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

@@ -9,7 +9,8 @@ from pathlib import Path
 import yaml
 
 from condgen.data.jsonio import read_json
-from condgen.evaluate.ranker import RANKER_FILE
+from condgen.evaluate.counter import real_image_ceiling
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.export.record import LABEL_FILES, BenchmarkRecord
 from condgen.kinds import Generation, kind_of
 from condgen.pretrained import ICLEVR_LABELS
@@ -35,11 +36,16 @@ def model_card(
     diffusion = kind_of(meta, folder).generation is Generation.DIFFUSION
     stored = "float16" if half else "float32"
     lines = [f"# {name}", "", describe_model(folder, meta, stored), "", *usage(name), ""]
-    lines += [default_sampling(config, (folder / RANKER_FILE).is_file()) if diffusion else gan_sampling(config), ""]
+    counted = (folder / RANKER_COUNTER_FILE).is_file()
+    lines += [
+        default_sampling(config, (folder / RANKER_FILE).is_file(), counted) if diffusion else gan_sampling(config),
+        "",
+    ]
     lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
     lines += training(record, source, meta) + ["", "## Scores", ""]
     lines += score_table(record) if record else run_scores(source, meta["step"])
-    lines += ["", precision(check, stored, "float16" if ranker_half else "float32", (folder / RANKER_FILE).is_file())]
+    ranker = "float16" if ranker_half else "float32"
+    lines += ["", precision(check, stored, ranker, (folder / RANKER_FILE).is_file(), counted)]
     return "\n".join(lines) + "\n"
 
 
@@ -75,8 +81,9 @@ def usage(name: str) -> list[str]:
     ]
 
 
-def default_sampling(config: dict, ranked_by_image: bool) -> str:
-    """A diffusion folder's default sampling (``config.yaml``'s ``sample``) in words."""
+def default_sampling(config: dict, ranked_by_image: bool, counted: bool = False) -> str:
+    """A diffusion folder's default sampling (``config.yaml``'s ``sample``) in words; ``counted``: its image ranker
+    ranks with an object counter of its own."""
     s = config["sample"]
     text = f"Default sampling (`config.yaml`, `sample`): {s['sampler']}, {s['steps']} steps, guidance {s['guidance']:g}"
     if s.get("guidance_min_t"):
@@ -90,13 +97,23 @@ def default_sampling(config: dict, ranked_by_image: bool) -> str:
     if s.get("candidates", 1) > 1:
         ranker = (
             "the image ranker beside the model (`ranker.safetensors`, trained on the training images, never the "
-            "evaluator)"
+            "evaluator)" + counter_words(counted)
             if ranked_by_image
             else "the noisy classifier beside the model (`classifier/`, trained on the training data, never the "
             "evaluator)"
         )
         text += f", each image the best of {s['candidates']} ranked by {ranker}; `--candidates 1` samples plainly"
     return text + f"; seed {s['seed']}. Every `condgen sample` option changes it."
+
+
+def counter_words(counted: bool) -> str:
+    """What an image ranker's own object counter adds to its ranking, in words (nothing without one)."""
+    if not counted:
+        return ""
+    return (
+        " and its own object counter (`ranker_counter.safetensors`, trained with `condgen train counter`, never the "
+        "shipped counter), which ranks down a candidate holding more or fewer objects than requested"
+    )
 
 
 def gan_sampling(config: dict) -> str:
@@ -130,24 +147,54 @@ def training(record: BenchmarkRecord | None, source: Path, meta: dict) -> list[s
 
 
 def score_table(record: BenchmarkRecord) -> list[str]:
-    """The benchmark's top-k accuracy / exact-set rate per label file and row, with seconds per image."""
+    """The benchmark's top-k accuracy / exact-set rate per label file and row, with seconds per image; where the
+    record holds the object counter's figures, top-k accuracy / exact-set rate / exact-scene rate, with the shipped
+    judges' figures on real images as the last row."""
     rows = record.rows()
     files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
+    counted = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)
+    keys = ("accuracy", "exact_set", "exact_scene") if counted else ("accuracy", "exact_set")
+    ceiling = real_image_ceiling() if counted else None
     lines = [
-        "The shipped evaluator's top-k accuracy / exact-set rate (the share of images whose detected objects are "
-        f"exactly the requested ones), mean over noise seeds 0 to {record.seeds() - 1}, from `{record.path}`. "
-        "unseen / seen: three-object requests that never / do occur in train.json (`benchmarks/labels/`).",
+        score_words(counted) + f", mean over noise seeds 0 to {record.seeds() - 1}, from `{record.path}`. "
+        "unseen / seen: three-object requests that never / do occur in train.json (`benchmarks/labels/`); unseen "
+        "(scoring half): the half of the unseen ones that no setting was chosen on."
+        + (f" The last row, {REAL_IMAGES}: the same judges on held-out real i-CLEVR scenes." if ceiling else ""),
         "",
         "| sampling | network evaluations | " + " | ".join(LABEL_FILES[f] for f in files) + " | seconds per image |",
         "|---|---|" + "---|" * len(files) + "---|",
     ]
     for name, scored in rows:
-        cells = [f"{scored[f'accuracy_{f}']:.3f} / {scored[f'exact_set_{f}']:.3f}" for f in files]
+        cells = [" / ".join(f"{scored[f'{key}_{f}']:.3f}" for key in keys) for f in files]
         evaluations = scored.get("network_evaluations_per_image", scored.get("candidates", 1))
         lines.append(
             f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']:.3g} |"
         )
+    if ceiling is not None:
+        cell = " / ".join(f"{ceiling[key]:.3f}" for key in keys)
+        lines.append(f"| {REAL_IMAGES} | - | " + " | ".join([cell] * len(files)) + " | - |")
     return lines
+
+
+REAL_IMAGES = "real images (held out)"  # the ceiling's row: the shipped judges on held-out real i-CLEVR scenes
+
+
+def score_words(counted: bool) -> str:
+    """What a score table's cells are, in words: with the counter's figures (``counted``), the exact-scene rate."""
+    words = (
+        "The shipped evaluator's top-k accuracy / exact-set rate (the share of images whose detected objects are "
+        "exactly the requested ones)"
+    )
+    if not counted:
+        return words
+    return (
+        f"{words} / exact-scene rate (the share whose detected objects are exactly the requested ones and in which the "
+        "shipped object counter counts as many objects as requested: every requested object once, nothing else, "
+        "where a set measure lets an object drawn twice pass)"
+    )
+
+
+RUN_SCORE_KEYS = ("accuracy", "exact_set", "count_exact", "exact_scene", "extra_objects")  # and their per-file keys
 
 
 def run_scores(source: Path, step: int) -> list[str]:
@@ -158,13 +205,15 @@ def run_scores(source: Path, step: int) -> list[str]:
     return [
         f"The training run's own evaluation at step {step} (one noise seed, its evaluator):",
         "",
-        *(f"- {key}: {value:.4f}" for key, value in scores.items() if key.startswith(("accuracy", "exact_set"))),
+        *(f"- {key}: {value:.4f}" for key, value in scores.items() if key.startswith(RUN_SCORE_KEYS)),
     ]
 
 
-def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool) -> str:
-    """How the weights are stored and, after a float16 check, what it found."""
-    text = f"The weights ship in {stored}" + (f", the ranker ships in {ranker}" if has_ranker else "")
+def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool, has_counter: bool = False) -> str:
+    """How the weights are stored (an image ranker's object counter as the ranker) and, after a float16 check, what
+    it found."""
+    ranking = "the ranker and its counter ship" if has_counter else "the ranker ships"
+    text = f"The weights ship in {stored}" + (f", {ranking} in {ranker}" if has_ranker else "")
     text += (
         " (float16 stored in byte planes, lossless: `condgen/tensorfile.py`)." if "float16" in (stored, ranker) else "."
     )
@@ -177,10 +226,8 @@ def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool) ->
         f"over the seeds is {'no lower on any' if check['float16_no_lower'] else 'lower on some'} file and measure."
     )
     if "ranker_choices_changed" in check:
-        found += (
-            " The image ranker's float16 copy keeps another candidate than the float32 one on "
-            f"{check['ranker_choices_changed']} requests."
-        )
+        copy = "The image ranker's float16 copy" + (" (with its counter's)" if has_counter else "")
+        found += f" {copy} keeps another candidate than the float32 one on {check['ranker_choices_changed']} requests."
     return f"{found} {text}"
 
 

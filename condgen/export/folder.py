@@ -10,8 +10,11 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
                       critic.safetensors, which ranks candidates
     autoencoder/      an ldm's autoencoder, as a model folder of its own
     classifier/       a diffusion model's noisy classifier, when exported with one (guidance, best-of-K ranking)
-    ranker.safetensors  a diffusion model's image ranker, when exported with one (best-of-K ranking of the decoded
-                      images, before the classifier)
+    ranker.safetensors  an image ranker, when exported with one (best-of-K ranking of the decoded images, before a
+                      diffusion model's classifier or a GAN's critic)
+    ranker_counter.safetensors  a diffusion model's image ranker's own object counter, when exported with one (a
+                      `condgen train counter` run, never the shipped counter): ranks down a candidate holding more or
+                      fewer objects than requested; in the ranker's precision
     README.md         the model card: how it was trained and what it scored
 
 Nothing in it is pickled: safetensors, JSON and YAML.
@@ -29,8 +32,9 @@ from condgen.data.jsonio import read_json, write_json
 from condgen.data.labels import LabelCodec
 from condgen.diffusion.run import CLASSIFIER_FOLDER
 from condgen.errors import CondgenError
+from condgen.evaluate.counter import ObjectCounter, save_counter
 from condgen.evaluate.evaluator import save_evaluator
-from condgen.evaluate.ranker import RANKER_FILE, load_ranker
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, load_ranker, load_ranker_counter
 from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
 from condgen.generate import guiding_classifier
@@ -49,12 +53,14 @@ def export_model(
     classifier: Path | None = None,
     ranker: Path | None = None,
     ranker_half: bool | None = None,
+    ranker_counter: Path | None = None,
 ) -> Path:
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
-    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it) and the image
-    ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``). ``run`` may be a model
-    folder itself, to store it again (in float16, say); it keeps its classifier, ranker and origin. The model card
-    is :mod:`condgen.export.card`'s to write."""
+    noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it), the image
+    ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``), and the ranker's own
+    object counter ``ranker_counter`` as ranker_counter.safetensors in the ranker's precision. ``run`` may be a model
+    folder itself, to store it again (in float16, say); it keeps its classifier, ranker, ranker counter and origin.
+    The model card is :mod:`condgen.export.card`'s to write."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
@@ -64,6 +70,7 @@ def export_model(
         raise CondgenError(f"{out}: already exists; choose a new --out")
     classifier = _checked_classifier(run, kind, checkpoint, classifier)
     ranker_model = _checked_ranker(run, kind, meta, ranker)
+    counter = _checked_ranker_counter(run, kind, meta, ranker_counter, ranker_model is not None)
     with staged_folder(out) as staging:
         config = yaml.safe_load((run / "config.yaml").read_text())
         names = ["ema.safetensors"]
@@ -76,9 +83,11 @@ def export_model(
             config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
         if classifier is not None:
             _export_part(classifier, staging / CLASSIFIER_FOLDER, half)
+        ranker_half = half if ranker_half is None else ranker_half
         if ranker_model is not None:
-            codec = LabelCodec(meta["objects"])
-            save_evaluator(ranker_model, codec, staging / RANKER_FILE, half if ranker_half is None else ranker_half)
+            save_evaluator(ranker_model, LabelCodec(meta["objects"]), staging / RANKER_FILE, ranker_half)
+        if counter is not None:  # it ranks beside the ranker, so it is stored as the ranker is
+            save_counter(counter.model, counter.codec, staging / RANKER_COUNTER_FILE, ranker_half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_json(staging / "run.json", _exported_meta(run, meta, step))
     return out
@@ -101,9 +110,21 @@ def _checked_ranker(run: Path, kind: Kind, meta: dict, ranker: Path | None) -> t
         ranker = run / RANKER_FILE
     if ranker is None:
         return None
-    if kind.generation != Generation.DIFFUSION:
-        raise CondgenError(f"--ranker: diffusion runs only; {run} is a {kind.name} run")
     return load_ranker(ranker, meta["objects"])  # refuses the evaluator and other vocabularies
+
+
+def _checked_ranker_counter(
+    run: Path, kind: Kind, meta: dict, counter: Path | None, has_ranker: bool
+) -> ObjectCounter | None:
+    """The image ranker's object counter to carry, loaded: the one given (beside an image ranker) or a model
+    folder's own."""
+    if counter is None and (run / RANKER_COUNTER_FILE).is_file():
+        counter = run / RANKER_COUNTER_FILE  # re-exporting a model folder keeps its ranker's counter
+    if counter is None:
+        return None
+    if not has_ranker:
+        raise CondgenError("--ranker-counter: the counter ranks beside an image ranker; give --ranker RUN too")
+    return load_ranker_counter(counter, meta["objects"])  # refuses the shipped counter and other vocabularies
 
 
 def _exported_meta(source: Path, meta: dict, step: int) -> dict:

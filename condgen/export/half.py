@@ -3,8 +3,8 @@ seeds from a float32 and a float16 copy of one model folder and compare the ship
 
 A sampler that integrates over many steps turns float16's rounding into other images for some seeds, so scores can
 move either way: float16 ships unless its mean over the seeds is lower for some file and measure. A folder's image
-ranker is checked on the same candidates: on how many requests its float16 copy keeps another candidate than the
-float32 one.
+ranker is checked on the same candidates: on how many requests its float16 copy (reading with the float16 copy of its
+object counter, where it has one) keeps another candidate than the float32 one.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from condgen.data.iclevr import load_label_file
 from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
-from condgen.evaluate.ranker import RANKER_FILE, image_ranking, load_ranker
-from condgen.nn.ranking import best_candidates
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, image_ranking, load_ranker, load_ranker_counter
+from condgen.nn.ranking import Reading, best_candidates
 from condgen.pipeline import Pipeline, load
 from condgen.pretrained import ICLEVR_LABELS
 
@@ -31,7 +31,7 @@ def half_precision_check(float32: Path, float16: Path, seeds: int) -> dict:
     an image ranker, ``ranker_choices_changed``."""
     evaluator = load_evaluator()
     pipelines = {"float32": load(float32), "float16": load(float16)}
-    half_ranker = float16 / RANKER_FILE
+    half_ranker, half_counter = float16 / RANKER_FILE, float16 / RANKER_COUNTER_FILE
     changed = 0 if half_ranker.is_file() else None
     scores: dict[str, dict] = {precision: {} for precision in pipelines}
     largest = 0.0
@@ -41,7 +41,8 @@ def half_precision_check(float32: Path, float16: Path, seeds: int) -> dict:
             if changed is None:
                 full = pipeline_images(pipelines["float32"], labels, seed)
             else:  # the same images as pipeline_images, with the float16 ranker's choices counted on the way
-                full, moved = ranked_both_ways(pipelines["float32"].loaded, half_ranker, labels, seed)
+                counter = half_counter if half_counter.is_file() else None
+                full, moved = ranked_both_ways(pipelines["float32"].loaded, half_ranker, labels, seed, counter)
                 changed += moved
             images = {"float32": full, "float16": pipeline_images(pipelines["float16"], labels, seed)}
             largest = max(largest, float((images["float32"] - images["float16"]).abs().max()))
@@ -61,18 +62,24 @@ def pipeline_images(pipeline: Pipeline, labels: torch.Tensor, seed: int) -> torc
     return pipeline.generate(requests, seed=seed)
 
 
-def ranked_both_ways(loaded: DiffusionModel, other: Path, labels: torch.Tensor, seed: int) -> tuple[torch.Tensor, int]:
-    """``loaded``'s own images at ``seed`` (its own sampling and ranker, as ``Pipeline.generate`` makes them) and on
-    how many requests the ranker stored at ``other`` would have kept another of the same candidates."""
+def ranked_both_ways(
+    loaded: DiffusionModel, other: Path, labels: torch.Tensor, seed: int, other_counter: Path | None = None
+) -> tuple[torch.Tensor, int]:
+    """``loaded``'s own images at ``seed`` (its own sampling, ranker and ranker counter, as ``Pipeline.generate``
+    makes them) and on how many requests the ranker stored at ``other`` would have kept another of the same
+    candidates, reading with the counter stored at ``other_counter`` (without one: ``loaded``'s own counter, so that
+    both readings count objects alike)."""
     own = loaded.ranking()
-    rival = image_ranking(load_ranker(other, loaded.meta["objects"]), loaded.decode)
+    objects = loaded.meta["objects"]
+    counter = load_ranker_counter(other_counter, objects) if other_counter is not None else loaded.ranker_counter
+    rival = image_ranking(load_ranker(other, objects), loaded.decode, counter=counter)
     k = loaded.config.sample.candidates
     done, moved = 0, 0  # requests ranked so far: the sampler ranks them batch by batch, in order
 
-    def both(samples: torch.Tensor) -> torch.Tensor:
+    def both(samples: torch.Tensor) -> Reading:
         nonlocal done, moved
         mine, n = own(samples), len(samples) // k
-        rows = labels[done : done + n].repeat_interleave(k, dim=0).to(mine.device)
+        rows = labels[done : done + n].repeat_interleave(k, dim=0).to(samples.device)
         moved += different_choices(mine, rival(samples), rows, k)
         done += n
         return mine
@@ -98,7 +105,7 @@ def no_lower(half: dict, full: dict) -> bool:
     )
 
 
-def different_choices(mine: torch.Tensor, theirs: torch.Tensor, rows: torch.Tensor, k: int) -> int:
+def different_choices(mine: Reading, theirs: Reading, rows: torch.Tensor, k: int) -> int:
     """On how many requests (``rows``: each request's multi-hot row repeated ``k`` times in a row) two rankers'
-    logits keep different candidates (condgen.nn.ranking)."""
+    readings keep different candidates (condgen.nn.ranking)."""
     return int((best_candidates(mine, rows, k) != best_candidates(theirs, rows, k)).sum())

@@ -37,6 +37,7 @@ class ExportOptions:
     half: Half = Half.NO
     classifier: Path | None = None  # a noisy classifier run to carry (classifier/)
     ranker: Path | None = None  # an image ranker to carry (ranker.safetensors)
+    ranker_counter: Path | None = None  # the ranker's own object counter to carry (ranker_counter.safetensors)
     result: Path | None = None  # the benchmark result that trained and scored the run
     entry: str | None = None  # the run's entry in a result file of several models
     sampler: str | None = None  # the result's sampler to default to (default: its most accurate on train.json's sets)
@@ -47,9 +48,9 @@ class ExportOptions:
         words = ["condgen", "export", "--run", str(run), "--out", str(out)]
         words += ["--checkpoint", self.checkpoint] if self.checkpoint else []
         words += {Half.NO: [], Half.YES: ["--half"], Half.AUTO: ["--half", "auto"]}[self.half]
-        for option in ("classifier", "ranker", "result", "entry", "sampler"):
+        for option in ("classifier", "ranker", "ranker_counter", "result", "entry", "sampler"):
             value = getattr(self, option)
-            words += [f"--{option}", str(value)] if value is not None else []
+            words += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
         return shlex.join(words)
 
 
@@ -65,8 +66,9 @@ def export(run: Path, out: Path, options: ExportOptions, command: str | None = N
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as scratch:
 
         def write(name: str, half: bool, ranker_half: bool | None = None) -> Path:
+            target = Path(scratch) / name / out.name
             folder = export_model(
-                run, Path(scratch) / name / out.name, checkpoint, half, options.classifier, options.ranker, ranker_half
+                run, target, checkpoint, half, options.classifier, options.ranker, ranker_half, options.ranker_counter
             )
             update_config(folder, changes)
             return folder
@@ -85,8 +87,8 @@ def export(run: Path, out: Path, options: ExportOptions, command: str | None = N
 
 def _measured(write, seeds: int) -> tuple[Path, bool, bool, dict]:
     """Both precisions written and checked: the folder to keep, whether its generator and its ranker are float16, and
-    the check. Where the generator stays float32, a float16 ranker that keeps every candidate the float32 one keeps
-    (the same images at half the size) ships beside it."""
+    the check. Where the generator stays float32, a float16 ranker (with its counter, where it has one) that keeps
+    every candidate the float32 one keeps (the same images at half the size) ships beside it."""
     float32, float16 = write("float32", False), write("float16", True)
     check = half_precision_check(float32, float16, seeds)
     if check["float16_no_lower"]:

@@ -15,11 +15,22 @@ from condgen.data.jsonio import read_json
 from condgen.errors import CondgenError
 
 # the label files a benchmark scores, by the key its result uses, and how a card's table heads them
-LABEL_FILES = {"test": "test.json", "new_test": "new_test.json", "unseen_triples": "unseen", "seen_triples": "seen"}
+LABEL_FILES = {
+    "test": "test.json",
+    "new_test": "new_test.json",
+    "unseen_triples": "unseen",
+    "unseen_goal": "unseen (scoring half)",
+    "seen_triples": "seen",
+}
 RANKING_KEYS = ("candidates", "classifier_scale", "classifier_absent_scale")  # what a classifier or ranker serves
 SELECTION_FILE = "seen_triples"  # a default sampler is chosen on train.json's sets, never on the test files
 # the stages a benchmark trains before its generator, as a card names them
-STAGES = {"autoencoder": "the autoencoder", "classifier": "the noisy latent classifier", "ranker": "the image ranker"}
+STAGES = {
+    "autoencoder": "the autoencoder",
+    "classifier": "the noisy latent classifier",
+    "ranker": "the image ranker",
+    "ranker_counter": "the image ranker's object counter",
+}
 
 
 @dataclass(frozen=True)
@@ -137,5 +148,7 @@ def held_out(stage: dict) -> str:
     if "best_held_out_scores" in stage:  # an autoencoder: the evaluator's accuracy kept by its reconstructions
         return f" (its reconstructions keep {stage['best_held_out_scores']['accuracy_ratio']:.3f} of the accuracy)"
     scores = stage.get("held_out", {})
+    if "real_count_accuracy" in scores:  # an object counter
+        return f" (counts {scores['real_count_accuracy']:.3f} of held-out real images right)"
     exact = scores.get("exact_set", scores.get("exact_set_t0"))
     return f" (exact-set rate {exact:.3f} on held-out data)" if exact is not None else ""

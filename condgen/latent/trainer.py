@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from condgen.data.iclevr import LabeledImages, random_batch
 from condgen.data.imageio import to_signed
+from condgen.data.splits import split_by_scene
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.evaluate.training import split_by_scene
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
 from condgen.nn.adversarial import d_hinge, g_hinge
 from condgen.train import distributed

@@ -10,6 +10,7 @@ import json
 import platform
 import shutil
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -18,7 +19,8 @@ from condgen.data.iclevr import cache_dir, load_dataset, load_label_file
 from condgen.data.imageio import to_signed
 from condgen.data.jsonio import write_json
 from condgen.errors import CondgenError
-from condgen.evaluate.evaluator import load_evaluator
+from condgen.evaluate.counter import SHIPPED_COUNTER, real_image_ceiling
+from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.pipeline import Pipeline
 from condgen.pretrained import ICLEVR_LABELS, model_path
 from condgen.progress import progress_bar
@@ -27,7 +29,7 @@ from condgen.report.measure import GAN_PASS, SAMPLERS, Model
 from condgen.train.config import config_to_dict
 from condgen.viz.grid import save_grid
 
-FORMAT = 2  # of a cached result; a new one makes old entries miss
+FORMAT = 3  # of a cached result; a new one makes old entries miss (3: the object counter's figures)
 REAL_IMAGES = 2048  # real images the Fréchet distance compares with
 FEATURES = 512  # the evaluator's feature dimension: fewer generated images leave the covariance rank-deficient
 DIVERSITY_SEEDS = 8
@@ -55,6 +57,7 @@ def report_command(args: argparse.Namespace) -> Path:
     settings = {"seeds": seeds, "batches": batches, "files": {k: v.tolist() for k, v in files.items()}}
     settings["real"] = None if real is None else [str(Path(args.data).resolve()), frechet_images]
     settings["evaluator"] = evaluator_identity(args.evaluator)
+    settings["counter"] = counter_identity(evaluator)
 
     work = [(m, s) for m in models for s in m.samplers(wanted)]
     if not work:
@@ -93,6 +96,8 @@ def report_command(args: argparse.Namespace) -> Path:
         + (torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")
         + f", torch {torch.__version__}",
         "evaluator": settings["evaluator"],
+        "counter": settings["counter"],
+        "real_image_ceiling": real_image_ceiling() if args.evaluator is None else None,
         "seeds": seeds,
         "files": {name: len(labels) for name, labels in files.items()},
         "real_images": None if real is None else len(real),
@@ -175,6 +180,15 @@ def evaluator_identity(path: Path | None) -> str:
     if path is None:
         return "shipped i-CLEVR evaluator"
     return f"{path} (sha256 {hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]})"
+
+
+def counter_identity(evaluator: Evaluator) -> str | None:
+    """The object counter beside the evaluator (the shipped one, the only one a report counts with), by its weights'
+    digest, so a new counter makes cached results miss; None without one."""
+    if evaluator.counter is None:
+        return None
+    weights = resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER
+    return f"shipped i-CLEVR counter (sha256 {hashlib.sha256(weights.read_bytes()).hexdigest()[:12]})"
 
 
 def cache_key(model: Model, sampler: str, settings: dict) -> str:

@@ -1,7 +1,8 @@
 """What `condgen report` measures of one model and one sampler, the same way for every kind: quality over noise
-seeds (top-k accuracy, exact-set rate, per-object precision and recall), cost (network evaluations, seconds per
-image, images/s, memory), spread between seeds of one request, the evaluator-feature Fréchet distance to real
-images, and the training record a run keeps."""
+seeds (top-k accuracy, exact-set rate, per-object precision and recall; with an object counter the count-exact and
+exact-scene rates and the share with extra objects), cost (network evaluations, seconds per image, images/s,
+memory), spread between seeds of one request, the evaluator-feature Fréchet distance to real images, and the
+training record a run keeps."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ GAN_PASS = "gan"  # the one sampler of a GAN: a single pass G(z, y)
 SAMPLERS = (Sampler.DDPM.value, Sampler.DDIM.value, Sampler.DPMPP.value, GAN_PASS)
 SPEED_REQUEST = "red sphere, cyan cylinder, cyan cube"
 QUALITY_KEYS = ("accuracy", "exact_set", "precision", "recall")
+COUNT_KEYS = ("count_exact", "exact_scene", "extra_objects")  # the object counter's, where the evaluator has one
 
 
 @dataclass
@@ -86,7 +88,7 @@ def requests_of(labels: torch.Tensor, evaluator: Evaluator) -> list[str]:
 class Scored:
     """One label file scored over noise seeds 0..seeds-1."""
 
-    figures: dict[str, dict]  # QUALITY_KEYS -> {"mean", "by_seed", "spread"} (:func:`summary`)
+    figures: dict[str, dict]  # QUALITY_KEYS (and COUNT_KEYS) -> {"mean", "by_seed", "spread"} (:func:`summary`)
     first: torch.Tensor  # seed 0's images
     features: torch.Tensor  # the evaluator's features of every seed's images
     seconds_per_image: float  # generation time, mean over the seeds
@@ -102,7 +104,7 @@ def score_seeds(
     """Generates ``make_images(labels, seed)`` for seeds 0..seeds-1 and scores each seed's images against
     ``labels``: the one way every figure of quality is measured, by `condgen report` and by the benchmarks alike.
     ``on_image(n)`` is told of progress."""
-    by_seed: dict[str, list[float]] = {key: [] for key in QUALITY_KEYS}
+    by_seed: dict[str, list[float]] = {}  # QUALITY_KEYS, and the count-aware ones with a counter
     first, features, seconds = None, [], 0.0
     for seed in range(seeds):
         start = time.perf_counter()
@@ -111,7 +113,7 @@ def score_seeds(
         first = images if first is None else first
         features.append(evaluator.features(images))
         for key, value in evaluator.measure(images, labels).items():
-            by_seed[key].append(round(value, 4))
+            by_seed.setdefault(key, []).append(round(value, 4))
         if on_image is not None:
             on_image(len(images))
     figures = {key: summary(values) for key, values in by_seed.items()}

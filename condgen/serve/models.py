@@ -155,25 +155,44 @@ def load_models(folders: list[Path | str], checkpoint: str = "best") -> list[Ser
 
 def verdict(evaluator: Evaluator | None, image: torch.Tensor, requested: tuple[str, ...]) -> dict | None:
     """The evaluator's probability for each requested object and whether it counts as detected, and the objects it
-    detects that were not asked for; None without an evaluator that knows the requested objects."""
+    detects that were not asked for; None without an evaluator that knows the requested objects.
+
+    With the evaluator's object counter, also the number of objects it counts in the image (``counted``) beside the
+    number ``requested``, each requested object's ``instances`` and ``exact_scene``: every requested object detected,
+    nothing else detected and as many objects counted as requested. Without one these three are None."""
     if evaluator is None or not set(requested) <= set(evaluator.codec.names):
         return None
     scores = evaluator.scores(image[None].float())[0].tolist()
     probability = dict(zip(evaluator.codec.names, scores))
+    counts = object_counts(evaluator, image)
     objects = [{"name": name, "probability": round(probability[name], 4)} for name in requested]
     for entry in objects:
         entry["detected"] = entry["probability"] > THRESHOLD
+        entry["instances"] = None if counts is None else counts[0][entry["name"]]
     extra = [
         {"name": name, "probability": round(p, 4)}
         for name, p in sorted(probability.items(), key=lambda item: -item[1])
         if p > THRESHOLD and name not in requested
     ]
+    exact = all(entry["detected"] for entry in objects) and not extra
     return {
         "threshold": THRESHOLD,
         "objects": objects,
         "unrequested": extra,
-        "exact": all(entry["detected"] for entry in objects) and not extra,
+        "exact": exact,
+        "counted": None if counts is None else counts[1],
+        "requested": len(requested),
+        "exact_scene": None if counts is None else exact and counts[1] == len(requested),
     }
+
+
+def object_counts(evaluator: Evaluator, image: torch.Tensor) -> tuple[dict[str, int], int] | None:
+    """The evaluator's object counter on one image: each object's rounded instance count and the number of objects
+    (the rounded sum, as :meth:`condgen.evaluate.counter.ObjectCounter.totals` counts); None without a counter."""
+    if evaluator.counter is None:
+        return None
+    instances = evaluator.counter.instances(image[None].float())[0]
+    return dict(zip(evaluator.counter.codec.names, instances.round().long().tolist())), int(instances.sum().round())
 
 
 def png_data_url(images: torch.Tensor) -> str:

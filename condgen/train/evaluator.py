@@ -17,6 +17,7 @@ from condgen.data.iclevr import LabeledImages
 from condgen.data.imageio import to_signed
 from condgen.data.jsonio import read_json, write_json
 from condgen.data.labels import LabelCodec
+from condgen.data.splits import split_by_scene
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import (
@@ -26,7 +27,7 @@ from condgen.evaluate.evaluator import (
     evaluator_logits,
     save_evaluator,
 )
-from condgen.evaluate.training import augment, one_cycle, split_by_scene
+from condgen.evaluate.training import augment, one_cycle
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.config import load_config
