@@ -39,6 +39,10 @@ def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
         others = f" (or {', '.join(able[1:])})" if len(able) > 1 else ""
         raise CondgenError(f"{run}: a {kind.name} run; this needs a {able[0]} run{others}")
     loaded = kind.load_model(run, checkpoint)
+    built_for, objects = getattr(loaded.config.model, "num_labels", None), loaded.meta.get("objects")
+    if built_for is not None and (not isinstance(objects, list) or len(objects) != built_for):
+        listed = f"lists {len(objects)} objects" if isinstance(objects, list) else "lists no objects"
+        raise CondgenError(f"{run / 'run.json'}: {listed}, but the model was built for {built_for} (model.num_labels)")
     model = loaded.model if isinstance(loaded, DiffusionModel) else loaded.generator
     enable_tf32(next(model.parameters()).device)
     return loaded

@@ -128,7 +128,20 @@ def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tm
     capsys.readouterr()
     assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
     assert "a model folder of format 2, from a newer condgen; this one reads up to 1" in capsys.readouterr().err
+    (model / "run.json").write_text(json.dumps(meta | {"format": "1"}))
+    assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "run.json: format '1' is not a whole number" in err and err.count("\n") == 1
+    (model / "run.json").write_text(json.dumps(meta | {"objects": meta["objects"][:23]}))
+    assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "lists 23 objects, but the model was built for 24 (model.num_labels)" in err and err.count("\n") == 1
     (model / "run.json").write_text(json.dumps(meta))
+    (model / "best").rename(model / "elsewhere")  # a copy that lost its weights is no run waiting to be trained
+    assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "best: missing, so" in err and "incomplete model folder; export it again" in err and err.count("\n") == 1
+    (model / "elsewhere").rename(model / "best")
     weights = model / "best" / "ema.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     assert main(["sample", "--model", str(model), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2

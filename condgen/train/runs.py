@@ -30,7 +30,10 @@ def read_run(run: Path) -> dict:
     meta = read_json(run / "run.json")
     if not isinstance(meta, dict) or "kind" not in meta:
         raise CondgenError(f"{run / 'run.json'}: not a condgen run (no kind)")
-    if meta.get("format", 0) > MODEL_FORMAT:
+    layout = meta.get("format", 0)
+    if isinstance(layout, bool) or not isinstance(layout, int):
+        raise CondgenError(f"{run / 'run.json'}: format {layout!r} is not a whole number (the layout version)")
+    if layout > MODEL_FORMAT:
         raise CondgenError(
             f"{run}: a model folder of format {meta['format']}, from a newer condgen; this one reads up to "
             f"{MODEL_FORMAT}"
@@ -64,11 +67,21 @@ def checkpoint_folder(run: Path, kind: str, which: str) -> tuple[Path, dict]:
         raise CondgenError(f"{run}: a {meta.get('kind')} run; this needs a {kind} run")
     folder = run / "best" if which == "best" and (run / "best").is_dir() else latest_checkpoint(run)
     if folder is None:
-        raise CondgenError(f"{run}: no checkpoint yet")
+        raise CondgenError(_no_checkpoint(run, meta, which))
     state = read_state(folder)
     if state.get("kind") != kind:
         raise CondgenError(f"{folder}: a {state.get('kind')} checkpoint, not {kind}")
     return folder, meta
+
+
+def _no_checkpoint(run: Path, meta: dict, which: str) -> str:
+    """Why ``run`` has no ``which`` checkpoint to load: a model folder holds ``best/`` alone, a run gets its
+    checkpoints by training."""
+    if "format" not in meta:
+        return f"{run}: no checkpoint yet (neither best/ nor checkpoints/); train it, or --resume it if it was stopped"
+    if (run / "best").is_dir():
+        return f"{run}: a model folder holds best/ alone; use the best checkpoint, not {which}"
+    return f"{run / 'best'}: missing, so {run} is an incomplete model folder; export it again (condgen export)"
 
 
 def run_evaluator(meta: dict, override: Path | None) -> Evaluator | None:
