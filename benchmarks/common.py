@@ -25,6 +25,7 @@ from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.sampling import SampleConfig, network_evaluations
 from condgen.diffusion.selection import choose_guidance, image_maker
 from condgen.evaluate.evaluator import Evaluator
+from condgen.evaluate.metrics import COUNT_KEYS
 from condgen.latent.latents import encode_images
 from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
@@ -36,7 +37,6 @@ from condgen.train.runs import read_metrics
 from condgen.viz.grid import save_grid
 
 ROOT = Path(__file__).resolve().parents[1]
-COUNT_KEYS = ("count_exact", "exact_scene", "extra_objects")  # the counter's figures beside the evaluator's
 DATA = ROOT.parent / "shared" / "iclevr"  # the i-CLEVR folder the benchmarks run on unless --data names another
 RESULTS = ROOT / "benchmarks" / "results"  # where they write unless --results names another folder
 

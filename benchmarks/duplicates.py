@@ -29,7 +29,7 @@ from condgen.data.iclevr import load_label_file
 from condgen.data.splits import train_label_lists
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
-from condgen.evaluate.metrics import count_scores, exact_sets, top_k_accuracy
+from condgen.evaluate.metrics import COUNT_KEYS, exact_sets
 from condgen.evaluate.ranker import image_ranking, load_ranker_counter
 from condgen.nn.ranking import best_candidates
 from condgen.parser import non_negative_int, positive_int
@@ -39,11 +39,8 @@ TUNE = ROOT / "benchmarks" / "labels" / "unseen_tune.json"
 
 
 def judged(evaluator: Evaluator, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    scores = evaluator.scores(images)
-    exact = exact_sets(scores, labels)
-    measured = {"accuracy": top_k_accuracy(scores, labels), "exact_set": float(exact.float().mean())}
-    measured |= count_scores(evaluator.counter.totals(images), labels, exact)
-    return {key: round(value, 4) for key, value in measured.items()}
+    measured = evaluator.measure(images, labels)
+    return {key: round(measured[key], 4) for key in ("accuracy", "exact_set", *COUNT_KEYS)}
 
 
 def pool_rows(loaded, evaluator, counter, labels, sample, k: int, grid: Path | None) -> dict[str, dict]:

@@ -12,6 +12,7 @@ from condgen.cli import main
 from condgen.data.iclevr import load_dataset, load_label_file
 from condgen.data.labels import LabelCodec
 from condgen.evaluate.evaluator import build_resnet18_evaluator, load_evaluator, save_evaluator
+from condgen.evaluate.metrics import COUNT_KEYS
 from condgen.report import command, measure, render
 
 TINY = {
@@ -43,7 +44,7 @@ def test_the_figures_are_the_evaluators_on_the_models_own_images(runs, tmp_path)
     model = condgen.load(runs["gan"])
     by_seed = [evaluator.measure(model.generate(requests, seed=seed), labels) for seed in (0, 1)]
     assert evaluator.counter is not None  # i-CLEVR's objects: the shipped counter counts beside the evaluator
-    for key in measure.QUALITY_KEYS + measure.COUNT_KEYS:
+    for key in measure.QUALITY_KEYS + COUNT_KEYS:
         values = [round(scores[key], 4) for scores in by_seed]
         assert result["test"][key]["by_seed"] == values
         assert result["test"][key]["mean"] == pytest.approx(sum(values) / 2, abs=1e-4)

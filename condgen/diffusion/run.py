@@ -16,7 +16,7 @@ from condgen.diffusion.trainer import DDPMRunConfig, DiffusionConfig
 from condgen.diffusion.unet import NoisyClassifier, UNet
 from condgen.errors import CondgenError
 from condgen.evaluate.counter import ObjectCounter
-from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, image_ranking, load_ranker, load_ranker_counter
+from condgen.evaluate.ranker import image_ranking, load_own_rankers
 from condgen.nn.ranking import Reading
 from condgen.train.checkpoint import load_module
 from condgen.train.config import load_config
@@ -51,10 +51,7 @@ class DiffusionModel:
     def load_own_ranker(self, folder: Path) -> None:
         """The model folder's ranker and its counter, when it holds them."""
         device = next(self.model.parameters()).device
-        if (folder / RANKER_FILE).is_file():
-            self.ranker = load_ranker(folder / RANKER_FILE, self.meta["objects"], device)
-        if (folder / RANKER_COUNTER_FILE).is_file():
-            self.ranker_counter = load_ranker_counter(folder / RANKER_COUNTER_FILE, self.meta["objects"], device)
+        self.ranker, self.ranker_counter = load_own_rankers(folder, self.meta["objects"], device)
 
 
 def load_ema_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:

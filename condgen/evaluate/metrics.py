@@ -55,6 +55,9 @@ def set_scores(scores: torch.Tensor, multi_hot: torch.Tensor, threshold: float =
     }
 
 
+COUNT_KEYS = ("count_exact", "exact_scene", "extra_objects")  # what count_scores gives
+
+
 def count_scores(totals: torch.Tensor, multi_hot: torch.Tensor, exact: torch.Tensor) -> dict[str, float]:
     """What a set measure forgives: an object drawn twice. From each image's object count ``totals`` (N,) and its
     exact-set outcome ``exact`` (N,) bool (:func:`exact_sets`):

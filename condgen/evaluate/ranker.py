@@ -61,6 +61,17 @@ def load_ranker_counter(path: Path, objects: list[str], device: torch.device | s
     return counter
 
 
+def load_own_rankers(
+    folder: Path, objects: list[str], device: torch.device | str = "cpu"
+) -> tuple[torch.nn.Module | None, ObjectCounter | None]:
+    """A model folder's image ranker (``ranker.safetensors``) and its object counter (``ranker_counter.safetensors``),
+    each None where the folder holds none."""
+    ranker = load_ranker(folder / RANKER_FILE, objects, device) if (folder / RANKER_FILE).is_file() else None
+    counter_file = folder / RANKER_COUNTER_FILE
+    counter = load_ranker_counter(counter_file, objects, device) if counter_file.is_file() else None
+    return ranker, counter
+
+
 def shipped_counter_matches(counter: ObjectCounter) -> bool:
     """Whether ``counter`` holds the shipped counter's weights (in any precision)."""
     with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER) as shipped:

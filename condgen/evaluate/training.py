@@ -24,6 +24,13 @@ def augment(images: torch.Tensor, max_shift: int, generator: torch.Generator) ->
     return x
 
 
+def follow_one_cycle(optimizer: torch.optim.Optimizer, step: int, total: int, peak: float, pct_start: float) -> None:
+    """Sets every parameter group's learning rate and Adam beta1 to :func:`one_cycle`'s values at ``step``."""
+    lr, beta1 = one_cycle(step, total, peak, pct_start)
+    for group in optimizer.param_groups:
+        group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+
+
 def one_cycle(step: int, total: int, peak: float, pct_start: float = 0.15) -> tuple[float, float]:
     """The learning rate and Adam's beta1 for optimiser step ``step`` of ``total`` under the one-cycle policy (Smith
     & Topin 2017) as torch's ``OneCycleLR`` computes it with its defaults: the rate rises from peak / 25 to ``peak``

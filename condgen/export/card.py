@@ -10,6 +10,7 @@ import yaml
 
 from condgen.data.jsonio import read_json
 from condgen.evaluate.counter import real_image_ceiling
+from condgen.evaluate.metrics import COUNT_KEYS
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.export.record import LABEL_FILES, BenchmarkRecord
 from condgen.kinds import Generation, kind_of
@@ -194,7 +195,7 @@ def score_words(counted: bool) -> str:
     )
 
 
-RUN_SCORE_KEYS = ("accuracy", "exact_set", "count_exact", "exact_scene", "extra_objects")  # and their per-file keys
+RUN_SCORE_KEYS = ("accuracy", "exact_set", *COUNT_KEYS)  # and their per-file keys
 
 
 def run_scores(source: Path, step: int) -> list[str]:

@@ -10,7 +10,7 @@ import torch
 
 from condgen.device import resolve_device
 from condgen.evaluate.counter import ObjectCounter
-from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, image_ranking, load_ranker, load_ranker_counter
+from condgen.evaluate.ranker import image_ranking, load_own_rankers
 from condgen.gan.networks import ConditionedCritic, FoldGenerator, Generator, build_discriminator, build_generator
 from condgen.gan.sampling import sample_images
 from condgen.gan.trainer import GANRunConfig
@@ -55,10 +55,7 @@ class GANModel:
     def load_own_ranker(self, folder: Path) -> None:
         """A model folder's image ranker and its counter, when it holds them."""
         device = next(self.generator.parameters()).device
-        if (folder / RANKER_FILE).is_file():
-            self.ranker = load_ranker(folder / RANKER_FILE, self.meta["objects"], device)
-        if (folder / RANKER_COUNTER_FILE).is_file():
-            self.ranker_counter = load_ranker_counter(folder / RANKER_COUNTER_FILE, self.meta["objects"], device)
+        self.ranker, self.ranker_counter = load_own_rankers(folder, self.meta["objects"], device)
 
 
 def load_gan(run: Path, checkpoint: str = "best", kind: str = "gan", config_class: type = GANRunConfig) -> GANModel:

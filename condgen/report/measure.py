@@ -28,7 +28,6 @@ GAN_PASS = "gan"  # the one sampler of a GAN: a single pass G(z, y)
 SAMPLERS = (Sampler.DDPM.value, Sampler.DDIM.value, Sampler.DPMPP.value, GAN_PASS)
 SPEED_REQUEST = "red sphere, cyan cylinder, cyan cube"
 QUALITY_KEYS = ("accuracy", "exact_set", "precision", "recall")
-COUNT_KEYS = ("count_exact", "exact_scene", "extra_objects")  # the object counter's, where the evaluator has one
 
 
 @dataclass
@@ -88,7 +87,7 @@ def requests_of(labels: torch.Tensor, evaluator: Evaluator) -> list[str]:
 class Scored:
     """One label file scored over noise seeds 0..seeds-1."""
 
-    figures: dict[str, dict]  # QUALITY_KEYS (and COUNT_KEYS) -> {"mean", "by_seed", "spread"} (:func:`summary`)
+    figures: dict[str, dict]  # QUALITY_KEYS (and metrics.COUNT_KEYS) -> {"mean", "by_seed", "spread"} (:func:`summary`)
     first: torch.Tensor  # seed 0's images
     features: torch.Tensor  # the evaluator's features of every seed's images
     seconds_per_image: float  # generation time, mean over the seeds

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from condgen.data.jsonio import write_json  # noqa: E402
-from condgen.report.measure import COUNT_KEYS, SPEED_REQUEST, Model  # noqa: E402
+from condgen.evaluate.metrics import COUNT_KEYS  # noqa: E402
+from condgen.report.measure import SPEED_REQUEST, Model  # noqa: E402
 from condgen.viz.grid import save_grid  # noqa: E402
 
 REAL_IMAGES = "real images (held out)"  # the ceiling's row: the shipped judges on held-out real i-CLEVR scenes

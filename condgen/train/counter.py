@@ -6,7 +6,6 @@ weights become RUN/counter.safetensors with its record RUN/counter.json (:func:`
 
 from __future__ import annotations
 
-import math
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,11 +25,11 @@ from condgen.data.synth import render_counting_scene
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.counter import COUNTER_WIDTH, DensityCounter, instance_counts, save_counter
-from condgen.evaluate.training import one_cycle
+from condgen.evaluate.training import augment, follow_one_cycle
 from condgen.train import distributed
 from condgen.train.acceleration import autocast
 from condgen.train.config import load_config
-from condgen.train.loop import LoopConfig
+from condgen.train.loop import LoopConfig, set_epochs
 from condgen.train.runs import elapsed_by_step, read_metrics
 
 RENDERED_MAX_OBJECTS, RENDERED_REPEATS = 6, 0.5
@@ -165,9 +164,7 @@ class CounterTask:
             "sprites": len(self.cutouts.sprites),
         }
         if o.epochs:
-            per_epoch = math.ceil(len(train_index) / (o.batch_size * distributed.world_size()))
-            config.loop.steps = o.epochs * per_epoch
-            config.loop.eval_every = config.loop.checkpoint_every = per_epoch
+            set_epochs(config.loop, o.epochs, len(train_index), o.batch_size)
         self.model = DensityCounter(len(data.codec), config.width).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         self.generator = torch.Generator().manual_seed(o.seed)
@@ -188,9 +185,7 @@ class CounterTask:
 
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
-        lr, beta1 = one_cycle(step, self.config.loop.steps, o.lr, o.pct_start)
-        for group in self.optimizer.param_groups:
-            group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+        follow_one_cycle(self.optimizer, step, self.config.loop.steps, o.lr, o.pct_start)
         self.model.train()
         x, counts = self._batch()
         with autocast(self.device, o.bf16):
@@ -235,9 +230,7 @@ class CounterTask:
 
 def _augment(images: torch.Tensor, max_blur: float, generator: torch.Generator) -> torch.Tensor:
     """Horizontal flips, and a Gaussian blur of random strength on half the images; floats in [-1, 1]."""
-    x = to_signed(images)
-    flip = torch.rand(len(x), generator=generator) < 0.5
-    x[flip] = x[flip].flip(-1)
+    x = augment(images, 0, generator)
     if max_blur > 0:
         for i in torch.nonzero(torch.rand(len(x), generator=generator) < 0.5).flatten().tolist():
             sigma = 0.3 + float(torch.rand((), generator=generator)) * (max_blur - 0.3)

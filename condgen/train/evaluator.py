@@ -4,7 +4,6 @@ RUN/evaluator.safetensors with its record RUN/evaluator.json (:func:`export_eval
 
 from __future__ import annotations
 
-import math
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ from condgen.evaluate.evaluator import (
     evaluator_logits,
     save_evaluator,
 )
-from condgen.evaluate.training import augment, one_cycle
+from condgen.evaluate.training import augment, follow_one_cycle
 from condgen.train import distributed
 from condgen.train.acceleration import autocast, compile_in_place
 from condgen.train.config import load_config
-from condgen.train.loop import LoopConfig
+from condgen.train.loop import LoopConfig, set_epochs
 from condgen.train.runs import elapsed_by_step, read_metrics
 
 
@@ -90,10 +89,8 @@ class EvaluatorTask:
         train_index, self.val_index = split_by_scene(data.files, config.val_fraction, o.seed)
         self.split = {"train_images": len(train_index), "val_images": len(self.val_index)}
         self.train_index = distributed.shard(train_index)  # this rank's training images
-        if o.epochs:  # one epoch = the training split once, at the global batch
-            per_epoch = math.ceil(len(train_index) / (o.batch_size * distributed.world_size()))
-            config.loop.steps = o.epochs * per_epoch
-            config.loop.eval_every = config.loop.checkpoint_every = per_epoch
+        if o.epochs:
+            set_epochs(config.loop, o.epochs, len(train_index), o.batch_size)
         self.model = build_resnet18_evaluator(len(data.codec), config.width).to(
             self.device, memory_format=torch.channels_last
         )
@@ -109,9 +106,7 @@ class EvaluatorTask:
 
     def train_step(self, step: int) -> dict[str, float]:
         o = self.config.optim
-        lr, beta1 = one_cycle(step, self.config.loop.steps, o.lr, o.pct_start)
-        for group in self.optimizer.param_groups:
-            group["lr"], group["betas"] = lr, (beta1, group["betas"][1])
+        follow_one_cycle(self.optimizer, step, self.config.loop.steps, o.lr, o.pct_start)
         self.model.train()
         x, labels = self._batch()
         with autocast(self.device, o.bf16):

@@ -63,6 +63,14 @@ class LoopConfig:
             raise CondgenError(f"loop.max_minutes: {self.max_minutes} is negative (0 = no limit)")
 
 
+def set_epochs(loop: LoopConfig, epochs: int, train_images: int, batch_size: int) -> None:
+    """Sets ``loop``'s steps to ``epochs`` epochs and evaluates and checkpoints once an epoch: one epoch is the
+    training split once at the global batch (``batch_size`` per process)."""
+    per_epoch = math.ceil(train_images / (batch_size * distributed.world_size()))
+    loop.steps = epochs * per_epoch
+    loop.eval_every = loop.checkpoint_every = per_epoch
+
+
 class Task(Protocol):
     kind: str
     modules: dict[str, torch.nn.Module]  # plain modules: a task trains DistributedDataParallel wrappers of them
