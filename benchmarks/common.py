@@ -1,4 +1,5 @@
-"""What the benchmarks share: a description of the machine and the sample-and-score pass of diffusion models."""
+"""What the benchmarks share: a description of the machine, the sample-and-score pass of diffusion models, a
+wall-clock budget that stages spend in turn, and how a script ends (one line, never a traceback)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -24,14 +26,17 @@ from condgen.diffusion.presets import PRESETS, sampler_settings
 from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.sampling import SampleConfig, network_evaluations
 from condgen.diffusion.selection import choose_guidance, image_maker
+from condgen.errors import CondgenError, InterruptedTrainingError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import COUNT_KEYS
+from condgen.kinds import KINDS
 from condgen.latent.latents import encode_images
 from condgen.latent.run import load_autoencoder
 from condgen.latent.trainer import AutoencoderRunConfig
 from condgen.launch import start_training
 from condgen.parser import non_negative_int, positive_int
 from condgen.report.measure import score_seeds
+from condgen.train.acceleration import BFLOAT16_CPU_FLAGS, cpu_flags
 from condgen.train.config import config_to_dict, load_config
 from condgen.train.runs import read_metrics
 from condgen.viz.grid import save_grid
@@ -116,12 +121,26 @@ def earlier_record(path: Path, empty: dict) -> dict:
 
 
 def machine(device: torch.device | None = None) -> str:
+    """The machine a result was measured on: the architecture, the CPU and its bfloat16 units (which decide what
+    bfloat16 autocast pays, and ``optim.bf16: auto``), cores and threads, the GPU where one ran, torch's version."""
     gpu = device is not None and device.type == "cuda"
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
         + (torch.cuda.get_device_name() if gpu else "CPU")
         + f", torch {torch.__version__}"
     )
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This CPU's model name and its bfloat16 units, "Intel(R) Xeon(R) ... (bfloat16 units: avx512_bf16)"."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return platform.processor() or "an unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags = cpu_flags(cpuinfo) or set()
+    units = [flag for flag in BFLOAT16_CPU_FLAGS if flag in flags]
+    return f"{name or platform.processor() or 'an unknown CPU'} (bfloat16 units: {', '.join(units) or 'none'})"
 
 
 COMPOSITIONAL = [ROOT / "benchmarks" / "labels" / f"{name}_triples.json" for name in ("unseen", "seen")]
@@ -310,3 +329,75 @@ def describe_autoencoder(kind: str, data: Path, run: Path) -> dict:
         "best_held_out_scores": max(scores, key=lambda r: r["accuracy"]),
         "encode_minutes": round((time.perf_counter() - start) / 60 * len(images) / 512, 2),
     }
+
+
+@dataclasses.dataclass
+class Budget:
+    """A benchmark's wall-clock budget in minutes, which its stages spend in turn: each gets ``loop.max_minutes`` of
+    at most what is left, and a stage that finds nothing left stops the benchmark with one line naming the stages
+    that spent it (a budget of 0 minutes would read as "no limit" to the training loop). ``already`` minutes were
+    spent before this process started (``spent_by`` names by what)."""
+
+    minutes: float
+    already: float = 0.0
+    spent_by: list[str] = dataclasses.field(default_factory=list)
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def used(self) -> float:
+        return self.already + (time.perf_counter() - self.started) / 60
+
+    def minutes_for(self, stage: str, share: float = 0.0, upfront: float = 0.0, upfront_for: str = "") -> float:
+        """``stage``'s ``loop.max_minutes``: what is left once ``upfront`` more minutes are paid (``upfront_for``
+        says for what, e.g. encoding the training set), at most ``share`` (0: all that is left). Raises
+        :class:`CondgenError` when nothing is left."""
+        used = self.used()
+        left = round(self.minutes - used - upfront, 2)
+        if left <= 0:
+            spent = f"{_and(self.spent_by)} used {_minutes(used)} of {self.minutes:g} minutes" if self.spent_by else ""
+            spent = spent or f"--budget-minutes {self.minutes:g} leaves nothing to spend"
+            paid = f" and {upfront_for} takes {_minutes(upfront)} more" if upfront > 0 else ""
+            raise CondgenError(f"{spent}{paid}; nothing left for the {stage}")
+        self.spent_by.append(stage)
+        return min(left, share) if share > 0 else left
+
+
+def _minutes(value: float) -> str:
+    """46.0, or 0.03 for a budget of seconds."""
+    return f"{value:.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def _and(names: list[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def configured_minutes(kind: str, config: Path | None, overrides: list[str]) -> float:
+    """The ``loop.max_minutes`` that a ``kind`` run's ``config`` file and ``overrides`` set (0: none)."""
+    return load_config(KINDS[kind].config_class(), config, overrides).loop.max_minutes
+
+
+def run_benchmark(main: Callable[[], object]) -> None:
+    """Runs a benchmark script's ``main`` as `condgen` runs a command: a :class:`CondgenError` (a spent budget among
+    them) ends it with one line and status 2; SIGTERM or Ctrl-C with one line and status 130 (during training after
+    the step in progress, whose checkpoint is saved). Never a traceback for these."""
+    script = Path(sys.argv[0]).name
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # the training loop takes it over while it trains
+    try:
+        main()
+    except InterruptedTrainingError as exc:
+        sys.exit(_said(f"{script}: stopped: {exc}", 130))
+    except KeyboardInterrupt as exc:
+        sys.exit(_said(f"{script}: stopped by {exc.args[0] if exc.args else 'SIGINT'}", 130))
+    except CondgenError as exc:
+        sys.exit(_said(f"{script}: error: {exc}", 2))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _said(line: str, status: int) -> int:
+    print(line, file=sys.stderr)
+    return status

@@ -8,9 +8,11 @@ Run by hand:
     python benchmarks/gan.py --score-only --models M --candidates 16   # the same run, best of 16 per request
 
 A latent GAN's budget covers its autoencoder too, as in the latent diffusion benchmark: the autoencoder trains for
---autoencoder-minutes, encoding the training set is timed, and the GAN trains for what is left. With --autoencoder RUN
-an autoencoder trained earlier by this benchmark is reused, and its recorded training time is charged to the budget
-just the same.
+--autoencoder-minutes (at most the budget), encoding the training set is timed, and the GAN trains for what is left.
+With --autoencoder RUN an autoencoder trained earlier by this benchmark is reused, and its recorded training time is
+charged to the budget just the same. A stage that finds nothing left of the budget stops the benchmark with one line
+naming the stages that spent it; SIGTERM or Ctrl-C ends it with one line too (a training stops after its step, which
+is saved).
 Writes benchmarks/results/<name>.json (every model trained so far), the scored images of seed 0 under
 benchmarks/results/<name>/<model>/<label file>/, and benchmarks/results/<name>/time_to_quality.png: each GAN's
 periodic accuracy against training minutes, beside the end points of the pixel and latent diffusion benchmarks.
@@ -38,12 +40,14 @@ import torch
 from common import (
     DATA,
     RESULTS,
+    Budget,
     add_label_arguments,
     add_results_argument,
     describe_autoencoder,
     earlier_record,
     label_files,
     result_header,
+    run_benchmark,
     score_label_file,
     train_autoencoder,
 )
@@ -54,7 +58,7 @@ from condgen.evaluate.evaluator import load_evaluator
 from condgen.evaluate.ranker import load_ranker, load_ranker_counter, ranker_counter_weights, ranker_weights
 from condgen.kinds import KINDS
 from condgen.launch import start_training
-from condgen.parser import positive_int
+from condgen.parser import positive_float, positive_int
 from condgen.train.config import config_to_dict
 from condgen.train.runs import read_metrics
 
@@ -89,17 +93,21 @@ DIFFUSION_RESULTS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--budget-minutes", type=float, default=60.0, help="training minutes per model (default 60)")
+    parser.add_argument(
+        "--budget-minutes", type=positive_float, default=60.0, help="training minutes per model (default 60)"
+    )
     parser.add_argument("--name", default="gan_cpu", help="result name (default gan_cpu)")
     parser.add_argument(
         "--models", default="hinge_s2d,latent_hinge_s2d", help=f"comma-separated subset of {','.join(MODELS)}"
     )
-    parser.add_argument("--seeds", type=int, default=3, help="noise seeds per label file (default 3)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per label file (default 3)")
     parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
     parser.add_argument(
         "--candidates", type=positive_int, help="score with the best of K per request (default: the run's own)"
     )
-    parser.add_argument("--autoencoder-minutes", type=float, default=15.0, help="a latent GAN's autoencoder share")
+    parser.add_argument(
+        "--autoencoder-minutes", type=positive_float, default=15.0, help="a latent GAN's autoencoder share"
+    )
     parser.add_argument("--autoencoder-config", type=Path, default=ROOT / "configs" / "vae_cpu.yaml")
     parser.add_argument(
         "--autoencoder", type=Path, help="reuse this trained autoencoder run; its training minutes still count"
@@ -114,12 +122,17 @@ def main() -> None:
     add_label_arguments(parser)
     add_results_argument(parser)
     args = parser.parse_args()
+    unknown = [name for name in args.models.split(",") if name not in MODELS]
+    if unknown:
+        parser.error(f"--models: unknown {', '.join(unknown)} (known: {', '.join(MODELS)})")
 
     results = args.results / f"{args.name}.json"
     record = earlier_record(results, {"models": {}})
     if args.generator:
         if not args.candidates or "," in args.models or bool(args.ranker) != bool(args.ranker_counter):
             parser.error("--generator: needs one model in --models, --candidates, and --ranker with --ranker-counter")
+        if args.models not in record["models"]:
+            parser.error(f"--generator: {results} holds no trained {args.models} to take the training figures of")
         entry = f"{args.models}_best_of_{args.candidates}" + ("_ranked" if args.ranker else "")
         record["models"][entry] = score_ranked_folder(
             record["models"][args.models], args, args.results / args.name / entry
@@ -136,7 +149,7 @@ def main() -> None:
         kind, config, overrides = MODELS[name]
         trained = record["models"].get(name, {}).get("autoencoder")
         if not args.score_only:
-            trained = train(kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
+            trained = train(name, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
         shutil.rmtree(out_dir, ignore_errors=True)
         record["models"][entry] = score_run(kind, run, out_dir, args, trained)
         results.parent.mkdir(parents=True, exist_ok=True)
@@ -145,22 +158,27 @@ def main() -> None:
     plot_time_to_quality(record, args.results / args.name / "time_to_quality.png", args.results)
 
 
-def train(kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace) -> dict | None:
-    """Trains one GAN from scratch within ``args.budget_minutes``; a latent GAN's autoencoder first, on the same
-    budget. Returns the autoencoder's record, or None for a pixel GAN."""
+def train(name: str, kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace) -> dict | None:
+    """Trains the GAN ``name`` from scratch within ``args.budget_minutes``; a latent GAN's autoencoder first, on the
+    same budget, and encoding the training set out of the GAN's share. Returns the autoencoder's record, or None for
+    a pixel GAN. A stage that finds nothing left of the budget raises :class:`CondgenError` before it trains."""
     shutil.rmtree(run, ignore_errors=True)
-    minutes, overrides, autoencoder = args.budget_minutes, list(overrides), None
+    budget, overrides, autoencoder, encoding = Budget(args.budget_minutes), list(overrides), None, 0.0
     if KINDS[kind].needs_autoencoder:
         if args.autoencoder:
             ae_run = args.autoencoder.resolve()
-            ae_kind = json.loads((ae_run / "run.json").read_text())["kind"]
+            ae_kind = read_json(ae_run / "run.json").get("kind")
             autoencoder = describe_autoencoder(ae_kind, args.data, ae_run) | {"reused": str(ae_run)}
+            # its recorded training time is charged as if it had trained here
+            budget = Budget(args.budget_minutes, autoencoder["train_seconds"] / 60, ["the reused autoencoder"])
         else:
             ae_run = run.with_name(run.name + "_vae")
-            autoencoder = train_autoencoder("vae", args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes)
-        minutes -= autoencoder["train_seconds"] / 60 + autoencoder["encode_minutes"]
+            minutes = budget.minutes_for("autoencoder", args.autoencoder_minutes)
+            autoencoder = train_autoencoder("vae", args.data, ae_run, args.autoencoder_config, minutes)
+        encoding = autoencoder["encode_minutes"]
         overrides.append(f"autoencoder={ae_run}")
-    overrides.append(f"loop.max_minutes={minutes:.2f}")
+    minutes = budget.minutes_for(f"{name} GAN", upfront=encoding, upfront_for="encoding the training set")
+    overrides.append(f"loop.max_minutes={minutes}")
     start_training(kind, args.data, run, config, overrides, resume=False)
     return autoencoder
 
@@ -295,4 +313,4 @@ def plot_time_to_quality(record: dict, path: Path, results: Path = RESULTS) -> N
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

@@ -6,7 +6,9 @@ encoding the training set, the optional noisy classifier's training (--classifie
 best-of-K ranking), the optional image ranker's (--ranker-config: best-of-K ranking of the decoded images, before the
 classifier; never the evaluator), the optional object counter it ranks with (--ranker-counter-config; a candidate
 holding more or fewer objects than requested is ranked down; never the shipped counter) and the diffusion model's
-training.
+training. Each stage trains for at most what is left of it (its loop.max_minutes; the ranker's epochs are cut short
+where it runs out first), and a stage that finds nothing left stops the benchmark with one line naming the stages
+that spent it. SIGTERM or Ctrl-C ends it with one line too (a training stops after its step, which is saved).
 
 Run by hand:
     python benchmarks/latent.py [--budget-minutes 60] [--autoencoder-minutes 15] [--autoencoder vae|vqvae]
@@ -34,10 +36,13 @@ from pathlib import Path
 
 from common import (
     DATA,
+    Budget,
     add_results_argument,
     add_sampling_arguments,
+    configured_minutes,
     earlier_record,
     result_header,
+    run_benchmark,
     score_samplers,
     train_autoencoder,
 )
@@ -68,7 +73,7 @@ def main() -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="overrides of the autoencoder's config, e.g. optim.bf16=true",
+        help="overrides of the autoencoder's config, e.g. optim.bf16=auto",
     )
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "ldm_cpu.yaml")
     parser.add_argument("--name", default="latent_cpu", help="result name (latent_cpu or latent_gpu)")
@@ -194,24 +199,28 @@ def train_rankers_only(
     if trained["diffusion"]["train_steps"] != read_json(args.generator / "best" / "state.json")["step"]:
         raise SystemExit(f"{args.generator}: not the diffusion model that {args.generator_result} trained")
     autoencoder = args.generator / "autoencoder"
+    replaced = ("classifier", "ranker", "ranker_counter")
+    earlier = sum((trained.get(key) or {}).get("train_seconds", 0.0) for key in replaced) / 60
+    # the stages trained anew spend what the generator's autoencoder and diffusion model left of the budget
+    budget = Budget(args.budget_minutes, trained["minutes_until_sampling"] - earlier, ["the generator"])
     retrained = {
-        "classifier": train_classifier(args, autoencoder, classifier_run) if classifier_run else None,
-        "ranker": train_ranker(args, ranker_run) if ranker_run else None,
-        "ranker_counter": train_ranker_counter(args, counter_run) if counter_run else None,
+        "classifier": train_classifier(args, autoencoder, classifier_run, budget) if classifier_run else None,
+        "ranker": train_ranker(args, ranker_run, budget) if ranker_run else None,
+        "ranker_counter": train_ranker_counter(args, counter_run, budget) if counter_run else None,
     }
-    difference = sum(
-        (retrained[key] or {}).get("train_seconds", 0.0) - (trained.get(key) or {}).get("train_seconds", 0.0)
-        for key in retrained
-    )
-    trained["minutes_until_sampling"] = round(trained["minutes_until_sampling"] + difference / 60, 2)
+    difference = sum((retrained[key] or {}).get("train_seconds", 0.0) for key in replaced) / 60 - earlier
+    trained["minutes_until_sampling"] = round(trained["minutes_until_sampling"] + difference, 2)
     return trained | retrained | {"generator": f"{args.generator} ({args.generator_result.name})"}
 
 
-def train_ranker(args: argparse.Namespace, ranker_run: Path) -> dict:
+def train_ranker(args: argparse.Namespace, ranker_run: Path, budget: Budget) -> dict:
     """Trains the image ranker (`condgen train evaluator` with ``args.ranker_config``) from scratch on the training
-    images; returns its record for the result file, with the held-out figures of the weights that rank."""
+    images, its epochs cut short where the ``budget`` runs out first; returns its record for the result file, with
+    the held-out figures of the weights that rank."""
     shutil.rmtree(ranker_run, ignore_errors=True)
-    start_training("evaluator", args.data, ranker_run, args.ranker_config, args.ranker_set, False)
+    share = configured_minutes("evaluator", args.ranker_config, args.ranker_set)
+    overrides = [*args.ranker_set, f"loop.max_minutes={budget.minutes_for('ranker', share)}"]
+    start_training("evaluator", args.data, ranker_run, args.ranker_config, overrides, False)
     report = read_json(ranker_run / "evaluator.json")
     return {
         "train_seconds": report["train_seconds"],
@@ -221,11 +230,14 @@ def train_ranker(args: argparse.Namespace, ranker_run: Path) -> dict:
     }
 
 
-def train_ranker_counter(args: argparse.Namespace, counter_run: Path) -> dict:
+def train_ranker_counter(args: argparse.Namespace, counter_run: Path, budget: Budget) -> dict:
     """Trains the ranker's object counter (`condgen train counter` with ``args.ranker_counter_config``) from
-    scratch; returns its record for the result file, with the held-out figures of the weights that rank."""
+    scratch within its config's minutes and the ``budget``; returns its record for the result file, with the
+    held-out figures of the weights that rank."""
     shutil.rmtree(counter_run, ignore_errors=True)
-    start_training("counter", args.data, counter_run, args.ranker_counter_config, [], False)
+    share = configured_minutes("counter", args.ranker_counter_config, [])
+    overrides = [f"loop.max_minutes={budget.minutes_for('ranker counter', share)}"]
+    start_training("counter", args.data, counter_run, args.ranker_counter_config, overrides, False)
     report = read_json(counter_run / "counter.json")
     return {
         "train_seconds": report["train_seconds"],
@@ -235,12 +247,13 @@ def train_ranker_counter(args: argparse.Namespace, counter_run: Path) -> dict:
     }
 
 
-def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Path) -> dict:
-    """Trains the latent noisy classifier on ``ae_run``'s latents for ``args.classifier_minutes`` from scratch; its
-    own encoding of the training set comes out of that share. Returns its record for the result file, with the
-    held-out figures of its best/ checkpoint, the one that ranks and guides."""
+def train_classifier(args: argparse.Namespace, ae_run: Path, classifier_run: Path, budget: Budget) -> dict:
+    """Trains the latent noisy classifier on ``ae_run``'s latents for ``args.classifier_minutes`` (at most what is
+    left of the ``budget``) from scratch; its own encoding of the training set comes out of that share. Returns its
+    record for the result file, with the held-out figures of its best/ checkpoint, the one that ranks and guides."""
     shutil.rmtree(classifier_run, ignore_errors=True)
-    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={args.classifier_minutes}"]
+    minutes = budget.minutes_for("noisy classifier", args.classifier_minutes)
+    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={minutes}"]
     summary = start_training("latent_classifier", args.data, classifier_run, args.classifier_config, overrides, False)
     config = load_config(LatentClassifierRunConfig, classifier_run / "config.yaml")
     evaluations = [record for record in read_metrics(classifier_run) if "exact_set" in record]
@@ -264,18 +277,21 @@ def train(
 ) -> dict:
     """Trains the autoencoder, then the noisy classifier, the image ranker and its counter where their runs are
     given, then the diffusion model on what is left of the budget; returns the record's training part
-    (``TRAINING_KEYS``)."""
-    start = time.perf_counter()
+    (``TRAINING_KEYS``). Each stage trains within what is left; one that finds nothing left stops the benchmark."""
+    budget = Budget(args.budget_minutes)
+    start = budget.started
     shutil.rmtree(ldm_run, ignore_errors=True)
+    ae_minutes = budget.minutes_for("autoencoder", args.autoencoder_minutes)
     autoencoder = train_autoencoder(
-        args.autoencoder, args.data, ae_run, args.autoencoder_config, args.autoencoder_minutes, args.autoencoder_set
+        args.autoencoder, args.data, ae_run, args.autoencoder_config, ae_minutes, args.autoencoder_set
     )
-    classifier = train_classifier(args, ae_run, classifier_run) if classifier_run is not None else None
-    ranker = train_ranker(args, ranker_run) if ranker_run is not None else None
-    ranker_counter = train_ranker_counter(args, counter_run) if counter_run is not None else None
+    classifier = train_classifier(args, ae_run, classifier_run, budget) if classifier_run is not None else None
+    ranker = train_ranker(args, ranker_run, budget) if ranker_run is not None else None
+    ranker_counter = train_ranker_counter(args, counter_run, budget) if counter_run is not None else None
     # the diffusion model gets what is left; encoding the training set comes out of its share
-    left = args.budget_minutes - (time.perf_counter() - start) / 60 - autoencoder.pop("encode_minutes")
-    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left:.2f}"]
+    encoding = autoencoder.pop("encode_minutes")
+    left = budget.minutes_for("diffusion model", upfront=encoding, upfront_for="encoding the training set")
+    overrides = [f"autoencoder={ae_run}", f"loop.max_minutes={left}"]
     ldm_summary = start_training("ldm", args.data, ldm_run, args.config, overrides, resume=False)
     batch_size = load_config(LDMRunConfig, ldm_run / "config.yaml").optim.batch_size
     return {
@@ -294,4 +310,4 @@ def train(
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(main)

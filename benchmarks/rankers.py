@@ -1,8 +1,11 @@
 """Image rankers compared on one candidate pool: a diffusion model folder samples each request K times once, exactly
 as `condgen sample` does with its own settings (its own ranker choosing among the K), and every ranker given ranks
-that same pool. Each row is the shipped evaluator's top-k accuracy and exact-set rate of the candidates a ranker
-keeps, beside the share of requests where any of the K is exactly right (what a perfect ranker could reach). Rankers
-differ only in what they keep, so the rows compare the rankers and nothing else.
+that same pool, each with the model's own object counter beside it (the ranker counter, when the folder has one).
+Each row is the shipped evaluator's top-k accuracy and exact-set rate of the candidates a ranker keeps, with the
+shipped counter's count-exact, exact-scene and extra-object rates and the share of requests where it keeps the same
+candidate as the model's own ranker, beside the share of requests where any of the K is an exact scene (what a
+perfect ranker could reach). Rankers differ only in what they keep, so the rows compare the
+rankers and nothing else.
 
 Run by hand from the repository root (after training the rival, e.g. `condgen train evaluator --data
 ../shared/iclevr --out runs/ranker_w32 --config configs/ranker_cpu.yaml width=32`):
@@ -24,9 +27,9 @@ from torchvision.utils import save_image
 from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.metrics import exact_sets
+from condgen.evaluate.metrics import COUNT_KEYS, exact_sets
 from condgen.evaluate.ranker import image_ranking, load_ranker
-from condgen.nn.ranking import keep_best
+from condgen.nn.ranking import best_candidates
 from condgen.parser import positive_int
 from condgen.pipeline import load
 from condgen.pretrained import ICLEVR_LABELS
@@ -49,9 +52,19 @@ def candidate_pool(pipeline, labels: torch.Tensor, seed: int) -> tuple[torch.Ten
     return loaded.decode(chosen).clamp(-1, 1), pool
 
 
+MEASURES = ("accuracy", "exact_set", *COUNT_KEYS)
+
+
 def scores(evaluator, images: torch.Tensor, labels: torch.Tensor) -> dict:
     measured = evaluator.measure(images, labels)
-    return {key: round(measured[key], 4) for key in ("accuracy", "exact_set")}
+    return {key: round(measured[key], 4) for key in MEASURES}
+
+
+def any_exact_scene(evaluator, pool: torch.Tensor, repeated: torch.Tensor, k: int) -> float:
+    """The share of requests with at least one candidate that is an exact scene (exact set, each object once)."""
+    exact = exact_sets(evaluator.scores(pool), repeated)
+    once = evaluator.counter.totals(pool) == repeated.sum(dim=1)
+    return round((exact & once).view(-1, k).any(1).float().mean().item(), 4)
 
 
 def main() -> None:
@@ -81,16 +94,18 @@ def main() -> None:
     for file, (path, seeds) in files.items():
         labels = load_label_file(path, pipeline.codec)
         repeated = labels.repeat_interleave(k, dim=0)
-        rows: dict[str, list] = {ranker: [] for ranker in rankers} | {"any_exact": [], "own_reproduced": []}
+        rows: dict[str, list] = {ranker: [] for ranker in rankers} | {"any_exact_scene": [], "own_reproduced": []}
         for seed in range(seeds):
             chosen, pool = candidate_pool(pipeline, labels, seed)
-            rows["any_exact"].append(
-                round(exact_sets(evaluator.scores(pool), repeated).view(-1, k).any(1).float().mean().item(), 4)
-            )
+            rows["any_exact_scene"].append(any_exact_scene(evaluator, pool, repeated, k))
+            own_picks = None
             for ranker, network in rankers.items():
-                logits = image_ranking(network, lambda images: images)(pool)
-                kept = keep_best(pool, logits, repeated, k)
-                rows[ranker].append(scores(evaluator, kept, labels))
+                reading = image_ranking(network, lambda images: images, counter=loaded.ranker_counter)(pool)
+                picks = best_candidates(reading, repeated, k)
+                own_picks = picks if own_picks is None else own_picks  # "own" ranks first
+                kept = pool.view(len(labels), k, *pool.shape[1:])[torch.arange(len(labels)), picks]
+                same = round((picks == own_picks).float().mean().item(), 4)
+                rows[ranker].append(scores(evaluator, kept, labels) | {"same_picks_as_own": same})
                 if ranker == "own":  # the pool and the ranking are the model's own: the same images as `sample`
                     rows["own_reproduced"].append(round((kept - chosen).abs().max().item(), 4))
                 if seed == 0:
@@ -99,7 +114,7 @@ def main() -> None:
                     save_image((kept + 1) / 2, out, nrow=8)
             print(f"{file} seed {seed}: " + ", ".join(f"{r} {rows[r][-1]}" for r in rankers), flush=True)
         record["files"][file] = rows | {
-            f"{ranker}_mean": {m: round(sum(s[m] for s in rows[ranker]) / seeds, 4) for m in ("accuracy", "exact_set")}
+            f"{ranker}_mean": {m: round(sum(s[m] for s in rows[ranker]) / seeds, 4) for m in rows[ranker][0]}
             for ranker in rankers
         }
         write_result(name, record, args.results)

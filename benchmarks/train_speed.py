@@ -4,7 +4,9 @@
 For each kind and option a fresh process (or a torchrun group of 2, with DistributedDataParallel over gloo or
 nccl) builds the kind's task from its config (configs/<kind>_cpu.yaml, or _gpu.yaml on a GPU where one exists) on
 the first --images images of the data, takes --warmup untimed steps (where torch.compile compiles) and then times
---steps steps. Options: fp32; bf16 (optim.bf16, bfloat16 autocast); compile (optim.compile=inductor); bf16+compile.
+--steps steps. Options: fp32 (optim.bf16=false); bf16 (optim.bf16=true, bfloat16 autocast); compile (float32 with
+optim.compile=inductor); bf16+compile. Each sets optim.bf16 itself, so a config's `bf16: auto` never decides what an
+option measures, and each option's entry records the optim.bf16 and optim.compile its processes trained with.
 One process uses every core (torch's default threads); each of 2 processes gets half of them. The latent kinds
 (ldm, latent_gan) encode through --autoencoder, by default the shipped model's.
 
@@ -35,9 +37,9 @@ from condgen.device import resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = {
-    "fp32": [],
+    "fp32": ["optim.bf16=false"],
     "bf16": ["optim.bf16=true"],
-    "compile": ["optim.compile=inductor"],
+    "compile": ["optim.bf16=false", "optim.compile=inductor"],
     "bf16+compile": ["optim.bf16=true", "optim.compile=inductor"],
 }
 KINDS = ("ddpm", "ldm", "gan", "latent_gan", "vae", "evaluator")  # configs/<kind>_cpu.yaml exists for each
@@ -82,7 +84,9 @@ def worker(args: argparse.Namespace) -> None:
         seconds = time.perf_counter() - start
         if distributed.is_main_process():
             images = config.optim.batch_size * distributed.world_size() * args.steps
-            print(json.dumps({"images_per_second": round(images / seconds, 1), "batch": config.optim.batch_size}))
+            optim = {"bf16": config.optim.bf16, "compile": config.optim.compile}  # what the option resolved to
+            figures = {"images_per_second": round(images / seconds, 1), "batch": config.optim.batch_size}
+            print(json.dumps(figures | {"optim": optim}))
 
 
 def measure(args: argparse.Namespace, kind: str, option: str, processes: int) -> dict:
@@ -139,9 +143,12 @@ def main() -> None:
         for option in options:
             for processes in [int(p) for p in args.processes.split(",")]:
                 figures = measure(args, kind, option, processes)
-                results[kind].setdefault(option, {})[f"{processes} process" + ("es" if processes > 1 else "")] = (
-                    figures.get("images_per_second", figures.get("error"))
+                entry = results[kind].setdefault(option, {})
+                entry[f"{processes} process" + ("es" if processes > 1 else "")] = figures.get(
+                    "images_per_second", figures.get("error")
                 )
+                if "optim" in figures:
+                    entry["optim"] = figures["optim"]
                 print(kind, option, processes, json.dumps(figures), flush=True)
     settings = {"images": args.images, "warmup_steps": args.warmup, "timed_steps": args.steps}
     write_result(name, {**result_header(device), **settings, "images_per_second": results}, args.results)

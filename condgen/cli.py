@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train" and args.nproc is not None:
-            return _torchrun(args.nproc, list(sys.argv[1:] if argv is None else argv))
+            return _torchrun(args, list(sys.argv[1:] if argv is None else argv))
         return run(args)
     except CondgenError as exc:
         if not isinstance(exc, SharedError) or _is_rank_zero():  # one line for a distributed run, not one per rank
@@ -229,9 +228,12 @@ def export(args: argparse.Namespace) -> int:
 def export_options(args: argparse.Namespace):
     """``condgen export``'s options as the library takes them (:class:`condgen.export.ExportOptions`)."""
     from condgen.export import ExportOptions, Half
+    from condgen.tensorfile import CODE_BITS
 
     if (args.entry or args.sampler) and args.result is None:
         raise CondgenError(f"--{'entry' if args.entry else 'sampler'}: names a part of a --result file; give --result")
+    if args.ranker_bits is not None and args.ranker_bits not in CODE_BITS:
+        raise CondgenError(f"--ranker-bits {args.ranker_bits}: choose {CODE_BITS.start} to {CODE_BITS.stop - 1}")
     return ExportOptions(
         checkpoint=args.checkpoint,
         half=Half(args.half),
@@ -242,6 +244,7 @@ def export_options(args: argparse.Namespace):
         entry=args.entry,
         sampler=args.sampler,
         check_seeds=args.check_seeds,
+        ranker_bits=args.ranker_bits,
     )
 
 
@@ -288,13 +291,14 @@ def _is_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _torchrun(nproc: int, argv: list[str]) -> int:
-    """``condgen train ... --nproc N``: the same command under ``torchrun --standalone --nproc_per_node N`` (one
-    machine, N processes), whose exit status it returns."""
+def _torchrun(args: argparse.Namespace, argv: list[str]) -> int:
+    """``condgen train ... --nproc N``: the same command on N processes of this machine, as ``torchrun --standalone
+    --nproc_per_node N`` starts them (:func:`condgen.launch.train_on_processes`); returns the exit status."""
+    from condgen.launch import train_on_processes
+
     rest = [a for i, a in enumerate(argv) if a != "--nproc" and (i == 0 or argv[i - 1] != "--nproc")]
     rest = [a for a in rest if not a.startswith("--nproc=")]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    return subprocess.call([*command, "-m", "condgen", *rest])
+    return train_on_processes(args.nproc, rest, args.out, f"{_resume_command(args)} --nproc {args.nproc}")
 
 
 def _resume_command(args: argparse.Namespace) -> str:

@@ -6,6 +6,7 @@ score them."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from condgen.data.check import check_dataset, format_report
@@ -56,36 +57,36 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     if out.exists() and any(out.iterdir()):
         raise CondgenError(f"{out}: already exists and is not empty; remove it or pass another --out")
     shipped = shipped_folders()
-    print(
+    say(
         f"[1/6] the shipped models ({', '.join(folder.name for folder in shipped)}): generating i-CLEVR's test.json "
         f"and new_test.json into {out / 'pretrained'}"
     )
     shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name) for folder in shipped}
     best = shipped[0]  # its autoencoder hosts the training path's model
 
-    print(f"[2/6] rendering {n} training images into {out / 'data'}")
+    say(f"[2/6] rendering {n} training images into {out / 'data'}")
     synthesize_dataset(out / "data", n=n, seed=0, progress=progress)
     print(format_report(check_dataset(out / "data", progress=progress)))
 
-    print(f"[3/6] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
+    say(f"[3/6] training the ResNet18 evaluator for {epochs} epochs into {out / 'evaluator'}")
     recipe = [f"optim.epochs={epochs}", "optim.batch_size=32", "optim.lr=1e-3"]
     evaluator = start_training("evaluator", out / "data", out / "evaluator", None, recipe, False, progress=progress)[
         "wrote"
     ]
     report = read_json(out / "evaluator" / "evaluator.json")
     held_out = max(30, n // 10)
-    print(f"[4/6] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
+    say(f"[4/6] scoring the evaluator on {held_out} unseen images (another seed) in {out / 'heldout'}")
     synthesize_dataset(out / "heldout", n=held_out, seed=1, progress=progress)
     evaluator_accuracy = evaluate_images(data=out / "heldout", evaluator=evaluator)["accuracy"]
 
-    print(
+    say(
         f"[5/6] training a conditional latent diffusion model for {train_minutes:g} minutes into {out / 'ldm'}, in "
         f"the latent space of the shipped model's autoencoder ({best / 'autoencoder'})"
     )
     overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={best / 'autoencoder'}"]
     start_training("ldm", out / "data", out / "ldm", None, overrides, False, evaluator, progress=progress)
 
-    print("[6/6] generating the rendered set's test.json conditions and the denoising picture")
+    say("[6/6] generating the rendered set's test.json conditions and the denoising picture")
     seeded = SampleOverrides(seed=0)
     test_json = out / "data" / "test.json"
     scores = write_samples(
@@ -124,14 +125,22 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
     }
 
 
+def say(line: str) -> None:
+    """A line of the demo's story, shown at once even where stdout is a pipe or a file (which Python buffers)."""
+    print(line, flush=True)
+
+
 def show_shipped_model(folder: Path, out: Path) -> tuple[dict, Path]:
     """A shipped model's test.json and new_test.json images and scores under ``out`` (noise seed 0), with its
     denoising picture (a GAN: its interpolation strip); returns the scores per file and the picture's path."""
     diffusion = kind_of(read_run(folder), folder).generation is Generation.DIFFUSION
     overrides = dataclasses.replace(SHIPPED_SAMPLING if diffusion else SampleOverrides(), seed=0)
-    scores = {
-        name: write_samples(folder, out / name, labels, overrides=overrides) for name, labels in ICLEVR_LABELS.items()
-    }
+    scores = {}
+    for name, labels in ICLEVR_LABELS.items():
+        started = time.perf_counter()
+        scores[name] = write_samples(folder, out / name, labels, overrides=overrides)
+        took = time.perf_counter() - started
+        say(f"  {folder.name}: {name}.json, {scores[name]['images']} images in {took:.0f} s")
     if diffusion:
         return scores, write_denoising(folder, out / "denoise.png", overrides=overrides)
     return scores, write_interpolation(folder, out / "interpolation.png", seed=0)

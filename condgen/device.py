@@ -9,7 +9,10 @@ from condgen.errors import CondgenError
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` is the GPU when there is one, else the CPU; anything else is passed to torch. No side effects."""
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except (RuntimeError, TypeError):
+        raise CondgenError(f"device={name!r}: not a device (auto, cpu, cuda, cuda:1, ...)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CondgenError(f"device={name}: this machine has no CUDA GPU; use device=auto or device=cpu")
     return device

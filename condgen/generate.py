@@ -4,12 +4,14 @@ can generate (the table in :mod:`condgen.kinds` says how)."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from condgen.data.imageio import save_png
 from condgen.data.jsonio import write_json
@@ -22,11 +24,11 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.ranker import image_ranking, load_ranker, load_ranker_counter, ranker_weights
 from condgen.gan.run import GANModel
-from condgen.kinds import KINDS, Generation, kind_of
+from condgen.kinds import KINDS, Generation, Kind, kind_of
 from condgen.latent.classifier import load_latent_classifier
 from condgen.nn.ranking import Reading
-from condgen.train.config import config_to_dict
-from condgen.train.runs import read_run, request_labels, run_evaluator
+from condgen.train.config import config_to_dict, load_config
+from condgen.train.runs import checkpoint_folder, read_run, request_labels, run_evaluator
 from condgen.viz.grid import save_grid
 
 
@@ -38,7 +40,8 @@ def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
         able = [k.name for k in KINDS.values() if k.generation is not None and (not allowed or k.generation in allowed)]
         others = f" (or {', '.join(able[1:])})" if len(able) > 1 else ""
         raise CondgenError(f"{run}: a {kind.name} run; this needs a {able[0]} run{others}")
-    loaded = kind.load_model(run, checkpoint)
+    _check_model_sizes(kind, run, checkpoint)
+    loaded = _load_model(kind, run, checkpoint)
     built_for, objects = getattr(loaded.config.model, "num_labels", None), loaded.meta.get("objects")
     if built_for is not None and (not isinstance(objects, list) or len(objects) != built_for):
         listed = f"lists {len(objects)} objects" if isinstance(objects, list) else "lists no objects"
@@ -46,6 +49,56 @@ def load_generator(run: Path, checkpoint: str, *allowed: Generation) -> Any:
     model = loaded.model if isinstance(loaded, DiffusionModel) else loaded.generator
     enable_tf32(next(model.parameters()).device)
     return loaded
+
+
+# what torch raises when a folder's config.yaml describes no model it can build: sizes too large to allocate
+# (RuntimeError, MemoryError, OverflowError), out of a layer's range (ValueError: a dropout of -1), of no use
+# (TypeError, IndexError)
+BUILD_ERRORS = (RuntimeError, MemoryError, OverflowError, ValueError, TypeError, IndexError)
+
+
+def _check_model_sizes(kind: Kind, run: Path, checkpoint: str) -> None:
+    """Refuses a config.yaml whose model section holds a size (channels, blocks, a width) larger than the number of
+    weights the checkpoint stores, which every such size multiplies into: a damaged or hand-edited config would
+    otherwise build, for minutes or out of memory, a model that cannot take those weights."""
+    folder, _ = checkpoint_folder(run, kind.name, checkpoint)
+    stored = _stored_weights(folder)
+    model = getattr(load_config(kind.config_class(), run / "config.yaml"), "model", None)
+    if stored is None or not is_dataclass(model):
+        return  # a file the kind's loader reports better
+    for field in fields(model):
+        value = getattr(model, field.name)
+        for size in value if isinstance(value, tuple) else (value,):
+            if isinstance(size, int) and not isinstance(size, bool) and size > stored:
+                raise CondgenError(
+                    f"{run / 'config.yaml'}: model.{field.name} is {value}, more than the {stored:,} weights of "
+                    f"{folder} can hold"
+                )
+
+
+def _stored_weights(folder: Path) -> int | None:
+    """How many numbers the safetensors files of a checkpoint ``folder`` store, read from their headers alone;
+    None where one cannot be read."""
+    total = 0
+    for path in folder.glob("*.safetensors"):
+        try:
+            with safe_open(path, framework="pt") as handle:
+                total += sum(math.prod(handle.get_slice(name).get_shape()) for name in handle.keys())  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError, TypeError):
+            return None
+    return total
+
+
+def _load_model(kind: Kind, run: Path, checkpoint: str) -> Any:
+    """``kind``'s model of ``run``: every file is read and checked by the kind's loader, and a model its config
+    cannot build (a damaged or hand-edited config.yaml) is a one-line error too."""
+    try:
+        return kind.load_model(run, checkpoint)
+    except BUILD_ERRORS as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise CondgenError(
+            f"{run / 'config.yaml'}: the model it describes cannot be built here ({type(exc).__name__}: {first})"
+        ) from None
 
 
 def sample_overrides(args: argparse.Namespace) -> SampleOverrides:

@@ -1,15 +1,20 @@
-"""``condgen train KIND``: start or resume a run of any kind in the table of kinds."""
+"""``condgen train KIND``: start or resume a run of any kind in the table of kinds, in this process or, with
+``--nproc N``, on N processes that this one launches and watches over."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
+import signal
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,9 +26,13 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.kinds import KINDS, Kind
 from condgen.train import distributed
-from condgen.train.acceleration import bf16_warning
+from condgen.train.acceleration import resolve_bf16
+from condgen.train.checkpoint import checkpoints_newest_first
 from condgen.train.config import dump_config, load_config
 from condgen.train.loop import fit
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
 
 def start_training(
@@ -44,7 +53,9 @@ def start_training(
 
     Started by torchrun, every process runs this as one rank of a distributed run
     (:mod:`condgen.train.distributed`): the ranks first check that they agree on the config and the data, then train
-    one model together; rank 0 writes the run folder. A resumed distributed run reads ``run`` on every rank."""
+    one model together; rank 0 writes the run folder. A resumed distributed run reads ``run`` on every rank. A rank
+    stops when its launcher is gone (:func:`condgen.train.distributed.stop_with_launcher`)."""
+    distributed.stop_with_launcher()
     entry = KINDS[kind]
     if resume:
         if config_file is not None:
@@ -59,6 +70,110 @@ def start_training(
     device = resolve_device(config.device)
     with distributed.session(device):
         return _train(entry, config, device, data_root, run, meta, resume, evaluator_path, progress)
+
+
+EXIT_FAILED = 1  # a rank died or crashed
+EXIT_USER_ERROR = 2  # as the CLI exits on a CondgenError, which the rank has reported itself
+EXIT_INTERRUPTED = 130  # as a single process stopped by SIGINT or SIGTERM
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)  # those torch's launcher passes on
+
+
+def train_on_processes(nproc: int, argv: list[str], run: Path, resume_command: str) -> int:
+    """``condgen train ... --nproc N``: the command ``argv`` (without ``--nproc``) on N processes of this machine,
+    as ``torchrun --standalone --nproc_per_node N -m condgen ARGV`` starts them, with this process as their launcher
+    (torch's elastic agent). Returns the exit status once every rank has ended: 0, 130 after a stop signal, 2 when a
+    rank stopped on a user mistake (its one-line error is then the last line on stderr), 1 when a rank died or crashed.
+
+    Stop means stop: SIGTERM or SIGINT to this process (``timeout``, ``kill``, a job scheduler, Ctrl-C) goes on to
+    every rank, which saves its current step and ends; a rank still running :data:`distributed.STOP_GRACE` seconds
+    later is killed. The ranks end with this process even when it is killed (:func:`distributed.stop_with_launcher`),
+    so no rank writes to ``run`` after it. The last line on stderr says why the run stopped and how ``resume_command``
+    continues it."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import elastic_launch
+    from torch.distributed.run import config_from_args, parse_args
+
+    # --standalone as torchrun spells it out: a rendezvous of this machine alone, on a free port
+    rendezvous = ["--rdzv_backend=c10d", "--rdzv_endpoint=localhost:0", f"--rdzv_id={uuid.uuid4()}"]
+    launcher = [*rendezvous, f"--nproc_per_node={nproc}", "-m", "condgen", *argv]
+    with _launcher_environment(), _kept_signal_handlers(), _quiet_torch_logs():
+        config, _, args = config_from_args(parse_args(launcher))
+        config.shutdown_timeout = distributed.STOP_GRACE
+        try:
+            # this Python, not torchrun's PYTHON_EXEC: each rank must be a child of this process, whose end it watches
+            elastic_launch(config, sys.executable)(*args)
+        except SignalException as stop:
+            _report(f"stopped by {stop.sigval.name}; {_resume_hint(run, resume_command)}")
+            return EXIT_INTERRUPTED
+        except ChildFailedError as failure:
+            return _report_failed_rank(*failure.get_first_failure(), run, resume_command)
+    return 0
+
+
+def _report_failed_rank(rank: int, failure: ProcessFailure, run: Path, resume_command: str) -> int:
+    """The last line for the first rank that ended before the others; returns the exit status of the launch."""
+    if failure.exitcode == EXIT_USER_ERROR:
+        return EXIT_USER_ERROR  # the rank has said what is wrong, in one line
+    if failure.exitcode == EXIT_INTERRUPTED:  # a stop signal sent to a rank rather than to the launcher
+        cause, status = f"rank {rank} (pid {failure.pid}) was stopped by a signal", EXIT_INTERRUPTED
+    elif failure.exitcode < 0:
+        cause, status = f"rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}", EXIT_FAILED
+    else:
+        cause, status = f"rank {rank} (pid {failure.pid}) failed with exit status {failure.exitcode}", EXIT_FAILED
+    _report(f"{cause}, which stopped the run; {_resume_hint(run, resume_command)}")
+    return status
+
+
+def _resume_hint(run: Path, resume_command: str) -> str:
+    """How the stopped run continues: from its newest checkpoint, with ``resume_command``."""
+    newest = checkpoints_newest_first(run)
+    if not newest:
+        return "no checkpoint was written yet, so there is nothing to resume"
+    return f"it continues from {newest[0].name} with: {resume_command}"
+
+
+def _report(message: str) -> None:
+    print(f"condgen: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _launcher_environment() -> Iterator[None]:
+    """Names this process to the ranks as their launcher (:data:`distributed.LAUNCHER_PID`) during the launch, and
+    puts back afterwards the environment it shares with torch's launcher, which sets OMP_NUM_THREADS for the ranks."""
+    saved = dict(os.environ)
+    os.environ[distributed.LAUNCHER_PID] = str(os.getpid())
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextmanager
+def _kept_signal_handlers() -> Iterator[None]:
+    """Puts back this process's handlers of the stop signals after the launch: torch's launcher replaces them with
+    its own (which pass a signal on to the ranks) and leaves those behind."""
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():  # the only thread that may set handlers
+            for sig, handler in saved.items():
+                if handler is not None:  # None: a handler installed outside Python, which stays
+                    signal.signal(sig, handler)
+
+
+@contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    """Keeps torch's launcher logs (each signal it passes on, each rank that failed) off stderr during the launch:
+    the ranks' own lines and the launcher's last line say what happened, and that line must stay the last one."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 def _train(
@@ -84,6 +199,7 @@ def _train(
         if evaluator.codec != data.codec:
             raise CondgenError(f"{evaluator_path}: the evaluator's objects differ from {data_root}/objects.json")
     enable_tf32(device)
+    speed = resolve_bf16(getattr(config, "optim", None), device)  # before the config is compared and saved
     main = distributed.is_main_process()
     problem = None
     if main and not resume:
@@ -94,10 +210,9 @@ def _train(
     distributed.check_agreement(_fingerprint(entry.name, dump_config(config), data, resume), problem)
     task = entry.make_task(config, data, data_root, evaluator)
     distributed.spread_random_streams(task.random_streams)
-    warning = bf16_warning(device, getattr(getattr(config, "optim", None), "bf16", False))
-    if warning and main:
-        print(f"condgen: {warning}", file=sys.stderr)
-    note = describe(device)
+    if speed and main:
+        print(f"condgen: {speed}", file=sys.stderr)
+    note = describe(device) + (f"; {speed}" if speed else "")
     if distributed.world_size() > 1:
         note += f"; {distributed.describe()}{_global_batch(config)}"
         if main:

@@ -506,6 +506,15 @@ def add_export_command(commands: Commands) -> None:
         "or fewer objects than requested",
     )
     p.add_argument(
+        "--ranker-bits",
+        type=int,
+        metavar="N",
+        help="store the image ranker's convolution and linear weights as N-bit codes per output channel (4 to 8; "
+        "8 takes half of float16's size), its other weights and its counter in float16. Lossy: with --half auto, "
+        "the check samples with it and keeps it only where no mean score is lower (the card reports how many "
+        "choices it changed)",
+    )
+    p.add_argument(
         "--result",
         type=Path,
         metavar="FILE",

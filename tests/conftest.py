@@ -90,6 +90,22 @@ def headless_chromium():
     return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
 
 
+SERVED_TINY = {
+    "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
+             "diffusion.num_steps=20", "sample.steps=3"],
+    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory, synth_template) -> Path:
+    """A tiny ddpm run and a tiny gan run (:data:`SERVED_TINY`), trained once per session for the page's tests under
+    the returned folder; copy one before changing it."""
+    root = tmp_path_factory.mktemp("served")
+    train_tiny_runs(root, synth_template, SERVED_TINY)
+    return root
+
+
 def train_tiny_runs(root: Path, data: Path, settings: dict[str, list[str]]) -> Path:
     """Trains one run per kind of ``settings`` (kind -> config overrides) into ``root``/KIND, two steps of 4 images
     each, scored by a random evaluator saved as ``root``/evaluator.safetensors; returns that evaluator's path."""

@@ -2,11 +2,16 @@
 finishes a tiny run: tiny models trained for two steps on the small rendered set, the results written to a temporary
 folder (never benchmarks/results/), and the record each script writes holding what its docstring promises."""
 
+import importlib
 import importlib.util
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,8 +21,11 @@ from conftest import train_tiny_runs
 
 from condgen.cli import main
 from condgen.data.labels import LabelCodec
+from condgen.errors import CondgenError, InterruptedTrainingError
 from condgen.evaluate.counter import DensityCounter, save_counter
+from condgen.gan.trainer import GANRunConfig
 from condgen.report import command
+from condgen.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -302,8 +310,10 @@ def test_rankers_ranks_one_pool_with_each_ranker(tiny, tmp_path):
         "--name", "x", "--results", tmp_path)  # fmt: skip
     files = result(tmp_path, "x")["files"]
     assert set(files) == {"test", "new_test", "triples"}
-    assert len(files["triples"]["any_exact"]) == 1 and len(files["test"][str(tiny["scorer"])]) == 1
+    assert len(files["triples"]["any_exact_scene"]) == 1 and len(files["test"][str(tiny["scorer"])]) == 1
     assert files["test"]["own_reproduced"] == [0.0]  # its own ranker on the pool keeps what `sample` keeps
+    rival = files["test"][str(tiny["scorer"])][0]  # the folder's own ranker file, given again: the same picks
+    assert rival["same_picks_as_own"] == 1.0 and {"exact_scene", "extra_objects"} <= set(rival)
     assert (tmp_path / "x" / f"triples_{tiny['scorer'].parent.name}_evaluator.safetensors_grid.png").is_file()
 
 
@@ -342,3 +352,109 @@ def test_every_script_has_a_tiny_run_here():
     """A script added to benchmarks/ comes with its tiny run, a test named test_<script>_..."""
     untested = [name for name in SCRIPTS if not any(test.startswith(f"test_{name}_") for test in globals())]
     assert not untested, f"no tiny run of benchmarks/{untested[0]}.py"
+
+
+def benchmark_common():
+    """benchmarks/common.py as the scripts import it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        return importlib.import_module("common")
+
+
+def test_a_budget_gives_each_stage_what_is_left_and_names_who_spent_it_when_nothing_is():
+    common = benchmark_common()
+    assert common.Budget(60, 40.0, ["autoencoder"]).minutes_for("ranker", share=12) == 12  # its own share
+    assert common.Budget(60, 55.0, ["autoencoder"]).minutes_for("ranker", share=12) == 5.0  # what is left
+    assert common.Budget(60, 40.0, ["autoencoder"]).minutes_for("diffusion model") == 20.0  # no share: all of it
+    with pytest.raises(CondgenError) as spent:
+        budget = common.Budget(60, 46.0, ["autoencoder", "ranker"])
+        budget.minutes_for("diffusion model", upfront=14.0, upfront_for="encoding the training set")
+    assert str(spent.value) == (
+        "autoencoder and ranker used 46.0 of 60 minutes and encoding the training set takes 14.0 more; nothing left "
+        "for the diffusion model"
+    )  # not loop.max_minutes=0, which would mean no limit
+    with pytest.raises(CondgenError, match=r"^--budget-minutes 0 leaves nothing to spend; nothing left for the auto"):
+        common.Budget(0).minutes_for("autoencoder", share=15)
+    assert common.configured_minutes("counter", ROOT / "configs" / "ranker_counter_cpu.yaml", []) == 4
+    assert common.configured_minutes("evaluator", ROOT / "configs" / "ranker_cpu.yaml", ["loop.max_minutes=3"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "line"),
+    [
+        ("interrupted", 130, "latent.py: stopped: interrupted after step 7; saved runs/r/checkpoints/step-0000007"),
+        ("sigterm", 130, "latent.py: stopped by SIGTERM"),
+        ("ctrl-c", 130, "latent.py: stopped by SIGINT"),
+        ("error", 2, "latent.py: error: autoencoder used 61.0 of 60 minutes; nothing left for the diffusion model"),
+    ],
+)
+def test_a_benchmark_stopped_or_refused_ends_in_one_line(monkeypatch, capsys, stop, status, line):
+    common = benchmark_common()
+    monkeypatch.setattr(sys, "argv", ["benchmarks/latent.py"])
+
+    def main():
+        if stop == "interrupted":  # SIGTERM while training: the loop saves the step and raises this
+            raise InterruptedTrainingError(7, "runs/r/checkpoints/step-0000007")
+        if stop == "sigterm":  # SIGTERM between the trainings (encoding, sampling)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        raise CondgenError("autoencoder used 61.0 of 60 minutes; nothing left for the diffusion model")
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as ended:
+        common.run_benchmark(main)
+    assert ended.value.code == status and capsys.readouterr().err == line + "\n"
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_latent_stops_before_a_stage_that_finds_its_budget_spent(tiny, tmp_path):
+    autoencoder = config_file(tmp_path / "vae.yaml", {
+        "model": {"channels": 8, "channel_mults": [1, 2, 2]}, "optim": {"batch_size": 4}, "loop": {"steps": 10**6},
+    })  # fmt: skip
+    spent = r"^autoencoder used [\d.]+ of 0.02 minutes( and encoding the training set takes [\d.]+ more)?; nothing left"
+    with pytest.raises(CondgenError, match=spent):
+        run("latent", "--data", tiny["data"], "--budget-minutes", "0.02", "--autoencoder-minutes", "5",
+            "--autoencoder-config", autoencoder, "--runs", tmp_path / "runs", "--results", tmp_path, "--name", "l",
+            "--samplers", "dpmpp", "--guidance", "2", "--seeds", "1", "--labels")  # fmt: skip
+    assert (tmp_path / "runs" / "bench_vae" / "run.json").is_file()  # it trained for the budget's 1.2 seconds
+    assert not (tmp_path / "runs" / "bench_ldm").exists() and not (tmp_path / "l.json").exists()
+
+
+def test_gan_stops_before_a_stage_that_finds_its_budget_spent(tiny, tmp_path):
+    """Run as a script: the autoencoder spends a latent GAN's tiny budget, and the benchmark ends with one line naming
+    the stages and minutes and status 2, never a traceback, the GAN untrained."""
+    autoencoder = config_file(tmp_path / "vae.yaml", {
+        "model": {"channels": 8, "channel_mults": [1, 2, 2]}, "optim": {"batch_size": 4}, "loop": {"steps": 10**6},
+    })  # fmt: skip
+    command = ["benchmarks/gan.py", "--data", tiny["data"], "--models", "latent_hinge_s2d", "--budget-minutes", "0.02",
+               "--autoencoder-minutes", "5", "--autoencoder-config", autoencoder, "--runs", tmp_path / "runs",
+               "--results", tmp_path, "--name", "g", "--seeds", "1", "--labels"]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CONDGEN_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run(
+        [sys.executable, *map(str, command)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    spent = (
+        r"gan\.py: error: autoencoder used [\d.]+ of 0\.02 minutes( and encoding the training set takes [\d.]+ "
+        r"more)?; nothing left for the latent_hinge_s2d GAN"
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert re.fullmatch(spent, done.stderr.strip().splitlines()[-1]), done.stderr
+    assert (tmp_path / "runs" / "bench_gan_latent_hinge_s2d_vae" / "run.json").is_file()  # it trained for 1.2 s
+    assert not (tmp_path / "runs" / "bench_gan_latent_hinge_s2d").exists() and not (tmp_path / "g.json").exists()
+
+
+def test_train_speed_options_settle_bf16_whatever_the_config_says_and_the_record_names_it(tiny, tmp_path, monkeypatch):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(BENCHMARKS))
+        options = importlib.import_module("train_speed").OPTIONS
+    sys.modules.pop("train_speed", None)
+    for option, overrides in options.items():  # over a config that leaves bfloat16 to the machine
+        config = load_config(GANRunConfig, overrides=["optim.bf16=auto", *overrides])
+        assert config.optim.bf16 is option.startswith("bf16"), option
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    run("train_speed", "--kinds", "gan", "--options", "bf16", "--processes", "1", "--data", tiny["data"],
+        "--images", "8", "--warmup", "1", "--steps", "1", "--name", "t", "--results", tmp_path)  # fmt: skip
+    measured = result(tmp_path, "t")["images_per_second"]["gan"]["bf16"]
+    assert isinstance(measured["1 process"], float) and measured["optim"] == {"bf16": True, "compile": ""}, measured

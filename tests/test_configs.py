@@ -83,3 +83,31 @@ def test_a_config_file_with_a_size_that_is_not_positive_names_the_file_and_the_k
     path.write_text(f"model:\n  {key}: {value}\n")
     with pytest.raises(CondgenError, match=rf"^{path}: model\.{key}: .*every size must be a positive number"):
         load_config(config, path)
+
+
+@pytest.mark.parametrize(
+    ("config", "overrides", "message"),
+    [
+        # 128 channels at 8x8 split over 3 heads (condgen.nn.blocks.Attention) would crash sampling
+        (DDPMRunConfig, ["model.heads=3"], "model.heads: 3 does not divide the 128 channels of an attention layer"),
+        (LDMRunConfig, ["model.channels=12", "model.heads=16"], "model.heads: 16 does not divide the 24 channels"),
+        (LatentClassifierRunConfig, ["model.heads=5"], "model.heads: 5 does not divide the"),
+        (DDPMRunConfig, ["model.dropout=-0.1"], "model.dropout: -0.1 is not in [0, 1)"),
+        (DDPMRunConfig, ["model.dropout=1.0"], "model.dropout: 1.0 is not in [0, 1)"),
+        (LDMRunConfig, ["model.dropout=.nan"], "model.dropout: nan is not in [0, 1)"),
+    ],
+)
+def test_a_unet_whose_heads_or_dropout_cannot_work_is_refused_at_load_naming_the_key(config, overrides, message):
+    with pytest.raises(CondgenError) as caught:
+        load_config(config, overrides=overrides)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+
+
+def test_a_config_file_with_heads_that_do_not_divide_an_attention_layer_names_the_file(tmp_path):
+    path = tmp_path / "config.yaml"
+    unet = "model:\n  channels: 12\n  channel_mults: [1, 2]\n  heads: 8\n  attention_resolutions: "
+    path.write_text(unet + "[32]\n")  # the 12 channels at 32x32 attend; the 24-channel middle would take 8 heads
+    with pytest.raises(CondgenError, match=rf"^{path}: model\.heads: 8 does not divide the 12 channels"):
+        load_config(DDPMRunConfig, path)
+    path.write_text(unet + "[16]\n")  # only 24-channel layers attend
+    assert load_config(DDPMRunConfig, path).model.heads == 8

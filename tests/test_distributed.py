@@ -1,12 +1,14 @@
 """Training on several processes: two gloo ranks on the CPU take the step one process takes on their concatenated
-batches, a distributed run resumes exactly and loads in one process, torchrun's multi-node rendezvous works, and ranks
-that disagree stop with one clear error."""
+batches, a distributed run resumes exactly and loads in one process, torchrun's multi-node rendezvous works, ranks
+that disagree stop with one clear error, and a stopped or killed launch leaves no rank running and a resumable run."""
 
 import contextlib
 import io
 import json
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -292,3 +294,150 @@ def test_a_run_on_two_machines_resumes_exactly_on_two_processes_and_loads_in_one
     out = tmp_path / "samples"
     assert main(["sample", "--run", str(whole), "--objects", "red cube", "--out", str(out), "--steps", "2"]) == 0
     assert (out / "0.png").is_file()
+
+
+ENDLESS_GAN = [
+    *TINY_GAN,
+    "optim.batch_size=4",
+    "loop.steps=100000",
+    "loop.log_every=1",
+    "loop.checkpoint_every=2",
+    "loop.eval_every=0",
+]
+
+
+def launch(dataset: Path, run: Path, evaluator_file: Path, stderr: Path) -> subprocess.Popen:
+    """`condgen train gan --nproc 2` in a process of its own, training until it is stopped; its stderr in a file."""
+    command = ["train", "gan", "--data", str(dataset), "--out", str(run), "--evaluator", str(evaluator_file)]
+    with stderr.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "condgen", *command, "--nproc", "2", *ENDLESS_GAN, "device=cpu"],
+            env=quiet_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` has not ended yet (a zombie has ended: only its parent's bookkeeping is left)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def children(parent: int) -> list[int]:
+    """The processes whose parent is ``parent``, from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except OSError:  # a process that ended meanwhile
+            continue
+    return found
+
+
+def rank_of(pid: int) -> int:
+    """The RANK in process ``pid``'s environment."""
+    variables = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return int(dict(v.split("=", 1) for v in variables if "=" in v)["RANK"])
+
+
+def ranks_after(launcher: subprocess.Popen, run: Path, step: int) -> dict[int, int]:
+    """Waits until the launched run has logged ``step``; returns its ranks' pids by rank (the launcher's children,
+    read from /proc)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert launcher.poll() is None, f"the launch ended with status {launcher.returncode}"
+        metrics = run / "metrics.jsonl"
+        lines = metrics.read_text().split("\n")[:-1] if metrics.exists() else []  # whole lines only
+        if any(json.loads(line)["step"] >= step for line in lines):
+            ranks = {rank_of(pid): pid for pid in children(launcher.pid)}
+            assert sorted(ranks) == [0, 1], ranks
+            return ranks
+        time.sleep(0.1)
+    raise AssertionError(f"step {step} not reached")
+
+
+def end_all(launcher: subprocess.Popen, ranks: dict[int, int]) -> None:
+    """Kills whatever a failed test left running of the launch."""
+    if launcher.poll() is None:
+        launcher.kill()
+        launcher.wait()
+    for pid in ranks.values():
+        if running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def checkpoint_folders(run: Path) -> list[str]:
+    return sorted(p.name for p in (run / "checkpoints").iterdir())
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_and_the_run_resumes(dataset, evaluator_file, tmp_path, monkeypatch):
+    run, stderr = tmp_path / "run", tmp_path / "stderr.txt"
+    launcher, ranks = launch(dataset, run, evaluator_file, stderr), {}
+    try:
+        ranks = ranks_after(launcher, run, 3)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 130
+        assert [pid for pid in ranks.values() if running(pid)] == []  # the launcher returns once every rank ended
+    finally:
+        end_all(launcher, ranks)
+    saved = checkpoint_folders(run)
+    newest = (run / "checkpoints" / "latest").read_text().strip()
+    last = stderr.read_text().strip().splitlines()[-1]
+    assert last.startswith(f"condgen: stopped by SIGTERM; it continues from {newest} with: condgen train gan ")
+    assert last.endswith(f" --resume --evaluator {evaluator_file} --nproc 2")
+    assert not [name for name in saved if name.startswith(".")]  # no half-written checkpoint
+    time.sleep(1)
+    assert checkpoint_folders(run) == saved  # nothing writes to the run any more
+    step = int(newest.split("-")[1])
+    assert f"SIGTERM after step {step}; saved {newest}" in (run / "log.txt").read_text()  # the ranks saved their step
+    for key, value in quiet_env().items():
+        monkeypatch.setenv(key, value)  # for the ranks that --nproc starts
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main([*shlex.split(last.split(" with: ")[1])[1:], f"loop.steps={step + 1}"]) == 0
+    assert signal.getsignal(signal.SIGTERM) == handler  # the launcher leaves this process's handlers as they were
+    assert f"resumed at step {step}" in (run / "log.txt").read_text()
+    assert (run / "checkpoints" / "latest").read_text().strip() == f"step-{step + 1:07d}"
+
+
+def test_the_ranks_end_when_the_launcher_is_killed(dataset, evaluator_file, tmp_path):
+    run = tmp_path / "run"
+    launcher, ranks = launch(dataset, run, evaluator_file, tmp_path / "stderr.txt"), {}
+    try:
+        ranks = ranks_after(launcher, run, 2)
+        launcher.kill()  # SIGKILL: nothing the launcher could pass on
+        launcher.wait()
+        killed = time.monotonic()
+        while any(running(pid) for pid in ranks.values()) and time.monotonic() < killed + 20:
+            time.sleep(0.1)
+        assert [pid for pid in ranks.values() if running(pid)] == []
+        assert time.monotonic() - killed < 15  # the ranks' step and checkpoint, not distributed.STOP_GRACE
+    finally:
+        end_all(launcher, ranks)
+    saved = checkpoint_folders(run)
+    newest = (run / "checkpoints" / "latest").read_text().strip()
+    assert newest in saved and not [name for name in saved if name.startswith(".")]
+    assert f"SIGTERM after step {int(newest.split('-')[1])}; saved {newest}" in (run / "log.txt").read_text()
+    time.sleep(1)
+    assert checkpoint_folders(run) == saved
+
+
+def test_a_killed_rank_is_named_on_the_last_line(dataset, evaluator_file, tmp_path):
+    run, stderr = tmp_path / "run", tmp_path / "stderr.txt"
+    launcher, ranks = launch(dataset, run, evaluator_file, stderr), {}
+    try:
+        ranks = ranks_after(launcher, run, 3)
+        os.kill(ranks[1], signal.SIGKILL)
+        assert launcher.wait(timeout=60) == 1
+        assert not running(ranks[0])
+    finally:
+        end_all(launcher, ranks)
+    newest = (run / "checkpoints" / "latest").read_text().strip()
+    last = stderr.read_text().strip().splitlines()[-1]
+    cause = f"condgen: rank 1 (pid {ranks[1]}) was killed by SIGKILL, which stopped the run; "
+    assert last.startswith(f"{cause}it continues from {newest} with: condgen train gan ")
+    assert last.endswith(" --nproc 2") and " --resume " in last

@@ -238,6 +238,51 @@ def test_half_auto_keeps_float16_only_where_the_measured_check_allows(dataset, e
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch folder left behind
 
 
+def test_ranker_bits_store_the_ranker_as_channel_codes_and_the_check_samples_with_them(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    train("ddpm", dataset, run, evaluator_file)
+    torch.manual_seed(2)
+    ranker = tmp_path / "ranker.safetensors"
+    network = build_resnet18_evaluator(24, width=8)
+    save_evaluator(network, LabelCodec.iclevr(), ranker)
+
+    def export(out, *options):
+        return main(["export", "--run", str(run), "--out", str(out), *options])
+
+    capsys.readouterr()
+    assert export(tmp_path / "m", "--ranker-bits", "8") == 2  # nothing to store so
+    assert "--ranker-bits: " in capsys.readouterr().err and not (tmp_path / "m").exists()
+    assert export(tmp_path / "m", "--ranker", str(ranker), "--ranker-bits", "3") == 2
+    assert "--ranker-bits 3: choose 4 to 8" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+    coded = tmp_path / "coded"
+    assert export(coded, "--ranker", str(ranker), "--ranker-bits", "8") == 0
+    stored, metadata = read_tensors(coded / RANKER_FILE)
+    assert json.loads(metadata["channel_codes"])["bits"] == 8
+    full = {name: tensor.half() for name, tensor in network.state_dict().items()}
+    assert all(
+        torch.allclose(stored[n].float(), full[n].float(), atol=2e-2) for n in full if full[n].is_floating_point()
+    )
+    weights, _ = read_tensors(coded / "best" / "ema.safetensors")  # the generator stays as --half says: float32
+    assert {t.dtype for t in weights.values() if t.is_floating_point()} == {torch.float32}
+    card = (coded / "README.md").read_text()
+    assert "the ranker's convolution and linear weights in 8-bit codes per output channel" in card
+    assert "--ranker-bits 8" in card
+    update_config(coded, {"sample": {"candidates": 2}})
+    assert condgen.load(coded).loaded.ranker is not None
+
+    checked = tmp_path / "checked"  # the check's float32 reference keeps the full ranker; the kept folder the codes
+    assert main(["export", "--run", str(coded), "--out", str(checked), "--half", "auto", "--check-seeds", "1",
+                 "--ranker", str(ranker), "--ranker-bits", "6"]) == 0  # fmt: skip
+    card = (checked / "README.md").read_text()
+    assert "The image ranker's 6-bit copy keeps another candidate than the float32 one on" in card
+    kept = read_tensors(checked / RANKER_FILE)[1].get("channel_codes")  # none where the check kept float32
+    assert ("in 6-bit codes per output channel" in card) == (kept is not None)
+    assert kept is None or json.loads(kept)["bits"] == 6
+
+
 def test_an_image_rankers_own_counter_travels_with_its_model_folder(dataset, evaluator_file, tmp_path, capsys):
     run = tmp_path / "run"
     train("ddpm", dataset, run, evaluator_file)

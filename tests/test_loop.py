@@ -1,5 +1,7 @@
-"""The shared training loop: stopping on its wall-clock budget leaves a complete log and a resumable checkpoint."""
+"""The shared training loop: stopping on its wall-clock budget leaves a complete log and a resumable checkpoint, and
+its progress shows on a terminal and, now and then, as a plain line anywhere else."""
 
+import io
 import json
 import time
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 import condgen.train.loop as loop_module
+from condgen import progress
 from condgen.cli import main
 from condgen.device import resolve_device
 from condgen.files import staged_folder
@@ -142,3 +145,71 @@ def test_a_loop_that_would_train_nothing_or_forever_is_refused_before_anything_i
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_off_a_terminal_is_a_plain_line_now_and_then_with_counts_and_time_left():
+    clock, stream = FakeClock(), io.StringIO()
+    with progress.PlainProgress(file=stream, total=1000, desc="encoding", unit="img", clock=clock) as bar:
+        for _ in range(1000):
+            clock.now += 1  # a 1000-second job: a line once 30 s have passed and a tenth more is done
+            bar.update(1)
+            bar.set_postfix({"loss": "0.1234"})
+    lines = stream.getvalue().splitlines()
+    assert 9 <= len(lines) <= 11, lines  # one a tenth, and the last
+    assert lines[0] == "condgen: encoding: 100/1,000 img, 1:40 elapsed, about 15:00 left, loss=0.1234"
+    assert lines[-1] == "condgen: encoding: 1,000/1,000 img, 16:40 elapsed, loss=0.1234; done"
+
+    quick = io.StringIO()  # work of seconds says nothing
+    for _ in progress.PlainProgress(range(50), file=quick, desc="decoding", clock=clock):
+        clock.now += 0.1
+    assert quick.getvalue() == ""
+
+
+def test_progress_of_a_budgeted_training_counts_down_to_its_budget():
+    clock, stream = FakeClock(), io.StringIO()
+    bar = progress.PlainProgress(file=stream, total=1_000_000, desc="ldm", unit="step", seconds_limit=600, clock=clock)
+    for _ in range(60):  # 60 steps of 1.5 s in a 10-minute budget: a line every tenth of the budget, 60 s
+        clock.now += 1.5
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "condgen: ldm: 40/1,000,000 step, 1:00 elapsed, about 9:00 left"  # not 17 days
+    assert len(lines) == 2 and lines[-1].endswith("; stopped")
+
+
+def test_progress_bar_draws_on_a_terminal_writes_lines_elsewhere_and_nothing_when_disabled():
+    assert isinstance(progress.progress_bar(total=3, file=io.StringIO()), progress.PlainProgress)
+    terminal = Terminal()
+    with progress.progress_bar(total=3, file=terminal, desc="t") as bar:
+        assert not isinstance(bar, progress.PlainProgress)
+        bar.update(3)
+    assert "3/3" in terminal.getvalue()
+    silent = io.StringIO()
+    with progress.progress_bar(total=3, file=silent, enabled=False) as bar:
+        bar.update(3)
+    assert silent.getvalue() == ""
+
+
+def test_a_training_whose_stderr_is_no_terminal_says_how_far_it_is(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.05)
+    loop = LoopConfig(steps=10_000, max_minutes=0.3 / 60, log_every=1, checkpoint_every=1000, eval_every=0)
+    summary = fit(SlowRegression(seconds_per_step=0.01), loop, tmp_path, "{}", resume=False, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert summary["budget_hit"] and 2 <= len(lines) <= 12, lines  # a tenth of the budget each, and the last
+    assert all(line.startswith("condgen: regression: ") and "/10,000 step" in line for line in lines)
+    assert "left, loss=" in lines[0] and lines[-1].endswith("; stopped")

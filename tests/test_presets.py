@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ def benchmarks_common():
     """benchmarks/common.py, the module every benchmark script imports as ``common``."""
     spec = importlib.util.spec_from_file_location("common", ROOT / "benchmarks" / "common.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

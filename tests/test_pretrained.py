@@ -15,7 +15,7 @@ from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
-from condgen.tensorfile import BYTE_PLANES, read_tensors
+from condgen.tensorfile import BYTE_PLANES, CHANNEL_CODES, read_tensors
 
 
 def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of_the_precision_it_names():
@@ -49,7 +49,12 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         assert len(generator) == 1 and dtypes.get(RANKER_FILE, torch.float16) in generator | {torch.float16}
         card = (folder / "README.md").read_text()
         assert f"the weights ship in {str(generator.pop()).removeprefix('torch.')}" in card.lower()
-        if own_ranker:
+        codes = own_ranker and CHANNEL_CODES in read_tensors(folder / RANKER_FILE)[1]
+        if codes:  # lossy codes for the convolution and linear weights of a ranker, which only chooses
+            bits = json.loads(read_tensors(folder / RANKER_FILE)[1][CHANNEL_CODES])["bits"]
+            assert f"the ranker's convolution and linear weights in {bits}-bit codes per output channel" in card
+            assert f"The image ranker's {bits}-bit copy" in card  # the check that kept them sampled with them
+        elif own_ranker:
             ranker_dtype = str(dtypes[RANKER_FILE]).removeprefix("torch.")
             with_counter = " and its counter ship" if RANKER_COUNTER_FILE in dtypes else " ships"
             assert f"the ranker{with_counter} in {ranker_dtype}" in card

@@ -2,10 +2,13 @@
 command line, and the page itself in a headless browser. The models are tiny runs trained once for the module."""
 
 import base64
+import contextlib
 import io
 import json
+import logging
 import math
 import re
+import shutil
 import socket
 import sys
 import threading
@@ -14,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import headless_chromium, no_browser, train_tiny_runs
+from conftest import headless_chromium, no_browser
 from PIL import Image
 
 import condgen
@@ -28,25 +31,19 @@ from condgen.pretrained import SHIPPED
 pytest.importorskip("fastapi", reason="condgen serve needs the web extra (pip install 'condgen[serve]')")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from condgen.serve.app import create_app  # noqa: E402
-from condgen.serve.models import load_models, verdict  # noqa: E402
-from condgen.serve.requests import Limits  # noqa: E402
+from condgen.serve.app import create_app, take_slot  # noqa: E402
+from condgen.serve.models import HungUpError, load_models, verdict  # noqa: E402
+from condgen.serve.requests import Limits, parse_request  # noqa: E402
 
-TINY = {
-    "ddpm": ["model.channels=16", "model.channel_mults=[1,2]", "model.attention_resolutions=[16]", "model.heads=2",
-             "diffusion.num_steps=20", "sample.steps=3"],
-    "gan": ["model.g_channels=8", "model.d_channels=8", "model.noise_dim=16", "model.label_dim=16"],
-}  # fmt: skip
 LIMITS = Limits(max_steps=10, queue_timeout=0.2)
+LIMITS_20 = Limits(max_steps=20)  # room for ddpm's 20 steps on the tiny model
 GOOD = {"objects": ["red cube", "blue sphere"], "sampler": "ddim", "steps": 4, "guidance": 2.0, "seed": 3}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, synth_template):
+def runs(served_runs):
     """A ddpm run and a gan run, two training steps each on the small rendered set."""
-    root = tmp_path_factory.mktemp("serve")
-    train_tiny_runs(root, synth_template, TINY)
-    return {kind: root / kind for kind in TINY}
+    return {kind: served_runs / kind for kind in ("ddpm", "gan")}
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +206,7 @@ def test_two_models_answer_the_same_request_side_by_side(runs, shipped):
     assert results[0]["image"] == results[2]["image"]  # the same model, the same request
     gan = results[1]
     assert gan["settings"] == {"seed": 3} and gan["strip_kind"] == "interpolation"  # a GAN takes the seed alone
+    assert [r["ignored"] for r in results] == [[], ["sampler", "steps", "guidance"], []]  # and says so
     assert png(gan["strip"]).size == (8 * 64 + 9 * 2, 64 + 2 * 2)
     assert [entry["name"] for entry in gan["verdict"]["objects"]] == GOOD["objects"]
     image = condgen.load(runs["gan"]).generate("red cube, blue sphere", seed=3)[0]
@@ -242,25 +240,34 @@ def test_the_command_serves_the_shipped_model_by_default_needs_the_extra_and_bin
     )
 
 
-@pytest.fixture
-def server(runs, shipped):
-    """The page's server on a free local port, in a thread, for the browser."""
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn on a free local port, in a thread: yields the page's address. Its log goes to the
+    root logger, where ``caplog`` sees it."""
     import uvicorn
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    app = create_app(load_models([runs["ddpm"], runs["gan"]]), shipped, LIMITS)
-    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None))
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not running.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert running.started
-    yield f"http://127.0.0.1:{port}/"
-    running.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def server(runs, shipped):
+    """The page's server for the browser."""
+    with serving(create_app(load_models([runs["ddpm"], runs["gan"]]), shipped, LIMITS)) as url:
+        yield url
 
 
 @pytest.mark.skipif(bool(no_browser()), reason=no_browser() or "-")
@@ -298,6 +305,7 @@ def test_the_page_generates_in_a_real_browser(server):
             assert said and (said[1] is None) == (said[2] == "2")
             assert card.find_element(By.CSS_SELECTOR, ".verdict .scene").text.endswith(("yes", "no"))
         assert "steps 3" in cards[0].text and "made in" in cards[0].text and "seed 0" in cards[1].text
+        assert "Ignored: steps (a GAN draws in one pass)." in cards[1].text and "Ignored" not in cards[0].text
         assert [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")] == []
         Select(colours[1]).select_by_value("red")
         Select(shapes[1]).select_by_value("cube")
@@ -312,3 +320,104 @@ def test_the_server_says_when_it_listens_beyond_loopback():
 
     assert [beyond_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "localhost")] == [False] * 4
     assert [beyond_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.4", "example.org")] == [True] * 4
+
+
+def test_a_gan_alone_refuses_diffusion_settings_naming_the_field(runs):
+    alone = TestClient(create_app(load_models([runs["gan"]]), None, LIMITS))
+    for field, value in (("sampler", "ddim"), ("steps", 4), ("guidance", 2.0)):
+        refused = alone.post("/api/generate", json={"objects": ["red cube"], field: value})
+        assert (refused.status_code, refused.json()["error"]) == (
+            400, f"{field}: gan is a GAN: it draws in one pass and takes no sampler, steps or guidance"
+        )  # fmt: skip
+    unset = {"objects": ["red cube"], "sampler": None, "steps": None, "guidance": None, "seed": 2}  # the defaults
+    served = alone.post("/api/generate", json=unset)
+    assert served.status_code == 200 and served.json()["results"][0]["ignored"] == []
+    two = TestClient(create_app(load_models([runs["gan"], runs["gan"]]), None, LIMITS))
+    refused = two.post("/api/generate", json={"objects": ["red cube"], "guidance": 1.0, "steps": 2})
+    assert refused.json()["error"] == (
+        "steps: gan, gan (2) are GANs: they draw in one pass and take no sampler, steps or guidance"
+    )
+
+
+class SetAfter(threading.Event):
+    """A cancel flag that reads as set from its ``n``-th look on, counting the looks: a client that hangs up while
+    its image is generating."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.looks = n, 0
+
+    def is_set(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n
+
+
+@pytest.mark.parametrize("model", ["ddpm", "gan"])
+def test_a_generation_whose_client_hangs_up_stops_at_the_next_step(runs, model):
+    (served,) = load_models([runs[model]])
+    wanted = parse_request({"objects": ["red cube"]} | ({"sampler": "ddpm"} if model == "ddpm" else {}), LIMITS_20)
+    with pytest.raises(HungUpError):
+        served.answer(wanted, None, LIMITS_20, SetAfter(1))  # hung up while waiting: nothing is generated
+    # one look before any work, then one at x_T and after each of ddpm's 20 steps, or one after a GAN's image
+    looks = 4 if model == "ddpm" else 2  # hung up after ddpm's second step, or before a GAN's interpolation strip
+    cancel = SetAfter(looks)
+    with pytest.raises(HungUpError):
+        served.answer(wanted, None, LIMITS_20, cancel)
+    assert cancel.looks == looks  # it stopped there, and looked no more
+    assert "image" in served.answer(wanted, None, LIMITS_20, threading.Event())  # a flag never set changes nothing
+
+
+def test_a_waiting_request_whose_client_hangs_up_leaves_the_queue_at_once():
+    slots = threading.BoundedSemaphore(1)
+    assert slots.acquire(blocking=False)  # a generation holds the only slot
+    cancel = threading.Event()
+    threading.Timer(0.1, cancel.set).start()
+    started = time.perf_counter()
+    with pytest.raises(HungUpError):
+        take_slot(slots, 30, cancel)
+    assert time.perf_counter() - started < 2  # not the 30 s it was ready to wait
+    slots.release()
+    take_slot(slots, 0.1, threading.Event())  # the next takes the free slot
+    assert not slots.acquire(blocking=False)
+
+
+@pytest.fixture(scope="module")
+def thousand_levels(runs, tmp_path_factory):
+    """The tiny ddpm run with T = 1000 noise levels: the same weights, and its ddpm sampler takes 1000 guided
+    steps per image (several seconds on a CPU) where its dpmpp takes 3."""
+    folder = tmp_path_factory.mktemp("levels") / "ddpm-1000"
+    shutil.copytree(runs["ddpm"], folder)
+    config = folder / "config.yaml"
+    config.write_text(config.read_text().replace("num_steps: 20", "num_steps: 1000"))
+    return folder
+
+
+def hang_up_later(port: int, body: bytes, sent: int | None = None) -> socket.socket:
+    """A client that posts ``body`` (its first ``sent`` bytes only, when given) and will close without reading."""
+    client = socket.create_connection(("127.0.0.1", port))
+    head = "POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:sent])
+    return client
+
+
+def test_clients_that_hang_up_free_the_queue_for_one_that_waits(thousand_levels, caplog):
+    import httpx
+
+    limits = Limits(max_steps=1000, max_concurrent=1, queue_timeout=30)
+    app = create_app(load_models([thousand_levels]), None, limits)
+    assert TestClient(app).get("/api/models").json()["models"][0]["noise_steps"] == 1000
+    long = json.dumps({"objects": ["red cube", "blue sphere"], "sampler": "ddpm"}).encode()
+    with caplog.at_level(logging.WARNING), serving(app) as url:
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        storm = [hang_up_later(port, long) for _ in range(3)] + [hang_up_later(port, long, sent=10)]  # one mid-body
+        time.sleep(0.2)  # one generates, two wait for its slot, one has sent a part of its body
+        for client in storm:
+            client.close()
+        started = time.perf_counter()
+        answer = httpx.post(f"{url}api/generate", json={"objects": ["red cube"], "steps": 3}, timeout=60)
+        waited = time.perf_counter() - started
+    assert answer.status_code == 200, answer.text
+    assert waited < 3  # the storm would hold the only slot for 3 x 1000 steps, past the 30 s queue timeout
+    assert app.state.slots.acquire(blocking=False)  # nothing still generating holds it
+    app.state.slots.release()
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []

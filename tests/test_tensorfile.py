@@ -3,10 +3,10 @@ import zlib
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from condgen.errors import CondgenError
-from condgen.tensorfile import BYTE_PLANES, read_tensors, save_tensors
+from condgen.tensorfile import BYTE_PLANES, CHANNEL_CODES, read_tensors, save_tensors
 
 
 def weights() -> dict[str, torch.Tensor]:
@@ -65,3 +65,36 @@ def test_damaged_files_are_one_line_errors_naming_them(tmp_path):
         read_tensors(path)
     with pytest.raises(CondgenError, match="not found"):
         read_tensors(tmp_path / "missing.safetensors")
+
+
+def test_channel_codes_round_trip_within_half_a_step_per_channel_and_keep_the_rest_float16(tmp_path):
+    tensors = weights()
+    save_tensors(tensors, tmp_path / "w.safetensors", {"objects": "[]"}, bits=6)
+    raw = load_file(tmp_path / "w.safetensors")
+    assert raw["conv.weight"].dtype == torch.int8 and raw["conv.weight"].abs().max() <= 31
+    assert raw["conv.weight.channel_scale"].shape == (64,) and raw["conv.weight.channel_scale"].dtype == torch.float32
+    loaded, metadata = read_tensors(tmp_path / "w.safetensors")
+    assert json.loads(metadata[CHANNEL_CODES]) == {"bits": 6, "names": ["conv.weight"]}
+    assert set(loaded) == set(tensors) and loaded["conv.weight"].dtype == torch.float16
+    largest = tensors["conv.weight"].abs().amax(dim=(1, 2, 3))
+    step = largest / 31  # each output channel its own step
+    error = (loaded["conv.weight"].float() - tensors["conv.weight"]).abs().amax(dim=(1, 2, 3))
+    assert (error <= step / 2 + largest * 2**-11).all() and (error > step / 4).all()  # and float16's own rounding
+    assert torch.equal(loaded["norm.bias"], tensors["norm.bias"].half())  # not coded: float16, bit for bit
+    assert torch.equal(loaded["steps"], tensors["steps"])
+
+
+def test_fewer_bits_deflate_smaller_and_a_bad_count_or_damaged_header_is_one_line(tmp_path):
+    big = {"w": torch.randn(256, 256, 3, 3, generator=torch.Generator().manual_seed(1)) * 0.02}
+    sizes = {}
+    for bits in (None, 8, 6):
+        save_tensors(big, tmp_path / f"{bits}.safetensors", half=True, bits=bits)
+        sizes[bits] = len(zlib.compress((tmp_path / f"{bits}.safetensors").read_bytes()))
+    assert sizes[6] < sizes[8] < 0.6 * sizes[None]
+    with pytest.raises(CondgenError, match="codes of 9 bits; choose 4 to 8"):
+        save_tensors(big, tmp_path / "nine.safetensors", bits=9)
+    assert not (tmp_path / "nine.safetensors").exists()
+    coded = load_file(tmp_path / "8.safetensors")
+    save_file(coded, tmp_path / "damaged.safetensors", metadata={CHANNEL_CODES: '{"bits": 8, "names": ["x"]}'})
+    with pytest.raises(CondgenError, match=r"damaged\.safetensors: damaged channel_codes metadata \(KeyError\)"):
+        read_tensors(tmp_path / "damaged.safetensors")

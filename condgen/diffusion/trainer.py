@@ -15,7 +15,7 @@ from condgen.diffusion.schedules import Schedule, make_betas
 from condgen.diffusion.unet import UNet, UNetConfig
 from condgen.evaluate.evaluator import Evaluator
 from condgen.train import distributed
-from condgen.train.acceleration import autocast, compile_in_place
+from condgen.train.acceleration import Bf16, autocast, compile_in_place
 from condgen.train.loop import EMA, LoopConfig, optimise
 from condgen.train.scoring import score_label_files
 
@@ -44,7 +44,7 @@ class OptimConfig:
     label_dropout: float = 0.1  # probability of training on the zero vector (classifier-free guidance)
     hflip: bool = True  # mirror images: the objects stay the same
     seed: int = 0
-    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    bf16: Bf16 = False  # bfloat16 autocast of the forward passes: true, false or auto (condgen.train.acceleration)
     compile: str = ""  # torch.compile backend for the trained network: "" = none, inductor (acceleration)
 
 

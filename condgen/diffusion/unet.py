@@ -52,6 +52,22 @@ class UNetConfig:
                 f"model.patch_size: {self.image_size}-pixel images do not fold into patches of {self.patch_size} "
                 f"and {len(self.channel_mults)} levels (image_size must be a multiple of {smallest})"
             )
+        uneven = [width for width in self.attention_widths() if width % self.heads]
+        if uneven:  # each head attends over width / heads channels (condgen.nn.blocks.Attention)
+            raise CondgenError(
+                f"model.heads: {self.heads} does not divide the {uneven[0]} channels of an attention layer "
+                "(model.channels x model.channel_mults)"
+            )
+        if not 0 <= self.dropout < 1:  # also refuses nan
+            raise CondgenError(f"model.dropout: {self.dropout} is not in [0, 1)")
+
+    def attention_widths(self) -> list[int]:
+        """The channel widths of the attention layers: the levels whose feature size is among
+        ``attention_resolutions``, and the middle, which always attends."""
+        size = self.image_size // self.patch_size  # at the first level, halved at each next one
+        levels = enumerate(self.channel_mults)
+        widths = [self.channels * mult for level, mult in levels if size // 2**level in self.attention_resolutions]
+        return [*widths, self.channels * self.channel_mults[-1]]
 
 
 class UNet(nn.Module):

@@ -124,13 +124,16 @@ def evaluator_logits(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.fc[0](resnet_features(model, x))
 
 
-def save_evaluator(model: torch.nn.Module, codec: LabelCodec, path: str | Path, half: bool = False) -> None:
-    """Writes the weights as safetensors (float16 in byte planes if ``half``) with the vocabulary in the header,
-    atomically."""
+def save_evaluator(
+    model: torch.nn.Module, codec: LabelCodec, path: str | Path, half: bool = False, bits: int | None = None
+) -> None:
+    """Writes the weights as safetensors (float16 in byte planes if ``half``; with ``bits``, the convolution and
+    linear weights as codes of that many bits per channel, for an image ranker: :mod:`condgen.tensorfile`) with the
+    vocabulary in the header, atomically."""
     width = resnet18_width(model)
     architecture = "resnet18" if width == RESNET18_WIDTH else f"resnet18-width{width}"
     metadata = {"format": "condgen-evaluator", "architecture": architecture, "objects": json.dumps(list(codec.names))}
-    save_tensors(model.state_dict(), Path(path), metadata, half)
+    save_tensors(model.state_dict(), Path(path), metadata, half, bits)
 
 
 def load_evaluator(

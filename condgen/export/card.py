@@ -4,6 +4,7 @@ benchmark's; without one, the run's own records (its steps, minutes and periodic
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -15,7 +16,7 @@ from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.export.record import LABEL_FILES, BenchmarkRecord
 from condgen.kinds import Generation, kind_of
 from condgen.pretrained import ICLEVR_LABELS
-from condgen.tensorfile import read_tensors
+from condgen.tensorfile import CHANNEL_CODES, read_tensors
 from condgen.train.runs import read_metrics
 
 
@@ -45,7 +46,7 @@ def model_card(
     lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
     lines += training(record, source, meta) + ["", "## Scores", ""]
     lines += score_table(record) if record else run_scores(source, meta["step"])
-    ranker = "float16" if ranker_half else "float32"
+    ranker = ranker_storage(folder / RANKER_FILE, ranker_half)
     lines += ["", precision(check, stored, ranker, (folder / RANKER_FILE).is_file(), counted)]
     return "\n".join(lines) + "\n"
 
@@ -210,14 +211,30 @@ def run_scores(source: Path, step: int) -> list[str]:
     ]
 
 
+def ranker_storage(path: Path, half: bool) -> str:
+    """How the image ranker at ``path`` is stored: float32, float16, or codes of a few bits per channel."""
+    if path.is_file():
+        codes = read_tensors(path)[1].get(CHANNEL_CODES)
+        if codes:
+            return f"{json.loads(codes)['bits']}-bit codes per output channel"
+    return "float16" if half else "float32"
+
+
 def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool, has_counter: bool = False) -> str:
     """How the weights are stored (an image ranker's object counter as the ranker) and, after a float16 check, what
     it found."""
-    ranking = "the ranker and its counter ship" if has_counter else "the ranker ships"
-    text = f"The weights ship in {stored}" + (f", {ranking} in {ranker}" if has_ranker else "")
-    text += (
-        " (float16 stored in byte planes, lossless: `condgen/tensorfile.py`)." if "float16" in (stored, ranker) else "."
-    )
+    coded = ranker.endswith("per output channel")
+    if has_ranker and coded:
+        rest = "its biases and norms" + (" and its counter" if has_counter else "")
+        text = (
+            f"The weights ship in {stored}; the ranker's convolution and linear weights in {ranker}, {rest} in float16"
+        )
+    else:
+        ranking = "the ranker and its counter ship" if has_counter else "the ranker ships"
+        text = f"The weights ship in {stored}" + (f", {ranking} in {ranker}" if has_ranker else "")
+    lossless = "" if coded else ", lossless"
+    float16 = "float16" in (stored, ranker) or (has_ranker and coded)
+    text += f" (float16 stored in byte planes{lossless}: `condgen/tensorfile.py`)." if float16 else "."
     if check is None:
         return text
     found = (
@@ -227,7 +244,9 @@ def precision(check: dict | None, stored: str, ranker: str, has_ranker: bool, ha
         f"over the seeds is {'no lower on any' if check['float16_no_lower'] else 'lower on some'} file and measure."
     )
     if "ranker_choices_changed" in check:
-        copy = "The image ranker's float16 copy" + (" (with its counter's)" if has_counter else "")
+        copy = f"The image ranker's {check.get('ranker_copy', 'float16')} copy" + (
+            " (with its counter's)" if has_counter else ""
+        )
         found += f" {copy} keeps another candidate than the float32 one on {check['ranker_choices_changed']} requests."
     return f"{found} {text}"
 

@@ -54,11 +54,14 @@ def export_model(
     ranker: Path | None = None,
     ranker_half: bool | None = None,
     ranker_counter: Path | None = None,
+    ranker_bits: int | None = None,
 ) -> Path:
     """Writes the model folder of ``run``'s ``checkpoint`` (best or latest) to ``out``, which must not exist, with the
     noisy ``classifier`` run as ``classifier/`` when given (a diffusion run's, checked to match it), the image
     ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``), and the ranker's own
-    object counter ``ranker_counter`` as ranker_counter.safetensors in the ranker's precision. ``run`` may be a model
+    object counter ``ranker_counter`` as ranker_counter.safetensors in the ranker's precision; with ``ranker_bits``,
+    the ranker's convolution and linear weights as codes of that many bits per channel (:mod:`condgen.tensorfile`)
+    and the rest, its counter too, in float16. ``run`` may be a model
     folder itself, to store it again (in float16, say); it keeps its classifier, ranker, ranker counter and origin.
     The model card is :mod:`condgen.export.card`'s to write."""
     meta = read_run(run)
@@ -71,6 +74,8 @@ def export_model(
     classifier = _checked_classifier(run, kind, checkpoint, classifier)
     ranker_model = _checked_ranker(run, kind, meta, ranker)
     counter = _checked_ranker_counter(run, kind, meta, ranker_counter, ranker_model is not None)
+    if ranker_bits is not None and ranker_model is None:
+        raise CondgenError(f"--ranker-bits: {run} has no image ranker to store so; give --ranker RUN too")
     with staged_folder(out) as staging:
         config = yaml.safe_load((run / "config.yaml").read_text())
         names = ["ema.safetensors"]
@@ -83,9 +88,10 @@ def export_model(
             config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
         if classifier is not None:
             _export_part(classifier, staging / CLASSIFIER_FOLDER, half)
-        ranker_half = half if ranker_half is None else ranker_half
+        ranker_half = (half if ranker_half is None else ranker_half) or ranker_bits is not None
         if ranker_model is not None:
-            save_evaluator(ranker_model, LabelCodec(meta["objects"]), staging / RANKER_FILE, ranker_half)
+            codec = LabelCodec(meta["objects"])
+            save_evaluator(ranker_model, codec, staging / RANKER_FILE, ranker_half, ranker_bits)
         if counter is not None:  # it ranks beside the ranker, so it is stored as the ranker is
             save_counter(counter.model, counter.codec, staging / RANKER_COUNTER_FILE, ranker_half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

@@ -42,12 +42,14 @@ class ExportOptions:
     entry: str | None = None  # the run's entry in a result file of several models
     sampler: str | None = None  # the result's sampler to default to (default: its most accurate on train.json's sets)
     check_seeds: int = 3  # noise seeds of the float16 check
+    ranker_bits: int | None = None  # the ranker's weights as codes of this many bits per channel (condgen.tensorfile)
 
     def command_line(self, run: Path, out: Path) -> str:
         """The `condgen export` command that these options spell."""
         words = ["condgen", "export", "--run", str(run), "--out", str(out)]
         words += ["--checkpoint", self.checkpoint] if self.checkpoint else []
         words += {Half.NO: [], Half.YES: ["--half"], Half.AUTO: ["--half", "auto"]}[self.half]
+        words += ["--ranker-bits", str(self.ranker_bits)] if self.ranker_bits is not None else []
         for option in ("classifier", "ranker", "ranker_counter", "result", "entry", "sampler"):
             value = getattr(self, option)
             words += [f"--{option.replace('_', '-')}", str(value)] if value is not None else []
@@ -67,14 +69,25 @@ def export(run: Path, out: Path, options: ExportOptions, command: str | None = N
 
         def write(name: str, half: bool, ranker_half: bool | None = None) -> Path:
             target = Path(scratch) / name / out.name
+            bits = None if name == "float32" else options.ranker_bits  # the check's reference keeps the full ranker
             folder = export_model(
-                run, target, checkpoint, half, options.classifier, options.ranker, ranker_half, options.ranker_counter
+                run,
+                target,
+                checkpoint,
+                half,
+                options.classifier,
+                options.ranker,
+                ranker_half,
+                options.ranker_counter,
+                bits,
             )
             update_config(folder, changes)
             return folder
 
         if options.half is Half.AUTO:
             folder, half, ranker_half, check = _measured(write, options.check_seeds)
+            if options.ranker_bits is not None and "ranker_choices_changed" in check:
+                check["ranker_copy"] = f"{options.ranker_bits}-bit"  # what the check ranked with
         else:
             half = options.half is Half.YES
             folder, ranker_half, check = write("model", half), half, None

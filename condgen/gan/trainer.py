@@ -25,7 +25,7 @@ from condgen.gan.networks import GANModelConfig, build_discriminator, build_gene
 from condgen.gan.options import Augment, Loss, Optimizer, choose
 from condgen.gan.sampling import sample_images
 from condgen.train import distributed
-from condgen.train.acceleration import autocast, compile_in_place
+from condgen.train.acceleration import Bf16, autocast, compile_in_place
 from condgen.train.loop import EMA, LoopConfig
 from condgen.train.scoring import score_label_files
 
@@ -49,7 +49,7 @@ class GANOptimConfig:
     ema_decay: float = 0.999
     hflip: bool = True
     seed: int = 0
-    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    bf16: Bf16 = False  # bfloat16 autocast of the forward passes: true, false or auto (condgen.train.acceleration)
     # torch.compile backend: "" = none, inductor (acceleration); with a gradient penalty or R1 only the generator is
     # compiled, since compiled code has no double backward, and with spectral norm too (inductor fails on the
     # in-place power-iteration update of its hooks)

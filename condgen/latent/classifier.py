@@ -4,7 +4,7 @@ never on the evaluator's outputs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ class LatentClassifierTask(ClassifierTask):
     kind = "latent_classifier"
 
     def __init__(self, config: LatentClassifierRunConfig, data: LabeledImages, autoencoder: Autoencoder):
-        config.model.in_channels = autoencoder.config.latent_channels
-        config.model.image_size = autoencoder.config.latent_size
+        # replace() checks the model anew (condgen.diffusion.unet.UNetConfig) at the latent's size and channels
+        config.model = replace(
+            config.model, in_channels=autoencoder.config.latent_channels, image_size=autoencoder.config.latent_size
+        )
         self.latents, config.scale_factor = scaled_latents(autoencoder, data.images, config.scale_factor)
         super().__init__(config, data)
 

@@ -8,7 +8,7 @@ samplers, guidance and the training loop. Latents are scaled to unit variance, a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,8 +64,10 @@ class LatentDiffusionTask(DiffusionTask):
         evaluator: Evaluator | None,
         autoencoder: Autoencoder,
     ):
-        config.model.in_channels = autoencoder.config.latent_channels
-        config.model.image_size = autoencoder.config.latent_size
+        # replace() checks the model anew (condgen.diffusion.unet.UNetConfig) at the latent's size and channels
+        config.model = replace(
+            config.model, in_channels=autoencoder.config.latent_channels, image_size=autoencoder.config.latent_size
+        )
         self.latents, config.scale_factor = scaled_latents(autoencoder, data.images, config.scale_factor)
         self.autoencoder = autoencoder
         super().__init__(config, data, data_root, evaluator)

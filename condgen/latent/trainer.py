@@ -19,7 +19,7 @@ from condgen.evaluate.evaluator import Evaluator
 from condgen.latent.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
 from condgen.nn.adversarial import d_hinge, g_hinge
 from condgen.train import distributed
-from condgen.train.acceleration import autocast, compile_in_place
+from condgen.train.acceleration import Bf16, autocast, compile_in_place
 from condgen.train.loop import LoopConfig, optimise
 from condgen.viz.grid import save_grid
 
@@ -37,7 +37,7 @@ class AutoencoderOptimConfig:
     hflip: bool = True
     crop_size: int = 0  # > 0: train on random square crops of this side (the networks are fully convolutional)
     seed: int = 0
-    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    bf16: Bf16 = False  # bfloat16 autocast of the forward passes: true, false or auto (condgen.train.acceleration)
     compile: str = ""  # torch.compile backend for the trained networks: "" = none, inductor (acceleration)
 
 

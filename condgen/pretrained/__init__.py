@@ -7,6 +7,7 @@ scored); its name stands wherever a model folder does: ``--model iclevr-ldm``, `
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from condgen.errors import CondgenError
@@ -30,16 +31,31 @@ def shipped_folders() -> list[Path]:
 
 def model_path(model: str | Path | None) -> Path:
     """The folder a ``--model`` value names: an existing folder as it is, else the shipped model of that name; with
-    None, the best shipped model."""
+    None, the best shipped model. A shipped model's name that is also a folder here (``sample --out iclevr-gan/x``
+    makes one) names that folder where it is a run or model folder, and one line on stderr says where the shipped
+    one is; else the shipped model, and one line says that the folder is passed over."""
     if model is None:
         available = shipped_models()
         if not available:
             raise CondgenError("no shipped model in this installation; pass --model with a run or model folder")
         return PRETRAINED / available[0]
-    path = Path(model)
+    path, is_shipped = Path(model), str(model) in shipped_models()
+    if path.exists() and is_shipped:
+        return _name_clash(str(model))
     if path.exists():
         return path
-    if str(model) in shipped_models():
+    if is_shipped:
         return PRETRAINED / str(model)
     shipped = ", ".join(shipped_models()) or "none"
     raise CondgenError(f"{model}: no such run or model folder, nor a shipped model (shipped: {shipped})")
+
+
+def _name_clash(name: str) -> Path:
+    """The folder ``name`` means where it is both a shipped model's name and a path here (see :func:`model_path`)."""
+    if Path(name).resolve() == (PRETRAINED / name).resolve():  # run from inside condgen/pretrained
+        return PRETRAINED / name
+    if (Path(name) / "run.json").is_file():
+        print(f"condgen: using ./{name}, a model folder here; the shipped one is {PRETRAINED / name}", file=sys.stderr)
+        return Path(name)
+    print(f"condgen: ./{name} is not a model folder; using the shipped {name}", file=sys.stderr)
+    return PRETRAINED / name

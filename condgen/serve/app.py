@@ -3,20 +3,26 @@ most ``Limits.max_concurrent`` generations at once. Needs the ``serve`` extra (F
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
+import time
 from importlib import resources
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
-from condgen.serve.models import ServedModel
+from condgen.serve.models import HungUpError, ServedModel, check_request
 from condgen.serve.requests import FIELDS, Limits, parse_request
 from condgen.serve.requests import Request as Wanted
+
+SLOT_POLL = 0.05  # seconds between a waiting request's looks at whether its client hung up
+HUNG_UP = 499  # the status nginx logs for a client that closed its request; nobody receives it
 
 
 class BusyError(Exception):
@@ -70,23 +76,33 @@ async def _generate(
     """``POST /api/generate``: every model's answer to one request; 413 for a body over ``limits.max_body``, 400
     for a request that is not JSON or that a model refuses, 503 when no slot frees in time, 500 when a model fails;
     415 for a body not sent as application/json, which a browser sends cross-site only after asking (CORS), so
-    another web page a user visits cannot make this server generate."""
+    another web page a user visits cannot make this server generate. A request whose client hangs up leaves the
+    queue, or stops generating at the next step, and frees its slot for those still waiting."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         return _error(415, "send the request as JSON, with the header Content-Type: application/json")
-    body = await _read_body(request, limits.max_body)
+    try:
+        body = await _read_body(request, limits.max_body)
+    except ClientDisconnect:
+        return _error(HUNG_UP, "the client hung up before its request was read")
     if body is None:
         return _error(413, f"the request is over {limits.max_body} bytes; one request is a few dozen")
     try:
         wanted = _checked_request(body, models, limits)
     except CondgenError as exc:
         return _error(400, str(exc))
+    cancel = threading.Event()
+    watch = asyncio.create_task(_cancel_on_hang_up(request, cancel))
     try:
-        return JSONResponse(await run_in_threadpool(_generate_all, wanted, slots, models, evaluator, limits))
+        return JSONResponse(await run_in_threadpool(_generate_all, wanted, slots, models, evaluator, limits, cancel))
+    except HungUpError:
+        return _error(HUNG_UP, "the client hung up; its generation stopped")
     except BusyError:
         message = f"busy: {limits.max_concurrent} generation(s) running and others waiting; try again shortly"
         return _error(503, message, headers={"Retry-After": "5"})
     except CondgenError as exc:  # a model that fails at generation (non-finite weights, say)
         return _error(500, str(exc))
+    finally:
+        watch.cancel()
 
 
 async def _read_body(request: Request, max_body: int) -> bytes | None:
@@ -99,8 +115,17 @@ async def _read_body(request: Request, max_body: int) -> bytes | None:
     return body
 
 
+async def _cancel_on_hang_up(request: Request, cancel: threading.Event) -> None:
+    """Sets ``cancel`` when the client hangs up. Once the body is read, the server's next ASGI message is
+    ``http.disconnect``, which it sends when the connection closes (a closed socket, a browser tab closed, a
+    client's timeout), so this waits for it rather than polling."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    cancel.set()
+
+
 def _checked_request(body: bytes, models: list[ServedModel], limits: Limits) -> Wanted:
-    """The request in ``body``, checked by every model before any works, so a bad request costs nothing."""
+    """The request in ``body``, checked against every model before any works, so a bad request costs nothing."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -108,8 +133,7 @@ def _checked_request(body: bytes, models: list[ServedModel], limits: Limits) -> 
     except RecursionError:  # brackets nested thousands deep fit in a few kB
         raise CondgenError("the request body nests too deep; a request is one flat JSON object") from None
     wanted = parse_request(payload, limits)
-    for model in models:
-        model.check(wanted, limits)
+    check_request(models, wanted, limits)
     return wanted
 
 
@@ -119,15 +143,27 @@ def _generate_all(
     models: list[ServedModel],
     evaluator: Evaluator | None,
     limits: Limits,
+    cancel: threading.Event,
 ) -> dict:
     """Every model's answer, in a worker thread, once a generation slot frees (:class:`BusyError` if none does
-    within ``limits.queue_timeout``)."""
-    if not slots.acquire(timeout=limits.queue_timeout):
-        raise BusyError
+    within ``limits.queue_timeout``); :class:`HungUpError` as soon as ``cancel`` is set, waiting or generating."""
+    take_slot(slots, limits.queue_timeout, cancel)
     try:
-        return {"results": [model.answer(wanted, evaluator, limits) for model in models]}
+        return {"results": [model.answer(wanted, evaluator, limits, cancel) for model in models]}
     finally:
         slots.release()
+
+
+def take_slot(slots: threading.BoundedSemaphore, timeout: float, cancel: threading.Event) -> None:
+    """Takes one of ``slots``, waiting at most ``timeout`` seconds (then :class:`BusyError`) and leaving the queue
+    within ``SLOT_POLL`` seconds once ``cancel`` is set (:class:`HungUpError`)."""
+    deadline = time.monotonic() + timeout
+    while not cancel.is_set():
+        if slots.acquire(timeout=max(0.0, min(SLOT_POLL, deadline - time.monotonic()))):
+            return
+        if time.monotonic() >= deadline:
+            raise BusyError
+    raise HungUpError
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,11 @@ from condgen.serve.requests import Limits, Request
 
 STRIP = 8  # images in a denoising or interpolation strip
 THRESHOLD = 0.5  # an object counts as detected when the evaluator's probability exceeds this
+DIFFUSION_SETTINGS = ("sampler", "steps", "guidance")  # request fields a GAN, drawing in one pass, has no use for
+
+
+class HungUpError(Exception):
+    """The client of a request hung up, so its generation stopped at the next step: nobody would read the image."""
 
 
 @dataclass
@@ -79,7 +85,7 @@ class ServedModel:
         sampler = Sampler(sample.sampler).value
         if sample.sampler != Sampler.DDPM and sample.sampler_steps() > levels:
             steps = sample.sampler_steps()
-            raise CondgenError(f"steps: {sampler} would take {steps}; the model has only {levels} noise levels")
+            raise CondgenError(f"steps: sampler {sampler} would take {steps}; the model has only {levels} noise levels")
         if self.steps(sample) > limits.max_steps:
             raise CondgenError(
                 f"sampler {sampler} takes {self.steps(sample)} steps here; this server allows at most "
@@ -92,21 +98,36 @@ class ServedModel:
         """The sampler steps ``sample`` takes: ddpm all T, ddim and dpmpp their ``steps``."""
         return self.pipeline.loaded.diffusion.num_steps if sample.sampler == Sampler.DDPM else sample.sampler_steps()
 
+    def ignored(self, request: Request) -> list[str]:
+        """The request's settings this model makes no use of: a GAN's, the diffusion settings it sets."""
+        if self.generation == Generation.DIFFUSION:
+            return []
+        return [field for field in DIFFUSION_SETTINGS if getattr(request, field) is not None]
+
     @torch.no_grad()
-    def answer(self, request: Request, evaluator: Evaluator | None, limits: Limits) -> dict:
-        """Generates the request's image and strip and judges the image: a JSON-ready dict."""
+    def answer(
+        self, request: Request, evaluator: Evaluator | None, limits: Limits, cancel: threading.Event | None = None
+    ) -> dict:
+        """Generates the request's image and strip and judges the image: a JSON-ready dict. Once ``cancel`` is set,
+        raises :class:`HungUpError` at the next sampler step (a GAN's next pass) instead."""
+        stop_if(cancel)
         names = ", ".join(request.objects)
         started = time.perf_counter()
         if self.generation == Generation.DIFFUSION:
             sample = self.settings(request, limits)
             states: list[torch.Tensor] = []  # x_T, then the state after every sampler step
+
+            def record(info: dict) -> None:
+                stop_if(cancel)  # the sampler calls back after every step: the soonest it can stop
+                states.append(info["x"][0].cpu())
+
             image = self.pipeline.generate(
                 names,
                 seed=request.seed,
                 sampler=request.sampler,
                 steps=request.steps,
                 guidance=request.guidance,
-                callback=lambda info: states.append(info["x"][0].cpu()),
+                callback=record,
             )[0]
             seconds = time.perf_counter() - started
             picks = torch.linspace(0, len(states) - 1, min(STRIP, len(states))).round().long().tolist()
@@ -117,6 +138,7 @@ class ServedModel:
         else:
             image = self.pipeline.generate(names, seed=request.seed)[0]
             seconds = time.perf_counter() - started
+            stop_if(cancel)
             strip = self.pipeline.interpolate(names, seed=request.seed, frames=STRIP)
             settings, strip_kind = {"seed": request.seed}, "interpolation"
         if not torch.isfinite(image).all():
@@ -125,12 +147,37 @@ class ServedModel:
             "model": self.name,
             "kind": self.pipeline.kind,
             "settings": settings,
+            "ignored": self.ignored(request),
             "image": png_data_url(image[None]),
             "strip": png_data_url(strip),
             "strip_kind": strip_kind,
             "verdict": verdict(evaluator, image, request.objects),
             "seconds": round(seconds, 4),
         }
+
+
+def stop_if(cancel: threading.Event | None) -> None:
+    """Raises :class:`HungUpError` once ``cancel`` is set."""
+    if cancel is not None and cancel.is_set():
+        raise HungUpError
+
+
+def check_request(models: list[ServedModel], request: Request, limits: Limits) -> None:
+    """Refuses a request that any of ``models`` cannot serve within ``limits``, or one that sets a diffusion setting
+    (sampler, steps, guidance) when every model is a GAN and none would use it. Beside a diffusion model the page
+    sends them for it, and a GAN's answer lists them as ignored."""
+    for model in models:
+        model.check(request, limits)
+    given = [field for field in DIFFUSION_SETTINGS if getattr(request, field) is not None]
+    gans = [model.name for model in models if model.generation == Generation.GAN]
+    if given and len(gans) == len(models):
+        if len(gans) == 1:
+            raise CondgenError(
+                f"{given[0]}: {gans[0]} is a GAN: it draws in one pass and takes no sampler, steps or guidance"
+            )
+        raise CondgenError(
+            f"{given[0]}: {', '.join(gans)} are GANs: they draw in one pass and take no sampler, steps or guidance"
+        )
 
 
 def request_overrides(request: Request) -> SampleOverrides:

@@ -10,6 +10,7 @@ from condgen.errors import CondgenError
 
 FIELDS = ("objects", "sampler", "steps", "guidance", "seed")
 MAX_SEED = 2**32 - 1  # torch takes larger seeds, but the page's JavaScript numbers stay exact up to here
+MAX_NAME = 60  # characters in one object name; "purple cylinder" has 15
 MAX_GUIDANCE = 100.0  # ten times the largest scale any benchmark chose; far beyond it images only saturate
 
 
@@ -41,7 +42,8 @@ def parse_request(body: object, limits: Limits) -> Request:
         raise CondgenError(f"the request must be a JSON object with the fields {', '.join(FIELDS)}")
     unknown = [key for key in body if key not in FIELDS]
     if unknown:
-        raise CondgenError(f'unknown field "{unknown[0]}": a request takes {", ".join(FIELDS)} (one image per request)')
+        fields = ", ".join(FIELDS)
+        raise CondgenError(f"unknown field {_quoted(unknown[0])}: a request takes {fields} (one image per request)")
     return Request(
         objects=_objects(body.get("objects")),
         seed=_whole(body, "seed", 0, MAX_SEED, default=0),
@@ -54,7 +56,14 @@ def parse_request(body: object, limits: Limits) -> Request:
 def _objects(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value):
         raise CondgenError('objects: a list of object names is needed, e.g. ["red cube", "blue sphere"]')
-    return tuple(name.strip() for name in value)
+    names = tuple(name.strip() for name in value)
+    for name in names:
+        # the model's refusal quotes the name as it is: keep it one short line of text
+        if len(name) > MAX_NAME or not name.isprintable():
+            raise CondgenError(
+                f'objects: {_shown(name)} is no object name: one line of at most {MAX_NAME} characters, e.g. "red cube"'
+            )
+    return names
 
 
 def _whole(body: dict, key: str, low: int, high: int, default: int | None) -> int | None:
@@ -73,7 +82,7 @@ def _sampler(value: object) -> str | None:
     names = [sampler.value for sampler in Sampler]
     if value is None or value in names:
         return value
-    raise CondgenError(f"sampler: unknown sampler {value!r}; choose {', '.join(names[:-1])} or {names[-1]}")
+    raise CondgenError(f"sampler: unknown sampler {_shown(value)}; choose {', '.join(names[:-1])} or {names[-1]}")
 
 
 def _guidance(value: object) -> float | None:
@@ -84,6 +93,11 @@ def _guidance(value: object) -> float | None:
             f"guidance: a number from 0 to {MAX_GUIDANCE:g} (1 = none, 0 = unconditional), got {_shown(value)}"
         )
     return float(value)
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes when it prints as itself in one short line, else as :func:`_shown` writes it."""
+    return f'"{text}"' if len(text) <= 40 and text.isprintable() else _shown(text)
 
 
 def _shown(value: object) -> str:

@@ -116,12 +116,16 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def read_state(checkpoint: Path) -> dict:
+    """A checkpoint's state.json, which must hold a JSON object."""
     try:
-        return json.loads((checkpoint / "state.json").read_text())
+        state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CondgenError(f"{checkpoint}: not a checkpoint (no state.json)") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CondgenError(f"{checkpoint / 'state.json'}: unreadable ({exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: malformed JSON or bytes that are not UTF-8
+        raise CondgenError(f"{checkpoint / 'state.json'}: unreadable ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(state, dict):
+        raise CondgenError(f"{checkpoint / 'state.json'}: expected a JSON object, got {type(state).__name__}")
+    return state
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

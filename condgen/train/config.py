@@ -27,7 +27,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CondgenError(f"{path}: config file not found") from None
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise CondgenError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise CondgenError(f"{path}: expected a mapping of config keys")
@@ -89,10 +89,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         item_type = typing.get_args(hint)[0]
         return tuple(_coerce(item_type, v, where) for v in value)
     if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        return _coerce(next(o for o in options if o is not type(None)), value, where)
+        return _coerce_union(typing.get_args(hint), value, where)
+    if origin is typing.Literal:
+        if any(type(value) is type(allowed) and value == allowed for allowed in typing.get_args(hint)):
+            return value
+        raise CondgenError(f"{where}: expected {_expected(hint)}, got {value!r}")
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads 5e-5 (no dot) as a string
@@ -108,6 +109,35 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         except ValueError:
             raise CondgenError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
     raise CondgenError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _coerce_union(options: tuple[Any, ...], value: Any, where: str) -> Any:
+    """``value`` as the first of a union's ``options`` that takes it (``bool | Literal["auto"]``: true, false or
+    auto); None where the union allows it."""
+    if value is None and type(None) in options:
+        return None
+    options = tuple(option for option in options if option is not type(None))
+    if len(options) == 1:
+        return _coerce(options[0], value, where)
+    for option in options:
+        try:
+            return _coerce(option, value, where)
+        except CondgenError:
+            continue
+    raise CondgenError(f"{where}: expected {_expected(*options)}, got {value!r}")
+
+
+def _expected(*hints: Any) -> str:
+    """What ``hints`` take, for an error: "true, false or auto"."""
+    words = []
+    for hint in hints:
+        if hint is bool:
+            words += ["true", "false"]
+        elif typing.get_origin(hint) is typing.Literal:
+            words += [str(value) for value in typing.get_args(hint)]
+        else:
+            words.append(getattr(hint, "__name__", str(hint)))
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
 
 
 def config_to_dict(config: Any) -> dict:

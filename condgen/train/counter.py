@@ -27,7 +27,7 @@ from condgen.errors import CondgenError
 from condgen.evaluate.counter import COUNTER_WIDTH, DensityCounter, instance_counts, save_counter
 from condgen.evaluate.training import augment, follow_one_cycle
 from condgen.train import distributed
-from condgen.train.acceleration import autocast
+from condgen.train.acceleration import Bf16, autocast
 from condgen.train.config import load_config
 from condgen.train.loop import LoopConfig, set_epochs
 from condgen.train.runs import elapsed_by_step, read_metrics
@@ -50,7 +50,7 @@ class CounterOptimConfig:
     rendered_scenes: int = 12000  # rendered once at the start (about 1.5 ms each) and drawn from
     max_blur: float = 1.2  # Gaussian blur of sigma up to this on half the batch: generated images are softer
     seed: int = 0
-    bf16: bool = False
+    bf16: Bf16 = False
 
 
 @dataclass

@@ -16,6 +16,8 @@ import datetime
 import inspect
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -32,11 +34,47 @@ RANK_STRIDE = 1_000_003  # rank r's random streams start from seed + r * RANK_ST
 # how long a rank waits for the others in one collective call: rank 0 evaluates alone while the rest wait, and an
 # evaluation (sampling every label file) can outlast torch's default of 10 to 30 minutes
 WAIT = datetime.timedelta(hours=2)
+LAUNCHER_PID = "CONDGEN_LAUNCHER_PID"  # where `condgen train --nproc` names itself to the ranks it starts
+STOP_GRACE = 30  # seconds a stopping rank has to save its step before it is killed (as long as torchrun gives it)
+PARENT_POLL = 0.5  # seconds between two looks at whether the launcher is still there
+_watching: list[threading.Thread] = []  # the thread of stop_with_launcher, once started
 
 
 def requested() -> bool:
     """Whether torchrun (or another launcher setting the same variables) started this process as one rank."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def stop_with_launcher() -> None:
+    """Ends this rank when its launcher is gone, so that no rank trains on alone after ``condgen train --nproc`` or
+    torchrun was killed (by SIGKILL, say, which a launcher cannot pass on). A daemon thread watches the launcher: the
+    process :data:`LAUNCHER_PID` names, else this process's parent when it is called. Once this process has another
+    parent, the thread sends it SIGTERM, on which the training loop saves the current step and stops (before the loop,
+    SIGTERM ends the process at once), then SIGKILL if the rank still runs :data:`STOP_GRACE` seconds later (waiting
+    for a rank that is already gone, say). Nothing outside a launcher; one thread per process, however often called.
+
+    A watching thread rather than Linux's ``PR_SET_PDEATHSIG``: it works on any POSIX system, it follows the graceful
+    stop with SIGKILL when that hangs, and it watches the launcher's process, where that death signal comes when the
+    one thread of the launcher that started the rank ends."""
+    if not requested() or _watching:
+        return
+    named = os.environ.get(LAUNCHER_PID, "")
+    # the launcher's own pid closes the gap between this process's start and this call: had the launcher died in it,
+    # the parent seen now would already be the process that adopted this one
+    launcher = int(named) if named.isdigit() else os.getppid()
+    watcher = threading.Thread(target=_stop_when_orphaned, args=(launcher,), name="condgen-launcher-watch", daemon=True)
+    _watching.append(watcher)
+    watcher.start()
+
+
+def _stop_when_orphaned(launcher: int) -> None:
+    """:func:`stop_with_launcher`'s thread: waits until ``launcher`` is no longer this process's parent, then stops
+    this process, gracefully first."""
+    while os.getppid() == launcher:
+        time.sleep(PARENT_POLL)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def active() -> bool:

@@ -28,7 +28,7 @@ from condgen.evaluate.evaluator import (
 )
 from condgen.evaluate.training import augment, follow_one_cycle
 from condgen.train import distributed
-from condgen.train.acceleration import autocast, compile_in_place
+from condgen.train.acceleration import Bf16, autocast, compile_in_place
 from condgen.train.config import load_config
 from condgen.train.loop import LoopConfig, set_epochs
 from condgen.train.runs import elapsed_by_step, read_metrics
@@ -50,7 +50,7 @@ class EvaluatorOptimConfig:
     pct_start: float = 0.15  # share of the steps spent warming up to the peak
     max_shift: int = 4  # random translation in pixels; horizontal flips too (both keep the labels)
     seed: int = 0
-    bf16: bool = False  # forward passes under bfloat16 autocast (condgen.train.acceleration)
+    bf16: Bf16 = False  # bfloat16 autocast of the forward passes: true, false or auto (condgen.train.acceleration)
     compile: str = ""  # torch.compile backend for the trained ResNet (its logits): "" = none, inductor
 
 

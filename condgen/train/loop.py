@@ -241,7 +241,12 @@ class _Training:
         self.state.started = time.perf_counter()  # the budget counts training, not the resume before it
         shown = progress and self.main
         bar = progress_bar(
-            total=self.loop.steps, initial=self.state.step, desc=self.task.kind, unit="step", enabled=shown
+            total=self.loop.steps,
+            initial=self.state.step,
+            desc=self.task.kind,
+            unit="step",
+            enabled=shown,
+            seconds_limit=60 * self.loop.max_minutes,  # the time left counts down to the budget, not to loop.steps
         )
         with bar, _stop_signals() as stop_requested:
             while self.state.step < self.loop.steps:

@@ -28,7 +28,7 @@ def read_run(run: Path) -> dict:
     if not (run / "run.json").exists():
         raise CondgenError(f"{run}: not a training run or model folder (no run.json)")
     meta = read_json(run / "run.json")
-    if not isinstance(meta, dict) or "kind" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind"), str):
         raise CondgenError(f"{run / 'run.json'}: not a condgen run (no kind)")
     layout = meta.get("format", 0)
     if isinstance(layout, bool) or not isinstance(layout, int):
@@ -38,7 +38,19 @@ def read_run(run: Path) -> dict:
             f"{run}: a model folder of format {meta['format']}, from a newer condgen; this one reads up to "
             f"{MODEL_FORMAT}"
         )
+    _check_vocabulary(run / "run.json", meta)
     return meta
+
+
+def _check_vocabulary(path: Path, meta: dict) -> None:
+    """The objects a run.json lists (distinct names) and its largest scene (a whole number of at least 1)."""
+    objects, largest = meta.get("objects"), meta.get("max_objects")
+    if not isinstance(objects, list) or not objects or not all(isinstance(name, str) and name for name in objects):
+        raise CondgenError(f"{path}: objects must be a list of object names, got {str(objects)[:60]!r}")
+    if len(set(objects)) != len(objects):
+        raise CondgenError(f"{path}: objects names an object twice")
+    if isinstance(largest, bool) or not isinstance(largest, int) or largest < 1:
+        raise CondgenError(f"{path}: max_objects {largest!r} is not a whole number of at least 1 (the largest scene)")
 
 
 def read_metrics(run: Path) -> list[dict]:
