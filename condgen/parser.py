@@ -48,6 +48,33 @@ def seed(text: str) -> int:
     return value
 
 
+def output_folder(text: str) -> Path:
+    """A folder to write into: refused at once where a file stands in its way (``--out notes.txt/run``), before any
+    work or any folder is made."""
+    path = Path(text)
+    _no_file_above(path, (path, *path.parents))
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: refused at once where it names a folder or a file stands where its folder would be."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; name the file to write")
+    _no_file_above(path, path.parents)
+    return path
+
+
+def _no_file_above(path: Path, places) -> None:
+    for place in places:
+        if place.exists():
+            if place == path and not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+            if not place.is_dir():
+                raise argparse.ArgumentTypeError(f"{place} is a file, so {path} cannot be made below it")
+            return
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0 < value < 1:  # also rejects nan
@@ -117,8 +144,9 @@ def _run_handler(reference: str, args: argparse.Namespace) -> int:
 # --- options that several commands share ----------------------------------------------------------------------------
 
 
-def add_out_option(p: argparse.ArgumentParser, help_text: str) -> None:
-    p.add_argument("--out", type=Path, required=True, help=help_text)
+def add_out_option(p: argparse.ArgumentParser, help_text: str, file: bool = False) -> None:
+    """``--out``: the folder a command writes into, or with ``file`` the one file it writes."""
+    p.add_argument("--out", type=output_file if file else output_folder, required=True, help=help_text)
 
 
 def add_seed_option(
@@ -423,7 +451,7 @@ def add_denoise_command(commands: Commands) -> None:
     )
     add_generation_options(p)
     add_objects_option(p)
-    add_out_option(p, "PNG file to write")
+    add_out_option(p, "PNG file to write", file=True)
     p.add_argument("--snapshots", type=positive_int, default=10, help="images in the row (default 10)")
     p.set_defaults(handler=lazy_handler("condgen.cli:denoise"))
 
@@ -440,7 +468,7 @@ def add_interpolate_command(commands: Commands) -> None:
     add_objects_option(p)
     p.add_argument("--frames", type=positive_int, default=10, help="images in the strip (default 10)")
     add_seed_option(p, "seed of the two noise vectors", default=None)
-    add_out_option(p, "PNG file to write")
+    add_out_option(p, "PNG file to write", file=True)
     p.set_defaults(handler=lazy_handler("condgen.cli:interpolate"))
 
 
@@ -644,7 +672,7 @@ def add_demo_command(commands: Commands) -> None:
         "latent space) for a few minutes, generate the rendered set's test.json conditions, score them, and draw "
         "the denoising process. Everything goes under OUT.",
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--out", type=output_folder, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--n", type=positive_int, default=3000, help="training images to render (default 3000)")
     p.add_argument("--epochs", type=positive_int, default=10, help="evaluator epochs (default 10)")
     p.add_argument(

@@ -242,3 +242,36 @@ def test_a_gan_run_refuses_the_diffusion_sampling_options(dataset, evaluator_fil
     assert main([*request, "--sampler", "ddim", "--guidance", "3"]) == 2
     assert "--sampler, --guidance: diffusion runs only" in capsys.readouterr().err and not out.exists()
     assert main([*request, "--seed", "3"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("command", "out", "said"),
+    [
+        (["sample", "--model", "iclevr-gan", "--objects", "red cube"], "notes.txt/x", "notes.txt is a file, so"),
+        (["data", "synth", "--n", "4"], "notes.txt", "notes.txt is a file, not a folder"),
+        (["interpolate", "--model", "iclevr-gan", "--objects", "red cube"], "notes.txt/i.png", "notes.txt is a file"),
+        (["interpolate", "--model", "iclevr-gan", "--objects", "red cube"], ".", "is a folder; name the file to write"),
+    ],
+)
+def test_an_out_that_a_file_stands_in_the_way_of_is_refused_before_anything_is_made(
+    command, out, said, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as stop:
+        main([*command, "--out", out])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and said in err and "Traceback" not in err
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+        and (tmp_path / "notes.txt").read_text() == "keep me"
+    )
+
+
+def test_a_yaml_tag_in_an_override_is_a_one_line_error_and_never_runs(dataset, evaluator_file, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    tagged = f'model.g_channels=!!python/object/apply:os.system ["touch {marker}"]'
+    assert main(argv("gan", dataset, tmp_path / "run", evaluator_file, tagged)) == 2
+    err = capsys.readouterr().err
+    assert "override 'model.g_channels=!!python/object/apply:os.system" in err and "not a YAML value" in err
+    assert err.count("\n") == 1 and not marker.exists() and not (tmp_path / "run").exists()

@@ -43,7 +43,10 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise CondgenError(f"override {item!r}: {part} is not a section")
-        node[leaf] = yaml.safe_load(text)
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:  # a YAML tag (!!python/...) or broken syntax, never constructed
+            raise CondgenError(f"override {item!r}: not a YAML value ({str(exc).splitlines()[0]})") from None
         given[(*parents, leaf)] = f"override {item!r}"
     try:
         return _build(cls, values, str(path) if path else "config", given=given)
