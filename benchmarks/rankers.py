@@ -4,8 +4,7 @@ that same pool, each with the model's own object counter beside it (the ranker c
 Each row is the shipped evaluator's top-k accuracy and exact-set rate of the candidates a ranker keeps, with the
 shipped counter's count-exact, exact-scene and extra-object rates and the share of requests where it keeps the same
 candidate as the model's own ranker, beside the share of requests where any of the K is an exact scene (what a
-perfect ranker could reach). Rankers differ only in what they keep, so the rows compare the
-rankers and nothing else.
+perfect ranker could reach). Rankers differ only in what they keep, so the rows compare the rankers and nothing else.
 
 Run by hand from the repository root (after training the rival, e.g. `condgen train evaluator --data
 ../shared/iclevr --out runs/ranker_w32 --config configs/ranker_cpu.yaml width=32`):

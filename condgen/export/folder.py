@@ -61,9 +61,9 @@ def export_model(
     ``ranker`` as ranker.safetensors, in float16 when ``ranker_half`` (default: as ``half``), and the ranker's own
     object counter ``ranker_counter`` as ranker_counter.safetensors in the ranker's precision; with ``ranker_bits``,
     the ranker's convolution and linear weights as codes of that many bits per channel (:mod:`condgen.tensorfile`)
-    and the rest, its counter too, in float16. ``run`` may be a model
-    folder itself, to store it again (in float16, say); it keeps its classifier, ranker, ranker counter and origin.
-    The model card is :mod:`condgen.export.card`'s to write."""
+    and the rest, its counter too, in float16. ``run`` may be a model folder itself, to store it again (in float16,
+    say); it keeps its classifier, ranker, ranker counter and origin. The model card is :mod:`condgen.export.card`'s
+    to write."""
     meta = read_run(run)
     kind = kind_of(meta, run)
     if kind.generation is None:
