@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
@@ -65,7 +65,8 @@ def output_file(text: str) -> Path:
     return path
 
 
-def _no_file_above(path: Path, places) -> None:
+def _no_file_above(path: Path, places: Iterable[Path]) -> None:
+    """Refuses ``path`` where the first of ``places`` (it, or its parents from the nearest) that exists is a file."""
     for place in places:
         if place.exists():
             if place == path and not place.is_dir():

@@ -13,7 +13,10 @@ lossy; `condgen export` keeps it only where a measured check finds no lower scor
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -89,17 +92,30 @@ def save_tensors(
     write_atomic(path, save(tensors, metadata=metadata or None))
 
 
-def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A safetensors file's tensors (byte planes joined back into float16) and its header metadata; a missing or
-    damaged file is a one-line :class:`CondgenError` that names it."""
+@contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """``path`` opened by safetensors; a missing or damaged file is a one-line :class:`CondgenError` that names it."""
     try:
         with safe_open(path, framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not iterable)
+            yield handle
     except FileNotFoundError:
         raise CondgenError(f"{path}: not found") from None
     except (SafetensorError, OSError) as exc:
         raise CondgenError(f"{path}: truncated or corrupt ({exc})") from None
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """A safetensors file's header metadata, read without its tensors."""
+    with _opened(path) as handle:
+        return handle.metadata() or {}
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors (byte planes and channel codes turned back into float16) and its header metadata;
+    a missing or damaged file is a one-line :class:`CondgenError` that names it."""
+    with _opened(path) as handle:
+        metadata = handle.metadata() or {}
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not iterable)
     try:
         packed = json.loads(metadata.get(BYTE_PLANES, "[]"))
         for name in packed:

@@ -37,9 +37,10 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         guides = bool(sample.classifier_scale or sample.classifier_absent_scale)
         ranker += ["classifier/best/model.safetensors"] if guides or (sample.uses_classifier and not own_ranker) else []
         assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
-        dtypes = {}
+        dtypes, metadata_of = {}, {}
         for file in files:
             weights, metadata = read_tensors(folder / file)
+            metadata_of[file] = metadata
             (dtype,) = {t.dtype for t in weights.values() if t.is_floating_point()}
             assert dtype in (torch.float16, torch.float32)
             assert (BYTE_PLANES in metadata) == (dtype == torch.float16)  # byte planes keep the wheel small
@@ -49,9 +50,9 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         assert len(generator) == 1 and dtypes.get(RANKER_FILE, torch.float16) in generator | {torch.float16}
         card = (folder / "README.md").read_text()
         assert f"the weights ship in {str(generator.pop()).removeprefix('torch.')}" in card.lower()
-        codes = own_ranker and CHANNEL_CODES in read_tensors(folder / RANKER_FILE)[1]
+        codes = metadata_of.get(RANKER_FILE, {}).get(CHANNEL_CODES)
         if codes:  # lossy codes for the convolution and linear weights of a ranker, which only chooses
-            bits = json.loads(read_tensors(folder / RANKER_FILE)[1][CHANNEL_CODES])["bits"]
+            bits = json.loads(codes)["bits"]
             assert f"the ranker's convolution and linear weights in {bits}-bit codes per output channel" in card
             assert f"The image ranker's {bits}-bit copy" in card  # the check that kept them sampled with them
         elif own_ranker:

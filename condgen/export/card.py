@@ -16,7 +16,7 @@ from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.export.record import LABEL_FILES, BenchmarkRecord
 from condgen.kinds import Generation, kind_of
 from condgen.pretrained import ICLEVR_LABELS
-from condgen.tensorfile import CHANNEL_CODES, read_tensors
+from condgen.tensorfile import CHANNEL_CODES, read_metadata, read_tensors
 from condgen.train.runs import read_metrics
 
 
@@ -214,7 +214,7 @@ def run_scores(source: Path, step: int) -> list[str]:
 def ranker_storage(path: Path, half: bool) -> str:
     """How the image ranker at ``path`` is stored: float32, float16, or codes of a few bits per channel."""
     if path.is_file():
-        codes = read_tensors(path)[1].get(CHANNEL_CODES)
+        codes = read_metadata(path).get(CHANNEL_CODES)
         if codes:
             return f"{json.loads(codes)['bits']}-bit codes per output channel"
     return "float16" if half else "float32"
