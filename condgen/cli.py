@@ -151,13 +151,20 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _training_overrides(args: argparse.Namespace) -> list[str]:
-    """The KEY=VALUE overrides of ``condgen train``, with ``--autoencoder RUN`` as ``autoencoder=RUN`` (a new run
-    only: a resumed one keeps its autoencoder)."""
+    """The KEY=VALUE overrides of ``condgen train``, with ``--autoencoder RUN`` as ``autoencoder=RUN`` and
+    ``--teacher RUN|MODEL`` as ``teacher=FOLDER`` (a new run only: a resumed one keeps its own)."""
     overrides = list(args.overrides)
-    if getattr(args, "autoencoder", None) is not None:
+    for option in ("autoencoder", "teacher"):
+        value = getattr(args, option, None)
+        if value is None:
+            continue
         if args.resume:
-            raise CondgenError("--autoencoder: a resumed run keeps the autoencoder it started with; drop it")
-        overrides.append(f"autoencoder={args.autoencoder}")
+            raise CondgenError(f"--{option}: a resumed run keeps the {option} it started with; drop it")
+        if option == "teacher":
+            from condgen.pretrained import model_path
+
+            value = model_path(value)
+        overrides.append(f"{option}={value}")
     return overrides
 
 

@@ -124,7 +124,7 @@ def guiding_classifier(loaded: DiffusionModel, run: Path | None) -> NoisyClassif
     ``classifier`` run for a ddpm model, a ``latent-classifier`` run for an ldm model), else the model folder's own."""
     if run is None:
         return loaded.classifier
-    if loaded.meta["kind"] == "ldm":
+    if hasattr(loaded.config, "autoencoder"):  # a latent model: a latent-classifier run
         return load_latent_classifier(run, loaded.config)
     return load_classifier(run, loaded.config.diffusion)[0]
 

@@ -37,6 +37,7 @@ class Kind:
     generation: Generation | None = None
     scored: bool = False  # an evaluator scores it during training (--evaluator)
     needs_autoencoder: bool = False  # trains on an autoencoder run's latents (--autoencoder)
+    needs_teacher: bool = False  # learns from a trained diffusion run or model (--teacher)
     export: str = ""  # (run, task) -> the file it wrote from the finished run, on rank 0; "" = nothing to write
 
     def config_class(self) -> type:
@@ -167,6 +168,41 @@ KINDS: dict[str, Kind] = {
             task="condgen.latent.ldm:make_ldm_task",
             example_config="configs/ldm_cpu.yaml",
             load="condgen.latent.ldm:load_ldm",
+            generation=Generation.DIFFUSION,
+            scored=True,
+            needs_autoencoder=True,
+        ),
+        Kind(
+            name="distill",
+            command="distill",
+            summary="a few-step generator (1 to 4 passes) distilled from a trained ldm run or model",
+            description="Distil --teacher RUN|MODEL (an ldm run or model folder, e.g. iclevr-ldm) into a student of "
+            "its UNet, started from its weights, that also sees each jump's length: the finest of jumps.grid jumps "
+            "learn the teacher's guided x_0 (its classifier-free guidance built in) on noised training latents, each "
+            "coarser jump the landing of two of the student's own half-length jumps. It samples with DDIM in 1, 2, "
+            "4, ... jumps of one network pass each (sample.steps, 4 by default), without guidance. The teacher's "
+            "autoencoder encodes the training set once at the start.",
+            config="condgen.fewstep.trainer:FewStepRunConfig",
+            task="condgen.fewstep.trainer:make_distill_task",
+            example_config="configs/distill_cpu.yaml",
+            load="condgen.fewstep.trainer:load_few_step",
+            generation=Generation.DIFFUSION,
+            scored=True,
+            needs_teacher=True,
+        ),
+        Kind(
+            name="shortcut",
+            command="shortcut",
+            summary="a few-step generator (1 to 4 passes) trained from scratch on a vae/vqvae run's latents",
+            description="Train a shortcut model (Frans et al. 2025) in the latent space of --autoencoder RUN: a "
+            "diffusion UNet that also sees each jump's length, whose finest of jumps.grid jumps learn the data as "
+            "latent diffusion does and each coarser jump the landing of two of its own half-length jumps, guided "
+            "(jumps.guidance) at the finest level. It samples with DDIM in 1, 2, 4, ... jumps of one network pass "
+            "each (sample.steps, 4 by default), without guidance.",
+            config="condgen.fewstep.trainer:FewStepRunConfig",
+            task="condgen.fewstep.trainer:make_shortcut_task",
+            example_config="configs/shortcut_cpu.yaml",
+            load="condgen.fewstep.trainer:load_few_step",
             generation=Generation.DIFFUSION,
             scored=True,
             needs_autoencoder=True,

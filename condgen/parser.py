@@ -374,6 +374,13 @@ def add_train_kind_command(commands: Commands, kind: Kind) -> None:
             metavar="RUN",
             help="a `train vae` or `train vqvae` run; required for a new run (a resumed run keeps its own)",
         )
+    if kind.needs_teacher:
+        p.add_argument(
+            "--teacher",
+            metavar="RUN|MODEL",
+            help="the ldm run or model folder to learn from, or a shipped model's name (iclevr-ldm); required for a "
+            "new run (a resumed run keeps its own)",
+        )
     p.set_defaults(handler=lazy_handler("condgen.cli:train"))
 
 

@@ -231,6 +231,25 @@ def test_frechet_guidance_measures_each_scale(tiny, tmp_path, monkeypatch):
     assert set(record["by_guidance"]) == {"1.0", "3.0"} and record["generated_images"] == 4
 
 
+def test_fewstep_scores_each_jump_count_beside_another_model(tiny, tmp_path):
+    autoencoder, student = tmp_path / "vae", tmp_path / "shortcut"
+    common = ["--data", str(tiny["data"]), "--evaluator", str(tiny["scorer"]), "optim.batch_size=4", "loop.steps=2"]
+    assert main(["train", "vae", "--out", str(autoencoder), *common, "model.channels=8", "device=cpu"]) == 0
+    tiny_unet = ["model.channels=8", "model.channel_mults=[1,2]", "model.heads=1", "diffusion.num_steps=20"]
+    argv = ["train", "shortcut", "--out", str(student), "--autoencoder", str(autoencoder), *common, *tiny_unet]
+    assert main([*argv, "jumps.grid=4", "device=cpu"]) == 0
+    run("fewstep", "--models", student, tiny["gan"], "--steps", "1,4", "--seeds", "2", "--data", tiny["data"],
+        "--labels", tiny["triples"], "--train-lists", "3", "--speed", "2", "--name", "f",
+        "--results", tmp_path)  # fmt: skip
+    rows = result(tmp_path, "f")["rows"]
+    # the GAN ranks no candidates here: one pass
+    assert [(row.get("steps"), row["evaluations"]) for row in rows] == [(1, 1), (4, 4), (None, 1)]
+    for row in rows:
+        assert len(row["accuracy_test_by_seed"]) == 2 and 0 <= row["exact_scene_triples"] <= 1
+        assert row["seconds_per_image_batch_2"] > 0 and "accuracy_train_lists" in row
+    assert len(list((tmp_path / "f").rglob("test.png"))) == 3
+
+
 def test_gan_trains_scores_and_plots(tiny, tmp_path):
     run("gan", "--data", tiny["data"], "--models", "hinge_s2d", "--budget-minutes", "0.5", "--seeds", "1",
         "--labels", tiny["triples"], "--runs", tmp_path / "runs", "--results", tmp_path, "--name", "g",

@@ -4,6 +4,7 @@ import pytest
 
 from condgen.diffusion.trainer import DDPMRunConfig
 from condgen.errors import CondgenError
+from condgen.fewstep.trainer import FewStepRunConfig
 from condgen.gan.trainer import GANRunConfig
 from condgen.latent.classifier import LatentClassifierRunConfig
 from condgen.latent.gan import LatentGANRunConfig
@@ -26,6 +27,8 @@ KINDS = {
     "ranker": EvaluatorRunConfig,
     "counter": CounterRunConfig,
     "ranker_counter": CounterRunConfig,
+    "distill": FewStepRunConfig,
+    "shortcut": FewStepRunConfig,
 }
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))

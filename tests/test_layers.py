@@ -1,6 +1,6 @@
-"""The direction of dependencies: data <- nn <- {evaluate, diffusion, gan} <- latent; train and evaluate know no
-model family; the autoencoders know neither diffusion nor GANs (only the latent models built on them do); only the
-command line's top (cli, generate, launch, demo) knows every family. Each check imports a package's
+"""The direction of dependencies: data <- nn <- {evaluate, diffusion, gan} <- latent <- fewstep; train and evaluate
+know no model family; the autoencoders know neither diffusion nor GANs (only the latent models built on them do);
+only the command line's top (cli, generate, launch, demo) knows every family. Each check imports a package's
 modules in a fresh interpreter, as a newcomer's import would, and lists what else of condgen came with them."""
 
 import json
@@ -14,7 +14,7 @@ import pytest
 import condgen
 
 PACKAGE = Path(condgen.__file__).parent
-FAMILIES = {"diffusion", "gan", "latent"}
+FAMILIES = {"diffusion", "gan", "latent", "fewstep"}
 TOP = {"cli", "parser", "generate", "launch", "demo", "kinds", "export", "pipeline", "serve", "report"}
 
 # package -> the condgen packages and top-level modules it must never pull in
@@ -24,9 +24,10 @@ FORBIDDEN = {
     "evaluate": FAMILIES | {"train"} | TOP,
     "viz": FAMILIES | {"nn", "train", "evaluate"} | TOP,
     "train": FAMILIES | {"nn"} | TOP,
-    "diffusion": {"gan", "latent"} | TOP,
-    "gan": {"diffusion", "latent"} | TOP,
-    "latent": TOP,
+    "diffusion": {"gan", "latent", "fewstep"} | TOP,
+    "gan": {"diffusion", "latent", "fewstep"} | TOP,
+    "latent": {"fewstep"} | TOP,
+    "fewstep": {"gan"} | TOP,
 }
 # the autoencoders and their latents, beneath the latent diffusion and latent GAN modules beside them
 AUTOENCODER_MODULES = ["autoencoder", "latents", "run", "trainer"]

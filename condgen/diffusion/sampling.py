@@ -128,6 +128,7 @@ def generate(
     samples; one that also counts their objects ranks down a candidate holding more or fewer than requested), else
     the classifier's at t = 0."""
     sample.check(diffusion.num_steps)
+    model = jumping_network(model, sample, diffusion.num_steps)
     k = sample.candidates
     if k > 1 and classifier is None and ranker is None:
         raise CondgenError(
@@ -166,6 +167,37 @@ def generate(
             x = keep_best(x, read, batch, k)
         outputs.append(x.cpu())
     return torch.cat(outputs)
+
+
+def check_jumps(config: object, sample: SampleConfig) -> None:
+    """Refuses a sampler other than ddim for a few-step model (a UNet with ``interval_embedding``): its network
+    predicts the landing of each DDIM jump, which other samplers would misread."""
+    if getattr(config, "interval_embedding", False) and sample.sampler != Sampler.DDIM:
+        raise CondgenError(
+            f"sample.sampler (--sampler): a few-step model samples with ddim (its jumps); got {sample.sampler.value}"
+        )
+
+
+class JumpingNetwork(torch.nn.Module):
+    """A few-step model as the samplers call it, ``(x_t, t, labels)``: each step is told how many steps its jump
+    covers (``lengths``, by the step it starts from)."""
+
+    def __init__(self, model: torch.nn.Module, lengths: dict[int, int]):
+        super().__init__()
+        self.model, self.lengths, self.config = model, lengths, model.config
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        interval = torch.tensor([self.lengths[int(step)] for step in t.tolist()], device=t.device)
+        return self.model(x, t, labels, interval=interval)
+
+
+def jumping_network(model: torch.nn.Module, sample: SampleConfig, num_steps: int) -> torch.nn.Module:
+    """``model`` itself, or for a few-step model the :class:`JumpingNetwork` that tells it each jump's length."""
+    check_jumps(model.config, sample)
+    if not getattr(model.config, "interval_embedding", False):
+        return model
+    steps = [*timesteps(num_steps, sample.sampler_steps(), sample.spacing), -1]  # -1: the clean image
+    return JumpingNetwork(model, {t: t - t_next for t, t_next in zip(steps, steps[1:])})
 
 
 def network_evaluations(sample: SampleConfig, num_steps: int) -> int:

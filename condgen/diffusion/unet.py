@@ -34,6 +34,7 @@ class UNetConfig:
     heads: int = 4
     dropout: float = 0.0
     patch_size: int = 2  # space-to-depth factor of the stem: 1 (full resolution), 2 or 4
+    interval_embedding: bool = False  # few-step models: the jump's length in steps enters beside t (condgen.fewstep)
 
     def __post_init__(self):
         require_positive(
@@ -79,6 +80,12 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Linear(config.num_labels, emb_dim, bias=False)  # zero vector -> zero embedding
         self.label_tokens = LabelTokens(config.num_labels, emb_dim) if config.cross_attention else None
+        self.interval_mlp = None
+        if config.interval_embedding:
+            self.interval_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+            # zero at the start: a student initialised from a diffusion model first predicts what that model does
+            nn.init.zeros_(self.interval_mlp[-1].weight)
+            nn.init.zeros_(self.interval_mlp[-1].bias)
         p = config.patch_size
         self.stem = nn.Conv2d(config.in_channels * p * p, c, 3, padding=1)
         self.down, skips, channels, size = self._down_path(emb_dim)
@@ -120,9 +127,15 @@ class UNet(nn.Module):
                 skips.append(channels)
         return down, skips, channels, size
 
-    def embed(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None):
+    def embed(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None, interval: torch.Tensor | None = None
+    ):
         """The shared front: conditioning embedding, label tokens (or None) and the stem's features."""
         emb = self.time_mlp(timestep_embedding(t, self.config.channels))
+        if self.interval_mlp is not None:
+            if interval is None:
+                raise ValueError("a model with model.interval_embedding needs the interval of each jump")
+            emb = emb + self.interval_mlp(timestep_embedding(interval, self.config.channels))
         if self.label_emb is not None:
             emb = emb + self.label_emb(labels)
         context = self.label_tokens(labels) if self.label_tokens is not None else None
@@ -139,9 +152,12 @@ class UNet(nn.Module):
             return res
         return nn.ModuleList([res, self._attention(out_channels, emb_dim)])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """x (B, 3, 64, 64), t (B,) integer steps, labels (B, num_labels) multi-hot -> (B, 3, 64, 64)."""
-        emb, context, h = self.embed(x, t, labels)
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, interval: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x (B, 3, 64, 64), t (B,) integer steps, labels (B, num_labels) multi-hot -> (B, 3, 64, 64). A few-step
+        model (``interval_embedding``) also takes ``interval`` (B,): how many steps its prediction jumps."""
+        emb, context, h = self.embed(x, t, labels, interval)
         skips = [h]
         for block in self.down:
             h = _apply(block, h, emb, context)
@@ -164,12 +180,13 @@ class NoisyClassifier(UNet):
 
     def __init__(self, config: UNetConfig):
         nn.Module.__init__(self)
-        self.config = dataclasses.replace(config, cross_attention=False)
+        self.config = dataclasses.replace(config, cross_attention=False, interval_embedding=False)
         c = config.channels
         emb_dim = 4 * c
         self.time_mlp = nn.Sequential(nn.Linear(c, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = None  # a classifier must not see the answer
         self.label_tokens = None
+        self.interval_mlp = None
         self.stem = nn.Conv2d(config.in_channels * config.patch_size**2, c, 3, padding=1)
         self.down, _, channels, _ = self._down_path(emb_dim)
         self.middle = nn.ModuleList([ResBlock(channels, channels, emb_dim), self._attention(channels, emb_dim)])

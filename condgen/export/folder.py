@@ -83,7 +83,7 @@ def export_model(
         if kind.generation == Generation.GAN and typed.model.auxiliary_head:
             names.append(CRITIC_FILE)  # best-of-K sampling ranks by its auxiliary head (condgen.gan.sampling)
         step = _export_weights(run, kind.name, checkpoint, names, staging, half)
-        if kind.needs_autoencoder:
+        if config.get("autoencoder"):  # a latent model decodes through it
             _export_part(run / config["autoencoder"], staging / "autoencoder", half)
             config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
         if classifier is not None:

@@ -26,7 +26,7 @@ from condgen.latent.run import decoding_autoencoder, frozen_autoencoder
 from condgen.train.loop import LoopConfig
 
 
-def _latent_unet() -> UNetConfig:
+def latent_unet() -> UNetConfig:
     # in_channels and image_size are set from the autoencoder when training starts
     return UNetConfig(
         in_channels=4,
@@ -43,7 +43,7 @@ def _latent_unet() -> UNetConfig:
 class LDMRunConfig:
     autoencoder: str = ""  # the vae or vqvae run whose latents are modelled (`train ldm --autoencoder RUN`)
     scale_factor: float = 0.0  # latents are multiplied by it; 0 = 1 / (their standard deviation), set at the start
-    model: UNetConfig = field(default_factory=_latent_unet)
+    model: UNetConfig = field(default_factory=latent_unet)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -93,7 +93,12 @@ def make_ldm_task(
 def load_ldm(run: Path, checkpoint: str = "best") -> DiffusionModel:
     """The EMA UNet of an ``ldm`` run, its process, config and run.json, decoding through its autoencoder, with the
     noisy classifier and image ranker of a model folder that holds them."""
-    loaded = load_ema_unet(run, "ldm", LDMRunConfig, checkpoint)
+    return load_latent_unet(run, "ldm", LDMRunConfig, checkpoint)
+
+
+def load_latent_unet(run: Path, kind: str, config_class: type, checkpoint: str) -> DiffusionModel:
+    """:func:`load_ldm` for a latent UNet run of ``kind`` whose config is a ``config_class``."""
+    loaded = load_ema_unet(run, kind, config_class, checkpoint)
     config = loaded.config
     autoencoder = decoding_autoencoder(run, config)
     loaded.decode = lambda latents: decode_latents(autoencoder, latents, config.scale_factor)

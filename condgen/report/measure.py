@@ -43,7 +43,10 @@ class Model:
         return isinstance(self.pipeline.loaded, GANModel)
 
     def samplers(self, wanted: list[str]) -> list[str]:
-        """The samplers of ``wanted`` that this model has: a GAN its single pass, a diffusion model the others."""
+        """The samplers of ``wanted`` that this model has: a GAN its single pass, a few-step model ddim (its jumps,
+        as many as its own settings take), another diffusion model the others."""
+        if not self.is_gan and getattr(self.network.config, "interval_embedding", False):
+            return [s for s in wanted if s == Sampler.DDIM.value]
         return [s for s in wanted if (s == GAN_PASS) == self.is_gan]
 
     def settings(self, sampler: str) -> SampleConfig:
@@ -65,10 +68,19 @@ class Model:
             requests, seed=seed, sampler=sample.sampler, steps=sample.steps, eta=sample.eta, spacing=sample.spacing
         )
 
-    def network_evaluations(self, sampler: str) -> int:
-        if sampler == GAN_PASS:  # a generator pass per candidate (the critic that ranks them is not counted)
-            return self.pipeline.loaded.config.candidates
-        return network_evaluations(self.settings(sampler), self.pipeline.loaded.diffusion.num_steps)
+    def network_evaluations(self, sampler: str, steps: int | None = None, candidates: int | None = None) -> int:
+        """Network passes per image under ``sampler`` (and ``steps`` and ``candidates``, where given): each
+        candidate's generator passes (two at a guided diffusion step) and, where K > 1 candidates are ranked, one
+        pass per candidate of each network that reads them (a GAN's critic; a diffusion model's image ranker and its
+        counter, else its noisy classifier)."""
+        loaded = self.pipeline.loaded
+        if sampler == GAN_PASS:
+            k = candidates or loaded.config.candidates
+            return k * 2 if k > 1 else k
+        sample = self.settings(sampler).changed(steps=steps, candidates=candidates)
+        k = sample.candidates
+        readers = 1 + (loaded.ranker_counter is not None) if loaded.ranker is not None else 1
+        return network_evaluations(sample, loaded.diffusion.num_steps) + (k * readers if k > 1 else 0)
 
     @property
     def network(self) -> torch.nn.Module:

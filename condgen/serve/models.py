@@ -16,7 +16,7 @@ from torchvision.utils import make_grid
 
 from condgen.data.imageio import to_uint8
 from condgen.diffusion.options import Sampler
-from condgen.diffusion.sampling import SampleConfig, SampleOverrides
+from condgen.diffusion.sampling import SampleConfig, SampleOverrides, check_jumps
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.kinds import KINDS, Generation
@@ -59,10 +59,16 @@ class ServedModel:
             info |= {
                 "noise_steps": self.pipeline.loaded.diffusion.num_steps,
                 "sampler": Sampler(sample.sampler).value,
+                "samplers": self.samplers(),
                 "steps": self.steps(sample),
                 "guidance": sample.guidance,
             }
         return info
+
+    def samplers(self) -> list[str]:
+        """The samplers a diffusion model takes: ddim alone for a few-step model (its jumps), else every one."""
+        jumps = getattr(self.pipeline.loaded.model.config, "interval_embedding", False)
+        return [Sampler.DDIM.value] if jumps else [sampler.value for sampler in Sampler]
 
     def check(self, request: Request, limits: Limits) -> None:
         """Refuses a request this model cannot serve within ``limits``, naming the model."""
@@ -92,6 +98,7 @@ class ServedModel:
                 f"{limits.max_steps} (--max-steps)"
             )
         sample.check(levels)
+        check_jumps(self.pipeline.loaded.model.config, sample)
         return sample
 
     def steps(self, sample: SampleConfig) -> int:
