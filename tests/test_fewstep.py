@@ -266,3 +266,5 @@ def test_the_page_and_the_report_offer_a_few_step_model_ddim_alone_and_count_its
     measured = Model("student", run, pipeline)
     assert measured.samplers(["ddpm", "ddim", "dpmpp"]) == ["ddim"]
     assert measured.network_evaluations("ddim") == 2 and measured.network_evaluations("ddim", steps=1) == 1
+    # best of 3 adds a ranking pass per candidate: 3 x 2 jumps + 3
+    assert measured.network_evaluations("ddim", candidates=3) == 9
