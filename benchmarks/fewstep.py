@@ -35,19 +35,12 @@ from common import (
 )
 
 from condgen.data.splits import train_label_lists
+from condgen.diffusion.sampling import is_few_step
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.run import GANModel
 from condgen.parser import positive_int
 from condgen.pipeline import Pipeline, load
-from condgen.report.measure import GAN_PASS, Model
-
-SPEED_REQUEST = "red sphere, cyan cylinder, cyan cube"
-
-
-def few_step(pipeline: Pipeline) -> bool:
-    """Whether ``pipeline`` is a few-step model (a UNet told each jump's length)."""
-    network = getattr(pipeline.loaded, "model", None)
-    return network is not None and getattr(network.config, "interval_embedding", False)
+from condgen.report.measure import GAN_PASS, SPEED_REQUEST, Model
 
 
 def seconds_per_image(make, batch: int, rounds: int = 3) -> float:
@@ -83,7 +76,6 @@ def main() -> None:
     add_label_arguments(parser)
     add_results_argument(parser)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     evaluator = load_evaluator()
     files = {} if args.files == "train" else label_files(args.data, args.labels)
     if args.train_lists:
@@ -122,7 +114,7 @@ def main() -> None:
 def variants(name: str, pipeline: Pipeline, steps: list[int]) -> list[tuple[str, dict]]:
     """The settings a model is scored at, each with its label: a few-step model at each of ``steps`` jumps, a GAN
     at one candidate (one pass) and at its own best-of-K, any other model at its own settings."""
-    if few_step(pipeline):
+    if not isinstance(pipeline.loaded, GANModel) and is_few_step(pipeline.loaded.model.config):
         return [(f"{name} x{count}", {"steps": count}) for count in steps]
     if isinstance(pipeline.loaded, GANModel) and pipeline.loaded.config.candidates > 1:
         return [(f"{name} x1", {"candidates": 1}), (name, {})]

@@ -169,10 +169,16 @@ def generate(
     return torch.cat(outputs)
 
 
+def is_few_step(config: object) -> bool:
+    """Whether a network of this config is a few-step model: a UNet told each jump's length (``interval_embedding``,
+    :mod:`condgen.fewstep`)."""
+    return getattr(config, "interval_embedding", False)
+
+
 def check_jumps(config: object, sample: SampleConfig) -> None:
-    """Refuses a sampler other than ddim for a few-step model (a UNet with ``interval_embedding``): its network
-    predicts the landing of each DDIM jump, which other samplers would misread."""
-    if getattr(config, "interval_embedding", False) and sample.sampler != Sampler.DDIM:
+    """Refuses a sampler other than ddim for a few-step model (:func:`is_few_step`): its network predicts the
+    landing of each DDIM jump, which other samplers would misread."""
+    if is_few_step(config) and sample.sampler != Sampler.DDIM:
         raise CondgenError(
             f"sample.sampler (--sampler): a few-step model samples with ddim (its jumps); got {sample.sampler.value}"
         )
@@ -194,7 +200,7 @@ class JumpingNetwork(torch.nn.Module):
 def jumping_network(model: torch.nn.Module, sample: SampleConfig, num_steps: int) -> torch.nn.Module:
     """``model`` itself, or for a few-step model the :class:`JumpingNetwork` that tells it each jump's length."""
     check_jumps(model.config, sample)
-    if not getattr(model.config, "interval_embedding", False):
+    if not is_few_step(model.config):
         return model
     steps = [*timesteps(num_steps, sample.sampler_steps(), sample.spacing), -1]  # -1: the clean image
     return JumpingNetwork(model, {t: t - t_next for t, t_next in zip(steps, steps[1:])})

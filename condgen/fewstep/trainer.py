@@ -119,7 +119,6 @@ class FewStepTask(LatentDiffusionTask):
             )
         config.model = dataclasses.replace(config.model, interval_embedding=True)
         config.diffusion.prediction = Prediction.V
-        config.sample.check(config.diffusion.num_steps)
         if config.jumps.grid > config.diffusion.num_steps:
             raise CondgenError(
                 f"jumps.grid: at most the {config.diffusion.num_steps} noise steps, got {config.jumps.grid}"
@@ -176,8 +175,7 @@ class FewStepTask(LatentDiffusionTask):
     ) -> torch.Tensor:
         """The x_0 whose one jump from t to t' lands where two half-length jumps of the model land."""
         clip = self.config.sample.clip_x0
-        guided = (level == 1) if self.teacher is None else torch.zeros_like(level, dtype=torch.bool)
-        guided = guided.to(x.device)
+        guided = (level == 1) & (self.teacher is None)  # a teacher's targets are guided already
         middle = jump(self.diffusion, x, t, t_mid, self._own_x0(x, t, t_mid, labels, guided), clip)
         landing = jump(self.diffusion, middle, t_mid, t_next, self._own_x0(middle, t_mid, t_next, labels, guided), clip)
         return landing_x0(self.diffusion, x, t, t_next, landing)

@@ -17,7 +17,7 @@ import torch
 
 from condgen.diffusion.options import Sampler
 from condgen.diffusion.presets import sampler_settings
-from condgen.diffusion.sampling import SampleConfig, network_evaluations
+from condgen.diffusion.sampling import SampleConfig, is_few_step, network_evaluations
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import frechet_distance
 from condgen.gan.run import GANModel
@@ -45,7 +45,7 @@ class Model:
     def samplers(self, wanted: list[str]) -> list[str]:
         """The samplers of ``wanted`` that this model has: a GAN its single pass, a few-step model ddim (its jumps,
         as many as its own settings take), another diffusion model the others."""
-        if not self.is_gan and getattr(self.network.config, "interval_embedding", False):
+        if not self.is_gan and is_few_step(self.network.config):
             return [s for s in wanted if s == Sampler.DDIM.value]
         return [s for s in wanted if (s == GAN_PASS) == self.is_gan]
 

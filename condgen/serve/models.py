@@ -16,7 +16,7 @@ from torchvision.utils import make_grid
 
 from condgen.data.imageio import to_uint8
 from condgen.diffusion.options import Sampler
-from condgen.diffusion.sampling import SampleConfig, SampleOverrides, check_jumps
+from condgen.diffusion.sampling import SampleConfig, SampleOverrides, check_jumps, is_few_step
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
 from condgen.kinds import KINDS, Generation
@@ -67,8 +67,9 @@ class ServedModel:
 
     def samplers(self) -> list[str]:
         """The samplers a diffusion model takes: ddim alone for a few-step model (its jumps), else every one."""
-        jumps = getattr(self.pipeline.loaded.model.config, "interval_embedding", False)
-        return [Sampler.DDIM.value] if jumps else [sampler.value for sampler in Sampler]
+        if is_few_step(self.pipeline.loaded.model.config):
+            return [Sampler.DDIM.value]
+        return [sampler.value for sampler in Sampler]
 
     def check(self, request: Request, limits: Limits) -> None:
         """Refuses a request this model cannot serve within ``limits``, naming the model."""
