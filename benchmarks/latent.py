@@ -20,7 +20,7 @@ Run by hand:
         # the autoencoder and diffusion model that benchmark trained (as shipped), an image ranker trained anew
     python benchmarks/latent.py --generator condgen/pretrained/iclevr-ldm \
         --generator-result benchmarks/results/latent_ranker_ship_cpu.json --ranker-config configs/ranker_cpu.yaml \
-        --ranker-set optim.epochs=9 --ranker-counter-config configs/ranker_counter_cpu.yaml ...
+        --ranker-counter-config configs/ranker_counter_cpu.yaml ...
         # ... and the ranker's own object counter, both within the budget
 Writes benchmarks/results/<name>.json and the scored images under benchmarks/results/<name>/{test,new_test}/<sampler>/
 (--results names another folder).

@@ -334,6 +334,12 @@ def test_rankers_ranks_one_pool_with_each_ranker(tiny, tmp_path):
     rival = files["test"][str(tiny["scorer"])][0]  # the folder's own ranker file, given again: the same picks
     assert rival["same_picks_as_own"] == 1.0 and {"exact_scene", "extra_objects"} <= set(rival)
     assert (tmp_path / "x" / f"triples_{tiny['scorer'].parent.name}_evaluator.safetensors_grid.png").is_file()
+    run("rankers", "--model", model, "--rankers", tiny["scorer"], "--no-test-files", "--train-lists", "3", "--mirror",
+        "--data", tiny["data"], "--name", "m", "--results", tmp_path)  # fmt: skip
+    files = result(tmp_path, "m")["files"]
+    assert set(files) == {"train_lists"}  # chosen on lists from train.json, never the test files
+    mirrored = files["train_lists"][f"{tiny['scorer']} mirrored"][0]
+    assert len(files["train_lists"]["any_exact_scene"]) == 1 and 0 <= mirrored["same_picks_as_own"] <= 1
 
 
 def test_sampling_gives_a_row_per_setting_by_guidance_scale(tiny, tmp_path):

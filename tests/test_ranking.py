@@ -3,6 +3,10 @@ import math
 import pytest
 import torch
 
+from condgen.data.labels import LabelCodec
+from condgen.evaluate.counter import DensityCounter, ObjectCounter
+from condgen.evaluate.evaluator import build_resnet18_evaluator
+from condgen.evaluate.ranker import image_ranking
 from condgen.nn.ranking import (
     COUNT_WEIGHT,
     Reading,
@@ -64,3 +68,17 @@ def test_plain_logits_rank_as_a_reading_without_counts():
     assert torch.equal(plain, keep_best(candidates, Reading(logits), labels, k=4))
     picks = set_log_likelihood(logits, labels).view(3, 4).argmax(dim=1)
     assert torch.equal(plain, candidates.view(3, 4, 2)[torch.arange(3), picks])
+
+
+def test_a_mirrored_reading_averages_each_image_and_its_mirror():
+    torch.manual_seed(0)
+    network = build_resnet18_evaluator(num_classes=3, width=8).eval()
+    counter = ObjectCounter(DensityCounter(num_classes=3, width=8).eval(), LabelCodec(["a", "b", "c"]))
+    images = torch.rand(4, 3, 64, 64) * 2 - 1
+    plain = image_ranking(network, lambda x: x, counter=counter)
+    mirrored = image_ranking(network, lambda x: x, counter=counter, mirror=True)
+    reading, flipped, both = plain(images), plain(images.flip(-1)), mirrored(images)
+    assert not torch.allclose(reading.logits, flipped.logits)  # the network itself is not mirror-invariant
+    assert torch.allclose(both.logits, (reading.logits + flipped.logits) / 2, atol=1e-5)
+    assert torch.allclose(both.objects, (reading.objects + flipped.objects) / 2, atol=1e-5)
+    assert torch.allclose(mirrored(images.flip(-1)).logits, both.logits, atol=1e-5)  # a scene reads as its mirror

@@ -97,9 +97,11 @@ def image_ranking(
     decode: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int = 256,
     counter: ObjectCounter | None = None,
+    mirror: bool = False,
 ) -> Callable[[torch.Tensor], Reading]:
     """Finished samples -> the ranker's per-object logits of their images (``decode`` turns latents into images)
-    and, with the ranker's own object ``counter``, how many objects each image holds."""
+    and, with the ranker's own object ``counter``, how many objects each image holds. With ``mirror`` both read
+    each image and its mirror image and the two readings are averaged (a scene's objects are those of its mirror)."""
     device = next(ranker.parameters()).device
 
     @torch.no_grad()
@@ -107,9 +109,10 @@ def image_ranking(
         logits, objects = [], []
         for part in samples.split(batch_size):
             images = decode(part).clamp(-1, 1).to(device)
-            logits.append(evaluator_logits(ranker, images).float())
+            views = (images, images.flip(-1)) if mirror else (images,)
+            logits.append(sum(evaluator_logits(ranker, view).float() for view in views) / len(views))
             if counter is not None:
-                objects.append(counter.instances(images).sum(dim=1))
+                objects.append(sum(counter.instances(view).sum(dim=1) for view in views) / len(views))
         return Reading(torch.cat(logits).to(samples.device), torch.cat(objects).to(samples.device) if counter else None)
 
     return read
