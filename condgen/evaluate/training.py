@@ -13,9 +13,14 @@ from condgen.data.imageio import to_signed
 
 def augment(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and translation (edge-replicated) of a uint8 batch; returns floats in [-1, 1]."""
-    x = to_signed(images)
+    return flip_and_shift(to_signed(images), max_shift, generator)
+
+
+def flip_and_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image of a float batch mirrored at even odds and moved by up to ``max_shift`` pixels each way (edges
+    repeated): the objects a scene holds stay the same. Differentiable in ``x``."""
     flip = torch.rand(len(x), generator=generator) < 0.5
-    x[flip] = x[flip].flip(-1)
+    x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
     if max_shift > 0:
         size = x.shape[-1]
         padded = F.pad(x, [max_shift] * 4, mode="replicate")

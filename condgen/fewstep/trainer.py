@@ -39,6 +39,7 @@ from condgen.diffusion.unet import UNetConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.counter import instance_counts
 from condgen.evaluate.evaluator import Evaluator, evaluator_logits
+from condgen.evaluate.training import flip_and_shift
 from condgen.fewstep.jumps import grid_steps, jump, landing_x0, velocity
 from condgen.latent.ldm import LatentDiffusionTask, LDMRunConfig, latent_unet, load_latent_unet
 from condgen.latent.run import frozen_autoencoder
@@ -223,22 +224,13 @@ class FewStepTask(LatentDiffusionTask):
         self.ema.update(self.model)
         return {"loss": loss.item(), **losses}
 
-    def _shifted(self, images: torch.Tensor, most: int = 4) -> torch.Tensor:
-        """Each image mirrored at even odds and moved by up to ``most`` pixels each way (edges repeated): the readers
-        judge a scene, not one exact placement of its pixels, which a generator could learn to exploit."""
-        flip = torch.rand(len(images), generator=self.generator) < 0.5
-        images = torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
-        size = images.shape[-1]
-        padded = torch.nn.functional.pad(images, (most,) * 4, mode="replicate")
-        corners = torch.randint(0, 2 * most + 1, (len(images), 2), generator=self.generator).tolist()
-        return torch.stack([image[:, y : y + size, x : x + size] for image, (y, x) in zip(padded, corners)])
-
     def _reward_loss(self, labels: torch.Tensor) -> torch.Tensor:
         """Samples for ``labels`` in ``jumps.reward_jumps`` jumps from pure noise, decoded, read by the teacher
         folder's image ranker and its counter: the mean of -log p(exactly these objects) (the set log-likelihood
         best-of-K ranks by) and of the squared error of every object's instance count against one per requested
-        object, each image read mirrored and shifted at random (:meth:`_shifted`). The gradient runs through the
-        jumps, the decoder and both readers (frozen)."""
+        object, each image read mirrored and shifted by up to 4 pixels at random (:func:`flip_and_shift`: the readers
+        judge a scene, not one exact placement of its pixels, which a generator could learn to exploit). The gradient
+        runs through the jumps, the decoder and both readers (frozen)."""
         j, o, teacher = self.config.jumps, self.config.optim, self.teacher
         latent = (
             len(labels),
@@ -254,7 +246,8 @@ class FewStepTask(LatentDiffusionTask):
                 out = self.model(x, t, labels, interval=t - t_next)
             x0 = self.diffusion.predict_x0(x, t, out.float())
             x = jump(self.diffusion, x, t, t_next, x0, self.config.sample.clip_x0)
-        images = self._shifted(self.autoencoder.decode(x / self.config.scale_factor).clamp(-1, 1))
+        decoded = self.autoencoder.decode(x / self.config.scale_factor).clamp(-1, 1)
+        images = flip_and_shift(decoded, 4, self.generator)
         loss = -set_log_likelihood(evaluator_logits(teacher.ranker, images).float(), labels)
         if teacher.ranker_counter is not None:
             counts = instance_counts(teacher.ranker_counter.model(images))
