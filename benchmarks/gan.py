@@ -22,7 +22,8 @@ Runs are kept in runs/bench_gan_<model> (and a latent GAN's autoencoder in runs/
 and records the result as <model>_best_of_<K>. --generator FOLDER scores a model folder that ship.py wrote from one
 model's run (its training figures are those of that model's entry) in the same way, or, with an image ranker
 (--ranker, a `condgen train evaluator` run) and the ranker's own object counter (--ranker-counter) in place of the
-critic, their training time added to the model's, as <model>_best_of_<K>_ranked:
+critic, their training time added to the model's, as <model>_best_of_<K>_ranked; a folder that holds (or shares,
+rankers.json) an image ranker of its own ranks with it, recorded as <model>_best_of_<K>_ranked too:
     python benchmarks/gan.py --models latent_hinge_s2d_bf16_third --generator condgen/pretrained/iclevr-gan \
         --candidates 16 --seeds 3
     python benchmarks/gan.py --models latent_hinge_s2d_bf16_third --generator condgen/pretrained/iclevr-gan \
@@ -55,7 +56,13 @@ from common import (
 from condgen.data.jsonio import read_json
 from condgen.device import resolve_device
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.ranker import load_ranker, load_ranker_counter, ranker_counter_weights, ranker_weights
+from condgen.evaluate.ranker import (
+    load_ranker,
+    load_ranker_counter,
+    own_ranker_files,
+    ranker_counter_weights,
+    ranker_weights,
+)
 from condgen.kinds import KINDS
 from condgen.launch import start_training
 from condgen.parser import positive_float, positive_int
@@ -133,7 +140,8 @@ def main() -> None:
             parser.error("--generator: needs one model in --models, --candidates, and --ranker with --ranker-counter")
         if args.models not in record["models"]:
             parser.error(f"--generator: {results} holds no trained {args.models} to take the training figures of")
-        entry = f"{args.models}_best_of_{args.candidates}" + ("_ranked" if args.ranker else "")
+        ranked = args.ranker or own_ranker_files(args.generator)[0]  # an image ranker given or the folder's own
+        entry = f"{args.models}_best_of_{args.candidates}" + ("_ranked" if ranked else "")
         record["models"][entry] = score_ranked_folder(
             record["models"][args.models], args, args.results / args.name / entry
         )

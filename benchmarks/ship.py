@@ -4,9 +4,13 @@ replaces condgen/pretrained/NAME, the paths its run.json files record made relat
 Run by hand from the repository root, after the benchmark that trained the run:
     python benchmarks/ship.py --name iclevr-ldm -- --run runs/bench_ldm --ranker runs/bench_ranker \\
         --result benchmarks/results/latent_ranker_ship_cpu.json --half auto
-    python benchmarks/ship.py --name iclevr-gan -- --run runs/bench_gan_latent_hinge_s2d_bf16_third \\
-        --result benchmarks/results/gan_cpu.json --entry latent_hinge_s2d_bf16_third_best_of_16 --half auto
+    python benchmarks/ship.py --name iclevr-gan --share-rankers-with iclevr-ldm -- \\
+        --run runs/bench_gan_latent_hinge_s2d_bf16_third --ranker condgen/pretrained/iclevr-ldm/ranker.safetensors \\
+        --ranker-counter condgen/pretrained/iclevr-ldm/ranker_counter.safetensors --ranker-bits 7 \\
+        --result benchmarks/results/gan_ranked_cpu.json --entry NAME --half auto
 A shipped folder given as --run is stored again under the current layout and card, keeping its origin.
+--share-rankers-with NAME stores the exported ranker and counter once: where they are byte for byte the shipped
+model NAME's, the folder keeps a rankers.json that points to NAME's instead of a second copy in the wheel.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from condgen.cli import export_options
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, SHARED_RANKERS_FILE
 from condgen.export import export
 from condgen.files import staged_folder
 from condgen.parser import build_parser
@@ -32,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", required=True, help="the shipped model's name, e.g. iclevr-ldm")
+    parser.add_argument(
+        "--share-rankers-with", metavar="NAME", help="a shipped model whose identical ranker and counter to point to"
+    )
     parser.add_argument("export", nargs=argparse.REMAINDER, help="-- then `condgen export`'s options but --out")
     args = parser.parse_args(argv)
     rest = args.export[1:] if args.export[:1] == ["--"] else args.export
@@ -42,10 +50,31 @@ def main(argv: list[str] | None = None) -> None:
         options = build_parser().parse_args(["export", *rest, "--out", str(exported)])
         export(options.run, exported, export_options(options), command, args.name)
         relative_sources(exported)
+        if args.share_rankers_with:
+            share_rankers(exported, args.share_rankers_with)
         with staged_folder(target) as staging:  # replaces the shipped folder whole, or leaves it as it was
             shutil.copytree(exported, staging, dirs_exist_ok=True)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     print(f"wrote {target} ({size / 1e6:.1f} MB)")
+
+
+def share_rankers(folder: Path, name: str, shelf: Path = PRETRAINED) -> None:
+    """Replaces ``folder``'s ranker and counter by a rankers.json that points to those of ``name``, the model folder
+    beside it on ``shelf`` (the shipped models), which must hold the same bytes; the card says so."""
+    source = shelf / name
+    for file in (RANKER_FILE, RANKER_COUNTER_FILE):
+        mine, theirs = folder / file, source / file
+        if not (mine.is_file() and theirs.is_file() and mine.read_bytes() == theirs.read_bytes()):
+            raise SystemExit(f"--share-rankers-with {name}: the exported {file} is not byte for byte {source / file}")
+    for file in (RANKER_FILE, RANKER_COUNTER_FILE):
+        (folder / file).unlink()
+    (folder / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": f"../{name}"}) + "\n")
+    with (folder / "README.md").open("a") as card:
+        card.write(
+            f"\nIts `{RANKER_FILE}` and `{RANKER_COUNTER_FILE}` are stored once in the package, in `{name}`'s folder, "
+            f"which `{SHARED_RANKERS_FILE}` names and whose card says how they were trained: byte for byte the files "
+            "this card describes.\n"
+        )
 
 
 def relative_sources(folder: Path) -> None:

@@ -74,7 +74,8 @@ KINDS: dict[str, Kind] = {
             command="ddpm",
             summary="conditional pixel-space diffusion (DDPM/DDIM/DPM-Solver++ sampling)",
             description="Train a conditional diffusion UNet on DIR. Checkpoints land in RUN/checkpoints (the latest "
-            "two) and RUN/best (highest evaluator accuracy on test.json/new_test.json).",
+            "two) and RUN/best (highest evaluator accuracy on 64 label sets drawn from train.json, never the test "
+            "files).",
             config="condgen.diffusion.trainer:DDPMRunConfig",
             task="condgen.diffusion.trainer:DiffusionTask",
             example_config="configs/ddpm_cpu.yaml",
@@ -128,7 +129,7 @@ KINDS: dict[str, Kind] = {
             f"{choices(Architecture)}, model.conditioning = {choices(Conditioning)} (auxiliary and both add ACGAN's "
             "head, weighted by optim.aux_weight; input gives the labels as planes beside the critic's input), "
             "model.spectral_norm, model.conditional_bn. One step is optim.n_critic critic updates and one generator "
-            "update; RUN/best keeps the highest evaluator accuracy.",
+            "update; RUN/best keeps the highest evaluator accuracy on 64 label sets drawn from train.json.",
             config="condgen.gan.trainer:GANRunConfig",
             task="condgen.gan.trainer:GANTask",
             example_config="configs/gan_acgan.yaml",

@@ -529,14 +529,15 @@ def add_export_command(commands: Commands) -> None:
         "--ranker",
         type=Path,
         metavar="RUN",
-        help="diffusion runs: an image ranker (a `condgen train evaluator --config configs/ranker_cpu.yaml` run or "
-        "its evaluator.safetensors) to carry as ranker.safetensors, which then ranks --candidates",
+        help="an image ranker (a `condgen train evaluator --config configs/ranker_cpu.yaml` run or its "
+        "evaluator.safetensors) to carry as ranker.safetensors, which then ranks --candidates (a diffusion model's "
+        "or a GAN's, before its critic); a file already stored as asked is copied byte for byte",
     )
     p.add_argument(
         "--ranker-counter",
         type=Path,
         metavar="RUN",
-        help="diffusion runs, with an image ranker (--ranker or the model folder's own): its own object counter (a "
+        help="with an image ranker (--ranker or the model folder's own): its own object counter (a "
         "`condgen train counter` run or its counter.safetensors, never the shipped counter) to carry as "
         "ranker_counter.safetensors, in the ranker's precision; the ranker then ranks down a candidate holding more "
         "or fewer objects than requested",

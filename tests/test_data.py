@@ -90,6 +90,15 @@ def test_label_files_load_as_multi_hot(dataset):
     assert labels.shape == (32, 24) and set(labels.sum(1).tolist()) == {1.0, 2.0, 3.0}
 
 
+def test_selection_labels_are_distinct_training_rows_drawn_the_same_every_time(dataset):
+    labels = load_dataset(dataset, progress=False).labels
+    drawn = iclevr.selection_labels(labels, count=10)
+    assert torch.equal(drawn, iclevr.selection_labels(labels, count=10))  # the same requests in every run
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:10]
+    assert torch.equal(drawn, labels[index]) and len(set(index.tolist())) == 10
+    assert len(iclevr.selection_labels(labels, count=10**6)) == len(labels)  # a small dataset gives all it has
+
+
 def test_real_iclevr_label_files_parse():
     from conftest import REAL_DATA
 

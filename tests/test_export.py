@@ -2,6 +2,7 @@
 it gives the same images as sampling the run."""
 
 import json
+import sys
 from importlib import resources
 
 import pytest
@@ -12,7 +13,7 @@ from condgen.cli import main
 from condgen.data.labels import LabelCodec
 from condgen.evaluate.counter import SHIPPED_COUNTER, DensityCounter, save_counter
 from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
-from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, SHARED_RANKERS_FILE
 from condgen.export.half import pipeline_images, ranked_both_ways
 from condgen.export.policy import update_config
 from condgen.nn.ranking import Reading
@@ -355,3 +356,80 @@ def test_an_image_rankers_own_counter_travels_with_its_model_folder(dataset, eva
     with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_COUNTER) as shipped:
         assert main([*argv, "--ranker", str(ranker), "--ranker-counter", str(shipped)]) == 2
     assert "this is the shipped counter" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    train("gan", dataset, run, evaluator_file, "candidates=3")
+    torch.manual_seed(2)
+    ranker = tmp_path / "ranker.safetensors"
+    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
+    counter = tiny_counter(tmp_path / "counter.safetensors")
+    owner = tmp_path / "owner"
+    assert main(["export", "--run", str(run), "--out", str(owner), "--ranker", str(ranker),
+                 "--ranker-counter", str(counter)]) == 0  # fmt: skip
+    card = (owner / "README.md").read_text()
+    assert (
+        "Each image is the best of 3 generator evaluations (`config.yaml`, `candidates`), ranked by the image " in card
+    )
+    assert "and its own object counter (`ranker_counter.safetensors`" in card
+
+    checked = tmp_path / "checked"  # the float16 check ranks the GAN's candidates with both copies of the ranker
+    assert main(["export", "--run", str(owner), "--out", str(checked), "--half", "auto", "--check-seeds", "1"]) == 0
+    assert (
+        "The image ranker's float16 copy (with its counter's) keeps another candidate"
+        in (checked / "README.md").read_text()
+    )
+
+    sharer = tmp_path / "sharer"
+    assert main(["export", "--run", str(run), "--out", str(sharer)]) == 0
+    assert condgen.load(sharer).loaded.ranker is None  # ranked by its critic
+    (sharer / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": "../owner"}))
+    loaded = condgen.load(sharer).loaded
+    assert loaded.ranker is not None and loaded.ranker_counter is not None
+    assert all(torch.equal(a, b) for a, b in zip(loaded.ranker.state_dict().values(),
+                                                  condgen.load(owner).loaded.ranker.state_dict().values()))  # fmt: skip
+    assert sample(sharer, tmp_path / "s1") == sample(owner, tmp_path / "s2")  # the same picks, the same images
+
+    copy = tmp_path / "copy"  # exported again, the folder stores the ranker and counter it ranks with itself
+    assert main(["export", "--run", str(sharer), "--out", str(copy)]) == 0
+    assert (copy / RANKER_FILE).is_file() and (copy / RANKER_COUNTER_FILE).is_file()
+    assert not (copy / SHARED_RANKERS_FILE).exists()
+
+    (sharer / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": "../nowhere"}))
+    capsys.readouterr()
+    assert main(["sample", "--model", str(sharer), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{sharer / SHARED_RANKERS_FILE}: " in err and "holds no ranker.safetensors" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_ship_stores_a_ranker_and_counter_that_another_shipped_folder_holds_once(dataset, evaluator_file, tmp_path):
+    sys.path.insert(0, str(PRETRAINED.parents[1] / "benchmarks"))
+    from ship import share_rankers
+
+    run = tmp_path / "run"
+    train("gan", dataset, run, evaluator_file, "candidates=2")
+    torch.manual_seed(2)
+    ranker = tmp_path / "ranker.safetensors"
+    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
+    counter = tiny_counter(tmp_path / "counter.safetensors")
+    shelf = tmp_path / "shelf"
+    owner, sharer = shelf / "owner", shelf / "sharer"
+    assert main(["export", "--run", str(run), "--out", str(owner), "--ranker", str(ranker),
+                 "--ranker-counter", str(counter), "--ranker-bits", "6"]) == 0  # fmt: skip
+    with pytest.raises(SystemExit, match="the exported ranker.safetensors is not byte for byte"):
+        share_rankers(owner, "sharer", shelf)  # the sharer has no ranker yet
+    # a file already stored as asked is copied, never coded twice; so the copies are byte for byte the owner's
+    assert main(["export", "--run", str(run), "--out", str(sharer), "--ranker", str(owner / RANKER_FILE),
+                 "--ranker-counter", str(owner / RANKER_COUNTER_FILE), "--ranker-bits", "6"]) == 0  # fmt: skip
+    assert (sharer / RANKER_FILE).read_bytes() == (owner / RANKER_FILE).read_bytes()
+    assert (sharer / RANKER_COUNTER_FILE).read_bytes() == (owner / RANKER_COUNTER_FILE).read_bytes()
+    images = sample(sharer, tmp_path / "before")
+    share_rankers(sharer, "owner", shelf)
+    assert not (sharer / RANKER_FILE).exists() and not (sharer / RANKER_COUNTER_FILE).exists()
+    assert json.loads((sharer / SHARED_RANKERS_FILE).read_text()) == {"folder": "../owner"}
+    assert "are stored once in the package, in `owner`'s folder" in (sharer / "README.md").read_text()
+    assert sample(sharer, tmp_path / "after") == images

@@ -13,7 +13,7 @@ from condgen.data.iclevr import load_label_file
 from condgen.diffusion.sampling import SampleConfig
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import load_evaluator
-from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, SHARED_RANKERS_FILE, own_ranker_files
 from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, SHIPPED, model_path, shipped_models
 from condgen.tensorfile import BYTE_PLANES, CHANNEL_CODES, read_tensors
 
@@ -29,17 +29,22 @@ def test_every_listed_model_ships_as_a_model_folder_with_its_card_and_weights_of
         files = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*.safetensors"))
         config = yaml.safe_load((folder / "config.yaml").read_text())
         sample = SampleConfig(**config.get("sample", {}))
-        own_ranker = (folder / RANKER_FILE).is_file()
-        assert not own_ranker or sample.candidates > 1
+        # a ranker and counter are the folder's own or, where rankers.json names another folder, that one's
+        ranker_file, counter_file = own_ranker_files(folder)
+        own_ranker, shared = ranker_file is not None, (folder / SHARED_RANKERS_FILE).is_file()
+        assert not own_ranker or max(sample.candidates, config.get("candidates", 1)) > 1
         ranker = ["best/critic.safetensors"] if config.get("candidates", 1) > 1 else []
-        ranker += [RANKER_FILE] if own_ranker else []
-        ranker += [RANKER_COUNTER_FILE] if (folder / RANKER_COUNTER_FILE).is_file() and own_ranker else []
+        ranker += [RANKER_FILE] if own_ranker and not shared else []
+        ranker += [RANKER_COUNTER_FILE] if counter_file is not None and not shared else []
         guides = bool(sample.classifier_scale or sample.classifier_absent_scale)
         ranker += ["classifier/best/model.safetensors"] if guides or (sample.uses_classifier and not own_ranker) else []
         assert files == sorted(["autoencoder/best/model.safetensors", *ranker, "best/ema.safetensors"])
+        places = {file: folder / file for file in files} | {RANKER_FILE: ranker_file, RANKER_COUNTER_FILE: counter_file}
         dtypes, metadata_of = {}, {}
-        for file in files:
-            weights, metadata = read_tensors(folder / file)
+        for file, place in places.items():
+            if place is None:
+                continue
+            weights, metadata = read_tensors(place)
             metadata_of[file] = metadata
             (dtype,) = {t.dtype for t in weights.values() if t.is_floating_point()}
             assert dtype in (torch.float16, torch.float32)

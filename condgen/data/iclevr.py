@@ -24,6 +24,7 @@ from condgen.errors import CondgenError
 from condgen.progress import progress_bar
 
 LABEL_FILES = ("test.json", "new_test.json")
+SELECTION_LISTS = 64  # training label sets a run's best/ is chosen on (as many requests as the two test files)
 IMAGE_SIZE = 64
 
 
@@ -89,6 +90,14 @@ def load_label_files(root: str | Path, codec: LabelCodec) -> dict[str, torch.Ten
     """The folder's ``test.json`` / ``new_test.json`` that exist, by file name, as multi-hot matrices."""
     root = Path(root)
     return {name: load_label_file(root / name, codec) for name in LABEL_FILES if (root / name).exists()}
+
+
+def selection_labels(labels: torch.Tensor, count: int = SELECTION_LISTS, seed: int = 0) -> torch.Tensor:
+    """``count`` rows of the training labels ``labels``, drawn without replacement with a fixed seed: the requests a
+    training run's periodic score, and so its ``best/``, is measured on. They come from train.json so that no
+    checkpoint is ever chosen on test.json or new_test.json."""
+    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
+    return labels[index].clone()
 
 
 def read_train_index(root: str | Path, codec: LabelCodec) -> tuple[list[str], torch.Tensor]:

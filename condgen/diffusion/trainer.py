@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
+from condgen.data.iclevr import LabeledImages, load_label_files, random_batch, selection_labels
 from condgen.device import resolve_device
 from condgen.diffusion.process import GaussianDiffusion, PosteriorVariance, Prediction
 from condgen.diffusion.sampling import SampleConfig, generate
@@ -84,6 +84,7 @@ class DiffusionTask:
         self.random_streams = {"data": self.generator}
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
         self.label_files = load_label_files(data_root, data.codec)
+        self.selection = selection_labels(data.labels)
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean training samples x_0 on the device and their labels (CPU)."""
@@ -107,11 +108,5 @@ class DiffusionTask:
         return {"loss": loss.item()}
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        """Samples every label file with the EMA model, saves the grids, and scores them with the evaluator."""
-        return score_label_files(
-            self.label_files,
-            self.sample,
-            self.evaluator,
-            step,
-            run,
-        )
+        """Samples the selection requests and every label file with the EMA model, saves the grids, and scores them."""
+        return score_label_files(self.selection, self.label_files, self.sample, self.evaluator, step, run)

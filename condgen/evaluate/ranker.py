@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from condgen.data.jsonio import read_json
 from condgen.errors import CondgenError
 from condgen.evaluate.counter import SHIPPED_COUNTER, ObjectCounter, load_counter
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits, load_evaluator
@@ -19,6 +20,8 @@ from condgen.nn.ranking import Reading
 
 RANKER_FILE = "ranker.safetensors"  # a model folder's own ranker (`condgen export --ranker RUN`)
 RANKER_COUNTER_FILE = "ranker_counter.safetensors"  # its object counter (`condgen export --ranker-counter RUN`)
+# {"folder": "../iclevr-ldm"}: a model folder that ranks with another's ranker and counter, which are stored once
+SHARED_RANKERS_FILE = "rankers.json"
 
 
 def ranker_weights(path: Path) -> Path:
@@ -61,14 +64,30 @@ def load_ranker_counter(path: Path, objects: list[str], device: torch.device | s
     return counter
 
 
+def own_ranker_files(folder: Path) -> tuple[Path | None, Path | None]:
+    """A model folder's image ranker and object counter files, each None where it has none: its own, or those of
+    the model folder that its ``rankers.json`` names by a path relative to it (the shipped models share one ranker,
+    stored once in the package)."""
+    pointer = folder / SHARED_RANKERS_FILE
+    if pointer.is_file():
+        shared = read_json(pointer)
+        if not isinstance(shared, dict) or not isinstance(shared.get("folder"), str):
+            raise CondgenError(f'{pointer}: expected {{"folder": "PATH"}}, the model folder whose rankers it uses')
+        folder = folder / shared["folder"]
+        if not (folder / RANKER_FILE).is_file():
+            raise CondgenError(f"{pointer}: {folder} holds no {RANKER_FILE}")
+    ranker, counter = folder / RANKER_FILE, folder / RANKER_COUNTER_FILE
+    return (ranker if ranker.is_file() else None), (counter if counter.is_file() else None)
+
+
 def load_own_rankers(
     folder: Path, objects: list[str], device: torch.device | str = "cpu"
 ) -> tuple[torch.nn.Module | None, ObjectCounter | None]:
-    """A model folder's image ranker (``ranker.safetensors``) and its object counter (``ranker_counter.safetensors``),
-    each None where the folder holds none."""
-    ranker = load_ranker(folder / RANKER_FILE, objects, device) if (folder / RANKER_FILE).is_file() else None
-    counter_file = folder / RANKER_COUNTER_FILE
-    counter = load_ranker_counter(counter_file, objects, device) if counter_file.is_file() else None
+    """A model folder's image ranker and its object counter (:func:`own_ranker_files`), each None where the folder
+    has none."""
+    ranker_file, counter_file = own_ranker_files(folder)
+    ranker = load_ranker(ranker_file, objects, device) if ranker_file else None
+    counter = load_ranker_counter(counter_file, objects, device) if counter_file else None
     return ranker, counter
 
 

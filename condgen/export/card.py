@@ -40,12 +40,12 @@ def model_card(
     lines = [f"# {name}", "", describe_model(folder, meta, stored), "", *usage(name), ""]
     counted = (folder / RANKER_COUNTER_FILE).is_file()
     lines += [
-        default_sampling(config, (folder / RANKER_FILE).is_file(), counted) if diffusion else gan_sampling(config),
+        (default_sampling if diffusion else gan_sampling)(config, (folder / RANKER_FILE).is_file(), counted),
         "",
     ]
     lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
     lines += training(record, source, meta) + ["", "## Scores", ""]
-    lines += score_table(record) if record else run_scores(source, meta["step"])
+    lines += score_table(record, (folder / RANKER_FILE).is_file()) if record else run_scores(source, meta["step"])
     ranker = ranker_storage(folder / RANKER_FILE, ranker_half)
     lines += ["", precision(check, stored, ranker, (folder / RANKER_FILE).is_file(), counted)]
     return "\n".join(lines) + "\n"
@@ -98,8 +98,7 @@ def default_sampling(config: dict, ranked_by_image: bool, counted: bool = False)
         )
     if s.get("candidates", 1) > 1:
         ranker = (
-            "the image ranker beside the model (`ranker.safetensors`, trained on the training images, never the "
-            "evaluator)" + counter_words(counted)
+            image_ranker_words(counted)
             if ranked_by_image
             else "the noisy classifier beside the model (`classifier/`, trained on the training data, never the "
             "evaluator)"
@@ -108,18 +107,28 @@ def default_sampling(config: dict, ranked_by_image: bool, counted: bool = False)
     return text + f"; seed {s['seed']}. Every `condgen sample` option changes it."
 
 
-def counter_words(counted: bool) -> str:
-    """What an image ranker's own object counter adds to its ranking, in words (nothing without one)."""
+def image_ranker_words(counted: bool) -> str:
+    """The image ranker beside a model folder in words, with what its own object counter adds where it has one."""
+    words = (
+        "the image ranker beside the model (`ranker.safetensors`, trained on the training images, never the evaluator)"
+    )
     if not counted:
-        return ""
-    return (
+        return words
+    return words + (
         " and its own object counter (`ranker_counter.safetensors`, trained with `condgen train counter`, never the "
         "shipped counter), which ranks down a candidate holding more or fewer objects than requested"
     )
 
 
-def gan_sampling(config: dict) -> str:
+def gan_sampling(config: dict, ranked_by_image: bool = False, counted: bool = False) -> str:
+    """A GAN folder's default sampling in words; ``ranked_by_image``: an image ranker ranks its candidates, before
+    its critic, with an object counter of its own if ``counted``."""
     k = config.get("candidates", 1)
+    if k > 1 and ranked_by_image:
+        return (
+            f"Each image is the best of {k} generator evaluations (`config.yaml`, `candidates`), ranked by "
+            f"{image_ranker_words(counted)}; `--candidates 1` samples plainly, `--seed` picks the noise."
+        )
     if k > 1:
         return (
             f"Each image is the best of {k} generator evaluations (`config.yaml`, `candidates`): the one whose "
@@ -148,11 +157,11 @@ def training(record: BenchmarkRecord | None, source: Path, meta: dict) -> list[s
     ]
 
 
-def score_table(record: BenchmarkRecord) -> list[str]:
+def score_table(record: BenchmarkRecord, ranked_by_image: bool = False) -> list[str]:
     """The benchmark's top-k accuracy / exact-set rate per label file and row, with seconds per image; where the
     record holds the object counter's figures, top-k accuracy / exact-set rate / exact-scene rate, with the shipped
-    judges' figures on real images as the last row."""
-    rows = record.rows()
+    judges' figures on real images as the last row. ``ranked_by_image``: the folder ranks with an image ranker."""
+    rows = record.rows(ranked_by_image)
     files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
     counted = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)
     keys = ("accuracy", "exact_set", "exact_scene") if counted else ("accuracy", "exact_set")

@@ -12,9 +12,11 @@ too (``--model`` is the same option), and :func:`condgen.load` opens either:
     classifier/       a diffusion model's noisy classifier, when exported with one (guidance, best-of-K ranking)
     ranker.safetensors  an image ranker, when exported with one (best-of-K ranking of the decoded images, before a
                       diffusion model's classifier or a GAN's critic)
-    ranker_counter.safetensors  a diffusion model's image ranker's own object counter, when exported with one (a
+    ranker_counter.safetensors  the image ranker's own object counter, when exported with one (a
                       `condgen train counter` run, never the shipped counter): ranks down a candidate holding more or
                       fewer objects than requested; in the ranker's precision
+    rankers.json      {"folder": "../other"}, in place of the two files above: the ranker and counter of another model
+                      folder, which this one shares (written by benchmarks/ship.py --share-rankers-with)
     README.md         the model card: how it was trained and what it scored
 
 Nothing in it is pickled: safetensors, JSON and YAML.
@@ -22,6 +24,7 @@ Nothing in it is pickled: safetensors, JSON and YAML.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -34,12 +37,20 @@ from condgen.diffusion.run import CLASSIFIER_FOLDER
 from condgen.errors import CondgenError
 from condgen.evaluate.counter import ObjectCounter, save_counter
 from condgen.evaluate.evaluator import save_evaluator
-from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, load_ranker, load_ranker_counter
+from condgen.evaluate.ranker import (
+    RANKER_COUNTER_FILE,
+    RANKER_FILE,
+    load_ranker,
+    load_ranker_counter,
+    own_ranker_files,
+    ranker_counter_weights,
+    ranker_weights,
+)
 from condgen.files import staged_folder
 from condgen.gan.run import CRITIC_FILE
 from condgen.generate import guiding_classifier
 from condgen.kinds import KINDS, Generation, Kind, kind_of
-from condgen.tensorfile import save_tensors
+from condgen.tensorfile import BYTE_PLANES, CHANNEL_CODES, read_metadata, save_tensors
 from condgen.train.checkpoint import load_tensors
 from condgen.train.config import load_config
 from condgen.train.runs import MODEL_FORMAT, checkpoint_folder, read_run
@@ -72,8 +83,8 @@ def export_model(
     if out.exists():
         raise CondgenError(f"{out}: already exists; choose a new --out")
     classifier = _checked_classifier(run, kind, checkpoint, classifier)
-    ranker_model = _checked_ranker(run, kind, meta, ranker)
-    counter = _checked_ranker_counter(run, kind, meta, ranker_counter, ranker_model is not None)
+    ranker_model, ranker_file = _checked_ranker(run, kind, meta, ranker)
+    counter, counter_file = _checked_ranker_counter(run, kind, meta, ranker_counter, ranker_model is not None)
     if ranker_bits is not None and ranker_model is None:
         raise CondgenError(f"--ranker-bits: {run} has no image ranker to store so; give --ranker RUN too")
     with staged_folder(out) as staging:
@@ -89,10 +100,15 @@ def export_model(
         if classifier is not None:
             _export_part(classifier, staging / CLASSIFIER_FOLDER, half)
         ranker_half = (half if ranker_half is None else ranker_half) or ranker_bits is not None
-        if ranker_model is not None:
+        # a file already stored as asked is copied byte for byte: codes decoded and coded again would move
+        if ranker_model is not None and _stored_as(ranker_file, ranker_half, ranker_bits):
+            shutil.copyfile(ranker_file, staging / RANKER_FILE)
+        elif ranker_model is not None:
             codec = LabelCodec(meta["objects"])
             save_evaluator(ranker_model, codec, staging / RANKER_FILE, ranker_half, ranker_bits)
-        if counter is not None:  # it ranks beside the ranker, so it is stored as the ranker is
+        if counter is not None and _stored_as(counter_file, ranker_half, None):
+            shutil.copyfile(counter_file, staging / RANKER_COUNTER_FILE)
+        elif counter is not None:  # it ranks beside the ranker, so it is stored as the ranker is
             save_counter(counter.model, counter.codec, staging / RANKER_COUNTER_FILE, ranker_half)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         write_json(staging / "run.json", _exported_meta(run, meta, step))
@@ -110,27 +126,36 @@ def _checked_classifier(run: Path, kind: Kind, checkpoint: str, classifier: Path
     return classifier
 
 
-def _checked_ranker(run: Path, kind: Kind, meta: dict, ranker: Path | None) -> torch.nn.Module | None:
-    """The image ranker to carry, loaded: the one given or a model folder's own."""
-    if ranker is None and (run / RANKER_FILE).is_file():
-        ranker = run / RANKER_FILE
+def _stored_as(weights: Path, half: bool, bits: int | None) -> bool:
+    """Whether a ranker's or counter's weights file is stored as asked: in float16 byte planes if ``half``, and in
+    codes of ``bits`` per channel if given."""
+    metadata = read_metadata(weights)
+    codes = metadata.get(CHANNEL_CODES)
+    return (BYTE_PLANES in metadata) == half and (json.loads(codes)["bits"] if codes else None) == bits
+
+
+def _checked_ranker(
+    run: Path, kind: Kind, meta: dict, ranker: Path | None
+) -> tuple[torch.nn.Module | None, Path | None]:
+    """The image ranker to carry, loaded, and its weights file: the one given or a model folder's own."""
+    ranker = ranker or own_ranker_files(run)[0]  # re-exporting a model folder keeps its ranker, shared or not
     if ranker is None:
-        return None
-    return load_ranker(ranker, meta["objects"])  # refuses the evaluator and other vocabularies
+        return None, None
+    return load_ranker(ranker, meta["objects"]), ranker_weights(ranker)  # refuses the evaluator, other vocabularies
 
 
 def _checked_ranker_counter(
     run: Path, kind: Kind, meta: dict, counter: Path | None, has_ranker: bool
-) -> ObjectCounter | None:
-    """The image ranker's object counter to carry, loaded: the one given (beside an image ranker) or a model
-    folder's own."""
-    if counter is None and (run / RANKER_COUNTER_FILE).is_file():
-        counter = run / RANKER_COUNTER_FILE  # re-exporting a model folder keeps its ranker's counter
+) -> tuple[ObjectCounter | None, Path | None]:
+    """The image ranker's object counter to carry, loaded, and its weights file: the one given (beside an image
+    ranker) or a model folder's own."""
+    counter = counter or own_ranker_files(run)[1]  # re-exporting a model folder keeps its ranker's counter
     if counter is None:
-        return None
+        return None, None
     if not has_ranker:
         raise CondgenError("--ranker-counter: the counter ranks beside an image ranker; give --ranker RUN too")
-    return load_ranker_counter(counter, meta["objects"])  # refuses the shipped counter and other vocabularies
+    # refuses the shipped counter and other vocabularies
+    return load_ranker_counter(counter, meta["objects"]), ranker_counter_weights(counter)
 
 
 def _exported_meta(source: Path, meta: dict, step: int) -> dict:

@@ -18,6 +18,8 @@ from condgen.diffusion.run import DiffusionModel
 from condgen.diffusion.sampling import generate
 from condgen.evaluate.evaluator import Evaluator, load_evaluator
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, image_ranking, load_ranker, load_ranker_counter
+from condgen.gan.run import GANModel
+from condgen.gan.sampling import sample_images
 from condgen.nn.ranking import Reading, best_candidates
 from condgen.pipeline import Pipeline, load
 from condgen.pretrained import ICLEVR_LABELS
@@ -63,7 +65,11 @@ def pipeline_images(pipeline: Pipeline, labels: torch.Tensor, seed: int) -> torc
 
 
 def ranked_both_ways(
-    loaded: DiffusionModel, other: Path, labels: torch.Tensor, seed: int, other_counter: Path | None = None
+    loaded: DiffusionModel | GANModel,
+    other: Path,
+    labels: torch.Tensor,
+    seed: int,
+    other_counter: Path | None = None,
 ) -> tuple[torch.Tensor, int]:
     """``loaded``'s own images at ``seed`` (its own sampling, ranker and ranker counter, as ``Pipeline.generate``
     makes them) and on how many requests the ranker stored at ``other`` would have kept another of the same
@@ -73,7 +79,8 @@ def ranked_both_ways(
     objects = loaded.meta["objects"]
     counter = load_ranker_counter(other_counter, objects) if other_counter is not None else loaded.ranker_counter
     rival = image_ranking(load_ranker(other, objects), loaded.decode, counter=counter)
-    k = loaded.config.sample.candidates
+    diffusion = isinstance(loaded, DiffusionModel)
+    k = loaded.config.sample.candidates if diffusion else loaded.config.candidates
     done, moved = 0, 0  # requests ranked so far: the sampler ranks them batch by batch, in order
 
     def both(samples: torch.Tensor) -> Reading:
@@ -84,8 +91,11 @@ def ranked_both_ways(
         done += n
         return mine
 
-    sample = loaded.config.sample.changed(seed=seed)
-    x = generate(loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier, ranker=both)
+    if diffusion:
+        sample = loaded.config.sample.changed(seed=seed)
+        x = generate(loaded.model, loaded.diffusion, labels, sample, classifier=loaded.classifier, ranker=both)
+    else:
+        x = sample_images(loaded.generator, labels, seed, critic=loaded.critic, candidates=k, ranking=both)
     return loaded.decode(x), moved
 
 

@@ -92,13 +92,13 @@ class BenchmarkRecord:
         sample = self.result["diffusion"]["config"]["sample"]
         return {key: sample[key] for key in RANKING_KEYS}
 
-    def rows(self) -> list[tuple[str, dict]]:
-        """(row name, scores) per sampler of a diffusion record; the one row of a GAN's."""
+    def rows(self, ranked_by_image: bool = False) -> list[tuple[str, dict]]:
+        """(row name, scores) per sampler of a diffusion record; the one row of a GAN's, whose candidates its critic
+        ranks, or an image ranker and its counter if ``ranked_by_image``."""
         if not self.is_diffusion:
             k = self.result.get("candidates", 1)
-            return [
-                ("generator (one forward pass)" if k == 1 else f"generator, best of {k} by its critic", self.result)
-            ]
+            by = "the image ranker and its counter" if ranked_by_image else "its critic"
+            return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by {by}", self.result)]
         interval = f" at t >= {self.result['guidance_min_t']}" if self.result.get("guidance_min_t") else ""
         ranked = self.ranking_settings().get("candidates", 1)
         best_of = f", best of {ranked}" if ranked > 1 else ""
@@ -138,7 +138,7 @@ class BenchmarkRecord:
             lines.append(
                 f"the GAN: {r['train_steps']} generator steps of {r['config']['optim']['batch_size']} in "
                 f"{r['train_minutes']:.1f} minutes; the EMA generator of its checkpoint with the best periodic "
-                f"accuracy, step {r['best_step']}"
+                f"accuracy on label sets of training images, step {r['best_step']}"
             )
         return lines
 

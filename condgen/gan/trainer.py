@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from condgen.data.iclevr import LabeledImages, load_label_files, random_batch
+from condgen.data.iclevr import LabeledImages, load_label_files, random_batch, selection_labels
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
@@ -136,6 +136,7 @@ class GANTask:
         self.generator_net = distributed.wrap(self.generator_net, sync_batch_norm=True)
         self.critic = distributed.wrap(self.critic, broadcast_buffers=False)
         self.label_files = load_label_files(data_root, data.codec)
+        self.selection = selection_labels(data.labels)
 
     def _optimizer(self, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         if self.config.optim.optimizer == Optimizer.RMSPROP:
@@ -211,4 +212,4 @@ class GANTask:
         return sample_images(generator, labels, self.config.eval_seed, critic=critic, candidates=self.config.candidates)
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
-        return score_label_files(self.label_files, self.sample, self.evaluator, step, run)
+        return score_label_files(self.selection, self.label_files, self.sample, self.evaluator, step, run)

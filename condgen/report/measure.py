@@ -201,8 +201,8 @@ def fid_to_real(features: torch.Tensor, real_features: torch.Tensor) -> float:
 
 def training_record(folder: Path, batch_size: int | None) -> dict | None:
     """A run's own record: steps, wall-clock training minutes (summed over resumed invocations), train images/s,
-    and its periodic evaluations as ``curve`` [(minutes, mean accuracy over its files)]; None for a model folder,
-    which keeps no metrics."""
+    and its periodic evaluations as ``curve`` [(minutes, accuracy on the training label sets that choose ``best/``)];
+    None for a model folder, which keeps no metrics."""
     if not (folder / "metrics.jsonl").is_file():
         return None
     records = read_metrics(folder)

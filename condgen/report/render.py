@@ -93,7 +93,7 @@ def training_plot(training: dict[str, dict | None], path: Path) -> bool:
     for name, curve in curves.items():
         axis.plot([m for m, _ in curve], [a for _, a in curve], marker=".", label=name)
     axis.set_xlabel("training minutes (wall clock)")
-    axis.set_ylabel("periodic evaluation: top-k accuracy")
+    axis.set_ylabel("periodic top-k accuracy (train.json label sets)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
