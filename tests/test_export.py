@@ -358,15 +358,20 @@ def test_an_image_rankers_own_counter_travels_with_its_model_folder(dataset, eva
     assert "this is the shipped counter" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
-    dataset, evaluator_file, tmp_path, capsys
-):
+def ranked_gan(dataset, evaluator_file, tmp_path, candidates):
+    """A tiny gan run sampling the best of ``candidates``, and a random image ranker and counter of its objects."""
     run = tmp_path / "run"
-    train("gan", dataset, run, evaluator_file, "candidates=3")
+    train("gan", dataset, run, evaluator_file, f"candidates={candidates}")
     torch.manual_seed(2)
     ranker = tmp_path / "ranker.safetensors"
     save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
-    counter = tiny_counter(tmp_path / "counter.safetensors")
+    return run, ranker, tiny_counter(tmp_path / "counter.safetensors")
+
+
+def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    run, ranker, counter = ranked_gan(dataset, evaluator_file, tmp_path, candidates=3)
     owner = tmp_path / "owner"
     assert main(["export", "--run", str(run), "--out", str(owner), "--ranker", str(ranker),
                  "--ranker-counter", str(counter)]) == 0  # fmt: skip
@@ -410,12 +415,7 @@ def test_ship_stores_a_ranker_and_counter_that_another_shipped_folder_holds_once
     sys.path.insert(0, str(PRETRAINED.parents[1] / "benchmarks"))
     from ship import share_rankers
 
-    run = tmp_path / "run"
-    train("gan", dataset, run, evaluator_file, "candidates=2")
-    torch.manual_seed(2)
-    ranker = tmp_path / "ranker.safetensors"
-    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
-    counter = tiny_counter(tmp_path / "counter.safetensors")
+    run, ranker, counter = ranked_gan(dataset, evaluator_file, tmp_path, candidates=2)
     shelf = tmp_path / "shelf"
     owner, sharer = shelf / "owner", shelf / "sharer"
     assert main(["export", "--run", str(run), "--out", str(owner), "--ranker", str(ranker),
