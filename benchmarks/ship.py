@@ -7,7 +7,8 @@ Run by hand from the repository root, after the benchmark that trained the run:
     python benchmarks/ship.py --name iclevr-gan --share-rankers-with iclevr-ldm -- \\
         --run runs/bench_gan_latent_hinge_s2d_bf16_third --ranker condgen/pretrained/iclevr-ldm/ranker.safetensors \\
         --ranker-counter condgen/pretrained/iclevr-ldm/ranker_counter.safetensors --ranker-bits 7 \\
-        --result benchmarks/results/gan_ranked_cpu.json --entry NAME --half auto
+        --result benchmarks/results/gan_train_lists_cpu.json \\
+        --entry latent_hinge_s2d_bf16_third_best_of_128_ranked --half auto
 A shipped folder given as --run is stored again under the current layout and card, keeping its origin.
 --share-rankers-with NAME stores the exported ranker and counter once: where they are byte for byte the shipped
 model NAME's, the folder keeps a rankers.json that points to NAME's instead of a second copy in the wheel.

@@ -38,16 +38,13 @@ def model_card(
     diffusion = kind_of(meta, folder).generation is Generation.DIFFUSION
     stored = "float16" if half else "float32"
     lines = [f"# {name}", "", describe_model(folder, meta, stored), "", *usage(name), ""]
-    counted = (folder / RANKER_COUNTER_FILE).is_file()
-    lines += [
-        (default_sampling if diffusion else gan_sampling)(config, (folder / RANKER_FILE).is_file(), counted),
-        "",
-    ]
+    ranked_by_image, counted = (folder / RANKER_FILE).is_file(), (folder / RANKER_COUNTER_FILE).is_file()
+    lines += [(default_sampling if diffusion else gan_sampling)(config, ranked_by_image, counted), ""]
     lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
     lines += training(record, source, meta) + ["", "## Scores", ""]
-    lines += score_table(record, (folder / RANKER_FILE).is_file()) if record else run_scores(source, meta["step"])
+    lines += score_table(record, ranked_by_image) if record else run_scores(source, meta["step"])
     ranker = ranker_storage(folder / RANKER_FILE, ranker_half)
-    lines += ["", precision(check, stored, ranker, (folder / RANKER_FILE).is_file(), counted)]
+    lines += ["", precision(check, stored, ranker, ranked_by_image, counted)]
     return "\n".join(lines) + "\n"
 
 
