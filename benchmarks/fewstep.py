@@ -38,7 +38,7 @@ from condgen.data.splits import train_label_lists
 from condgen.diffusion.sampling import is_few_step
 from condgen.evaluate.evaluator import load_evaluator
 from condgen.gan.run import GANModel
-from condgen.parser import positive_int
+from condgen.parser import non_negative_int, positive_int
 from condgen.pipeline import Pipeline, load
 from condgen.report.measure import GAN_PASS, SPEED_REQUEST, Model
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help="the dataset folder (default ../shared/iclevr)")
     parser.add_argument(
         "--train-lists",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="also score N three-object label lists drawn from train.json (seed 0), the lists to choose on",
     )
@@ -70,6 +70,11 @@ def main() -> None:
         "--files",
         default="all",
         help="which label files to score: all, or train (only the --train-lists, for choosing settings)",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int_list,
+        help="a GAN's best of K, each K a row (default: 1 and the model's own K)",
     )
     parser.add_argument("--speed", type=int_list, default=[1, 32], help="batch sizes to time (default 1,32)")
     parser.add_argument("--name", default="fewstep_cpu", help="result name (default fewstep_cpu)")
@@ -89,7 +94,7 @@ def main() -> None:
         pipeline = load(name)
         measured = Model(name, pipeline.folder, pipeline)
         sampler = GAN_PASS if measured.is_gan else pipeline.loaded.config.sample.sampler.value
-        for label, setting in variants(name, pipeline, args.steps):
+        for label, setting in variants(name, pipeline, args.steps, args.candidates):
             row = {"model": name, "kind": pipeline.kind, **setting}
             row["evaluations"] = measured.network_evaluations(sampler, **setting)
 
@@ -111,12 +116,17 @@ def main() -> None:
             write_result(args.name, record, args.results)
 
 
-def variants(name: str, pipeline: Pipeline, steps: list[int]) -> list[tuple[str, dict]]:
+def variants(name: str, pipeline: Pipeline, steps: list[int], candidates: list[int] | None) -> list[tuple[str, dict]]:
     """The settings a model is scored at, each with its label: a few-step model at each of ``steps`` jumps, a GAN
-    at one candidate (one pass) and at its own best-of-K, any other model at its own settings."""
-    if not isinstance(pipeline.loaded, GANModel) and is_few_step(pipeline.loaded.model.config):
-        return [(f"{name} x{count}", {"steps": count}) for count in steps]
-    if isinstance(pipeline.loaded, GANModel) and pipeline.loaded.config.candidates > 1:
+    at each of ``candidates`` (default: one candidate, one pass, and its own best-of-K), any other model at its own
+    settings."""
+    if not isinstance(pipeline.loaded, GANModel):
+        if is_few_step(pipeline.loaded.model.config):
+            return [(f"{name} x{count}", {"steps": count}) for count in steps]
+        return [(name, {})]
+    if candidates:
+        return [(f"{name} x{k}", {"candidates": k}) for k in candidates]
+    if pipeline.loaded.config.candidates > 1:
         return [(f"{name} x1", {"candidates": 1}), (name, {})]
     return [(name, {})]
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import time
 from pathlib import Path
 
 import torch
@@ -90,6 +91,11 @@ MODELS = {
     # the generator at 2e-4; float32, for a CPU without bfloat16 units, where autocast is 2.6x slower
     "latent_wgan_clip_input_fast_g": ("latent_gan", "latent_gan_wgan_clip.yaml", ["optim.bf16=false"]),
 }
+# model -> the model whose run it starts from (`train latent-gan --init`), its config and overrides: a fine-tune,
+# whose training minutes (its encoding of the training set included) add to that model's
+TUNED = {
+    "latent_hinge_s2d_bf16_third_reward": ("latent_hinge_s2d_bf16_third", "latent_gan_reward_cpu.yaml", []),
+}
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {
     "pixel diffusion, DDIM-50": ("diffusion_cpu.json", "ddim"),
@@ -105,7 +111,9 @@ def main() -> None:
     )
     parser.add_argument("--name", default="gan_cpu", help="result name (default gan_cpu)")
     parser.add_argument(
-        "--models", default="hinge_s2d,latent_hinge_s2d", help=f"comma-separated subset of {','.join(MODELS)}"
+        "--models",
+        default="hinge_s2d,latent_hinge_s2d",
+        help=f"comma-separated subset of {','.join([*MODELS, *TUNED])}",
     )
     parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per label file (default 3)")
     parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
@@ -129,9 +137,9 @@ def main() -> None:
     add_label_arguments(parser)
     add_results_argument(parser)
     args = parser.parse_args()
-    unknown = [name for name in args.models.split(",") if name not in MODELS]
+    unknown = [name for name in args.models.split(",") if name not in MODELS and name not in TUNED]
     if unknown:
-        parser.error(f"--models: unknown {', '.join(unknown)} (known: {', '.join(MODELS)})")
+        parser.error(f"--models: unknown {', '.join(unknown)} (known: {', '.join([*MODELS, *TUNED])})")
 
     results = args.results / f"{args.name}.json"
     record = earlier_record(results, {"models": {}})
@@ -154,12 +162,22 @@ def main() -> None:
         run = args.runs / f"bench_gan_{name}"
         entry = name if args.candidates is None else f"{name}_best_of_{args.candidates}"
         out_dir = args.results / args.name / entry
-        kind, config, overrides = MODELS[name]
-        trained = record["models"].get(name, {}).get("autoencoder")
-        if not args.score_only:
-            trained = train(name, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
-        shutil.rmtree(out_dir, ignore_errors=True)
-        record["models"][entry] = score_run(kind, run, out_dir, args, trained)
+        if name in TUNED:
+            base, config, overrides = TUNED[name]
+            if base not in record["models"]:
+                parser.error(f"--models {name}: {results} holds no trained {base} to start from")
+            kind, before = MODELS[base][0], dict(record["models"].get(name, {}).get("started", {}))
+            if not args.score_only:
+                before = tune(base, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args, record)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            record["models"][entry] = score_run(kind, run, out_dir, args, None, before)
+        else:
+            kind, config, overrides = MODELS[name]
+            trained = record["models"].get(name, {}).get("autoencoder")
+            if not args.score_only:
+                trained = train(name, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            record["models"][entry] = score_run(kind, run, out_dir, args, trained)
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(record, indent=2) + "\n")
         print(entry, json.dumps({k: v for k, v in record["models"][entry].items() if k != "config"}), flush=True)
@@ -191,20 +209,47 @@ def train(name: str, kind: str, config: Path, overrides: list[str], run: Path, a
     return autoencoder
 
 
-def score_run(kind: str, run: Path, out_dir: Path, args: argparse.Namespace, autoencoder: dict | None) -> dict:
+def tune(
+    base: str, kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace, record: dict
+) -> dict:
+    """Trains a fine-tune of the run of ``base`` as ``config`` bounds it; returns what came before its loop: the
+    minutes of ``base``'s training and of encoding the training set again (the wall time before the loop's)."""
+    shutil.rmtree(run, ignore_errors=True)
+    started = time.perf_counter()
+    start_training(kind, args.data, run, config, [*overrides, f"init={args.runs / f'bench_gan_{base}'}"], False)
+    loop_seconds = [r for r in read_metrics(run) if "seconds" in r][-1]["seconds"]
+    return {
+        "from": base,
+        "from_minutes": record["models"][base]["minutes_until_sampling"],
+        "encode_minutes": round((time.perf_counter() - started - loop_seconds) / 60, 2),
+    }
+
+
+def score_run(
+    kind: str,
+    run: Path,
+    out_dir: Path,
+    args: argparse.Namespace,
+    autoencoder: dict | None,
+    started: dict | None = None,
+) -> dict:
     """The run's training figures and periodic curve (in minutes of the whole budget: a latent GAN's start after
-    its autoencoder's training and the encoding), and every label file's scores over ``args.seeds`` noise seeds
-    (mean and each seed) from its best checkpoint; seed 0's images are saved."""
+    its autoencoder's training and the encoding; a fine-tune's, ``started``, after the training of the run it
+    started from and its own encoding), and every label file's scores over ``args.seeds`` noise seeds (mean and
+    each seed) from its best checkpoint; seed 0's images are saved."""
     loaded = KINDS[kind].load_model(run, "best")
     evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
     records = read_metrics(run)
     trained = [r for r in records if "seconds" in r]
     before = autoencoder["train_seconds"] / 60 + autoencoder["encode_minutes"] if autoencoder else 0.0
+    if started:
+        before = started["from_minutes"] + started["encode_minutes"]
     result = {
         **result_header(resolve_device(loaded.config.device)),
         "kind": kind,
         "config": config_to_dict(loaded.config),
         **({"autoencoder": autoencoder} if autoencoder else {}),
+        **({"started": started} if started else {}),
         "train_steps": trained[-1]["step"],
         "train_minutes": round(trained[-1]["seconds"] / 60, 2),
         "minutes_until_sampling": round(before + trained[-1]["seconds"] / 60, 2),

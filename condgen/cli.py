@@ -151,16 +151,17 @@ def train(args: argparse.Namespace) -> int:
 
 
 def _training_overrides(args: argparse.Namespace) -> list[str]:
-    """The KEY=VALUE overrides of ``condgen train``, with ``--autoencoder RUN`` as ``autoencoder=RUN`` and
-    ``--teacher RUN|MODEL`` as ``teacher=FOLDER`` (a new run only: a resumed one keeps its own)."""
+    """The KEY=VALUE overrides of ``condgen train``, with ``--autoencoder RUN`` as ``autoencoder=RUN``, and
+    ``--teacher RUN|MODEL`` and ``--init RUN|MODEL`` as ``teacher=FOLDER`` and ``init=FOLDER`` (a new run only: a
+    resumed one keeps its own)."""
     overrides = list(args.overrides)
-    for option in ("autoencoder", "teacher"):
+    for option in ("autoencoder", "teacher", "init"):
         value = getattr(args, option, None)
         if value is None:
             continue
         if args.resume:
             raise CondgenError(f"--{option}: a resumed run keeps the {option} it started with; drop it")
-        if option == "teacher":
+        if option in ("teacher", "init"):
             from condgen.pretrained import model_path
 
             value = model_path(value)

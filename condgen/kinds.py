@@ -38,6 +38,7 @@ class Kind:
     scored: bool = False  # an evaluator scores it during training (--evaluator)
     needs_autoencoder: bool = False  # trains on an autoencoder run's latents (--autoencoder)
     needs_teacher: bool = False  # learns from a trained diffusion run or model (--teacher)
+    can_start_from: bool = False  # may start from a trained run or model of its kind (--init)
     export: str = ""  # (run, task) -> the file it wrote from the finished run, on rank 0; "" = nothing to write
 
     def config_class(self) -> type:
@@ -64,6 +65,12 @@ _AUTOENCODER = (
     "optim.adversarial_start. Each evaluation reconstructs held-out scenes and logs PSNR, the evaluator's accuracy "
     "on reconstructions against originals and, for a VQ-VAE, codebook usage; RUN/best keeps the highest accuracy on "
     "reconstructions."
+)
+
+_FINE_TUNE = (
+    "--init RUN|MODEL starts from a trained run or model folder of this kind: its best weights and its model "
+    "settings{}. reward.weight > 0 with reward.ranker (and reward.counter) adds to the generator's loss the score "
+    "best-of-K ranking keeps images by, so that one pass draws what best-of-K would keep (condgen.gan.reward)."
 )
 
 KINDS: dict[str, Kind] = {
@@ -129,13 +136,15 @@ KINDS: dict[str, Kind] = {
             f"{choices(Architecture)}, model.conditioning = {choices(Conditioning)} (auxiliary and both add ACGAN's "
             "head, weighted by optim.aux_weight; input gives the labels as planes beside the critic's input), "
             "model.spectral_norm, model.conditional_bn. One step is optim.n_critic critic updates and one generator "
-            "update; RUN/best keeps the highest evaluator accuracy on 64 label sets drawn from train.json.",
+            "update; RUN/best keeps the highest evaluator accuracy on 64 label sets drawn from train.json. "
+            + _FINE_TUNE.format(""),
             config="condgen.gan.trainer:GANRunConfig",
-            task="condgen.gan.trainer:GANTask",
+            task="condgen.gan.trainer:make_gan_task",
             example_config="configs/gan_acgan.yaml",
             load="condgen.gan.run:load_gan",
             generation=Generation.GAN,
             scored=True,
+            can_start_from=True,
         ),
         Kind(
             name="vae",
@@ -229,7 +238,7 @@ KINDS: dict[str, Kind] = {
             description="Train a conditional GAN whose generator makes --autoencoder RUN's 16x16 latents and whose "
             "discriminator judges them (model.architecture = s2d); images are the autoencoder's decoding. Every gan "
             "setting applies. The training set is encoded once at the start; the latent scale factor is computed from "
-            "it.",
+            "it. " + _FINE_TUNE.format(", autoencoder and latent scale"),
             config="condgen.latent.gan:LatentGANRunConfig",
             task="condgen.latent.gan:make_latent_gan_task",
             example_config="configs/latent_gan_cpu.yaml",
@@ -237,6 +246,7 @@ KINDS: dict[str, Kind] = {
             generation=Generation.GAN,
             scored=True,
             needs_autoencoder=True,
+            can_start_from=True,
         ),
     )
 }

@@ -372,7 +372,9 @@ def add_train_kind_command(commands: Commands, kind: Kind) -> None:
             "--autoencoder",
             type=Path,
             metavar="RUN",
-            help="a `train vae` or `train vqvae` run; required for a new run (a resumed run keeps its own)",
+            help="a `train vae` or `train vqvae` run; required for a new run"
+            + (" unless --init gives one" if kind.can_start_from else "")
+            + " (a resumed run keeps its own)",
         )
     if kind.needs_teacher:
         p.add_argument(
@@ -380,6 +382,13 @@ def add_train_kind_command(commands: Commands, kind: Kind) -> None:
             metavar="RUN|MODEL",
             help="the ldm run or model folder to learn from, or a shipped model's name (iclevr-ldm); required for a "
             "new run (a resumed run keeps its own)",
+        )
+    if kind.can_start_from:
+        p.add_argument(
+            "--init",
+            metavar="RUN|MODEL",
+            help=f"a trained {kind.name} run or model folder, or a shipped model's name, to start from: its best "
+            "weights and model settings (a resumed run keeps its own)",
         )
     p.set_defaults(handler=lazy_handler("condgen.cli:train"))
 

@@ -7,6 +7,7 @@ import torch
 
 from condgen.data.labels import LabelCodec
 from condgen.data.synth import synthesize_dataset
+from condgen.evaluate.counter import DensityCounter, save_counter
 from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "iclevr"
@@ -52,6 +53,27 @@ def evaluator_file(tmp_path) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "evaluator.safetensors"
     save_evaluator(build_resnet18_evaluator(24), LabelCodec.iclevr(), path)
+    return path
+
+
+def tiny_counter(path: Path, seed: int = 0, wild: bool = False) -> Path:
+    """A random object counter of condgen's own (never the shipped one); a ``wild`` one counts images far apart
+    (a fresh one finds about the same few objects in every image)."""
+    torch.manual_seed(seed)
+    counter = DensityCounter(24, width=4)
+    if wild:  # weights that keep the signal's scale through every layer
+        for layer in counter.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(layer.weight)
+        torch.nn.init.zeros_(counter.density.bias)
+    save_counter(counter, LabelCodec.iclevr(), path)
+    return path
+
+
+def tiny_ranker(path: Path, seed: int = 2) -> Path:
+    """A random image ranker of condgen's own: an evaluator-shaped ResNet18 of width 8."""
+    torch.manual_seed(seed)
+    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), path)
     return path
 
 

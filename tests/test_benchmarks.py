@@ -15,14 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from conftest import train_tiny_runs
+from conftest import tiny_counter, train_tiny_runs
 
 from condgen.cli import main
-from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError, InterruptedTrainingError
-from condgen.evaluate.counter import DensityCounter, save_counter
 from condgen.gan.trainer import GANRunConfig
 from condgen.report import command
 from condgen.train.config import load_config
@@ -145,13 +142,6 @@ def test_compositional_writes_the_split_and_checks_it(tiny, tmp_path):
     assert run("compositional", "--data", tiny["data"], "--out", tmp_path, "--check") == 1
 
 
-def tiny_counter(path: Path) -> Path:
-    """A randomly initialised object counter, enough for the plumbing of counting."""
-    torch.manual_seed(0)
-    save_counter(DensityCounter(24, width=4), LabelCodec.iclevr(), path)
-    return path
-
-
 def test_counter_counts_real_scenes_composites_rendered_scenes_and_committed_images(tiny, tmp_path):
     counter = tiny_counter(tmp_path / "counter.safetensors")
     run("counter", "--counter", counter, "--data", tiny["data"], "--rendered", "6", "--composites", "4",
@@ -258,6 +248,29 @@ def test_gan_trains_scores_and_plots(tiny, tmp_path):
     assert scored["train_steps"] == 2 and scored["config"]["model"]["g_channels"] == 8 and scored["curve"]
     assert len(scored["accuracy_triples_by_seed"]) == 1
     assert (tmp_path / "g" / "time_to_quality.png").is_file() and (tmp_path / "runs" / "bench_gan_hinge_s2d").is_dir()
+
+
+def test_gan_tunes_a_trained_latent_gan_and_counts_the_minutes_it_started_from(tiny, tmp_path):
+    autoencoder = config_file(tmp_path / "vae.yaml", {
+        "model": {"channels": 8, "channel_mults": [1, 2, 2]}, "optim": {"batch_size": 4}, "loop": {"steps": 2},
+    })  # fmt: skip
+    common = ["--data", tiny["data"], "--seeds", "1", "--labels", tiny["triples"], "--runs", tmp_path / "runs",
+              "--results", tmp_path, "--name", "g", "--set", *TINY_GAN]  # fmt: skip
+    with pytest.raises(SystemExit):  # nothing to start from yet
+        run("gan", "--models", "latent_hinge_s2d_bf16_third_reward", *common)
+    run("gan", "--models", "latent_hinge_s2d_bf16_third", "--budget-minutes", "5", "--autoencoder-config",
+        autoencoder, *common)  # fmt: skip
+    run("gan", "--models", "latent_hinge_s2d_bf16_third_reward", *common)
+    models = result(tmp_path, "g")["models"]
+    base, tuned = models["latent_hinge_s2d_bf16_third"], models["latent_hinge_s2d_bf16_third_reward"]
+    started = tuned["started"]
+    assert started["from"] == "latent_hinge_s2d_bf16_third" and started["encode_minutes"] > 0
+    assert started["from_minutes"] == base["minutes_until_sampling"]
+    total = started["from_minutes"] + started["encode_minutes"] + tuned["train_minutes"]
+    assert tuned["minutes_until_sampling"] == pytest.approx(total, abs=0.02)
+    assert tuned["config"]["init"] == str(tmp_path / "runs" / "bench_gan_latent_hinge_s2d_bf16_third")
+    assert tuned["config"]["reward"]["ranker"].endswith("iclevr-ldm/ranker.safetensors")
+    assert tuned["curve"][0]["minutes"] >= started["from_minutes"] + started["encode_minutes"]
 
 
 def test_latent_trains_an_autoencoder_then_the_diffusion_model_and_scores_it(tiny, tmp_path):

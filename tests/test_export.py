@@ -7,17 +7,19 @@ from importlib import resources
 
 import pytest
 import torch
+from conftest import tiny_counter, tiny_ranker
 
 import condgen
 from condgen.cli import main
 from condgen.data.labels import LabelCodec
-from condgen.evaluate.counter import SHIPPED_COUNTER, DensityCounter, save_counter
+from condgen.evaluate.counter import SHIPPED_COUNTER
 from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, SHARED_RANKERS_FILE
 from condgen.export.half import pipeline_images, ranked_both_ways
 from condgen.export.policy import update_config
 from condgen.nn.ranking import Reading
 from condgen.pretrained import PRETRAINED
+from condgen.report.measure import GAN_PASS, Model
 from condgen.tensorfile import read_tensors
 
 TINY = {
@@ -79,20 +81,6 @@ def test_a_model_folder_samples_as_its_run_does(kind, dataset, evaluator_file, t
     images = pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1)
     assert images.shape == (2, 3, 64, 64) and images.min() >= -1 and images.max() <= 1
     assert torch.equal(images, pipeline.generate(["red cube, blue sphere", "gray cylinder"], seed=1))
-
-
-def tiny_counter(path, seed=0, wild=False):
-    """A random object counter of condgen's own (never the shipped one); a ``wild`` one counts images far apart
-    (a fresh one finds about the same few objects in every image)."""
-    torch.manual_seed(seed)
-    counter = DensityCounter(24, width=4)
-    if wild:  # weights that keep the signal's scale through every layer
-        for layer in counter.modules():
-            if isinstance(layer, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(layer.weight)
-        torch.nn.init.zeros_(counter.density.bias)
-    save_counter(counter, LabelCodec.iclevr(), path)
-    return path
 
 
 def test_export_and_load_refuse_what_they_cannot_use(dataset, evaluator_file, tmp_path, capsys):
@@ -287,9 +275,7 @@ def test_ranker_bits_store_the_ranker_as_channel_codes_and_the_check_samples_wit
 def test_an_image_rankers_own_counter_travels_with_its_model_folder(dataset, evaluator_file, tmp_path, capsys):
     run = tmp_path / "run"
     train("ddpm", dataset, run, evaluator_file)
-    torch.manual_seed(2)
-    ranker = tmp_path / "ranker.safetensors"  # any evaluator-format file ranks
-    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
+    ranker = tiny_ranker(tmp_path / "ranker.safetensors")  # any evaluator-format file ranks
     counter = tiny_counter(tmp_path / "counter.safetensors")
 
     def export(out, *options):
@@ -362,10 +348,7 @@ def ranked_gan(dataset, evaluator_file, tmp_path, candidates):
     """A tiny gan run sampling the best of ``candidates``, and a random image ranker and counter of its objects."""
     run = tmp_path / "run"
     train("gan", dataset, run, evaluator_file, f"candidates={candidates}")
-    torch.manual_seed(2)
-    ranker = tmp_path / "ranker.safetensors"
-    save_evaluator(build_resnet18_evaluator(24, width=8), LabelCodec.iclevr(), ranker)
-    return run, ranker, tiny_counter(tmp_path / "counter.safetensors")
+    return run, tiny_ranker(tmp_path / "ranker.safetensors"), tiny_counter(tmp_path / "counter.safetensors")
 
 
 def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
@@ -391,6 +374,9 @@ def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
     sharer = tmp_path / "sharer"
     assert main(["export", "--run", str(run), "--out", str(sharer)]) == 0
     assert condgen.load(sharer).loaded.ranker is None  # ranked by its critic
+    # every candidate costs a generator pass and one of each network that ranks it
+    passes = [Model(str(f), f, condgen.load(f)).network_evaluations(GAN_PASS) for f in (owner, sharer)]
+    assert passes == [3 * 3, 3 * 2]
     (sharer / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": "../owner"}))
     loaded = condgen.load(sharer).loaded
     assert loaded.ranker is not None and loaded.ranker_counter is not None

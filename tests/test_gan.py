@@ -1,20 +1,29 @@
 import json
 import math
+from importlib import resources
 
 import pytest
 import torch
+from conftest import tiny_counter, tiny_ranker
 from PIL import Image
+from safetensors.torch import load_file
 
 from condgen.cli import main
+from condgen.data.iclevr import load_dataset, load_label_file
 from condgen.data.labels import LabelCodec
 from condgen.errors import CondgenError
+from condgen.evaluate.evaluator import SHIPPED_WEIGHTS
+from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, read_images
 from condgen.gan import losses, sampling
 from condgen.gan.augment import augment, cutout, translate
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.gan.options import Architecture, Augment, Conditioning, Loss, Optimizer
-from condgen.gan.trainer import GANOptimConfig, GANRunConfig
+from condgen.gan.reward import RankerReward, RewardConfig
+from condgen.gan.run import load_gan
+from condgen.gan.trainer import GANOptimConfig, GANRunConfig, make_gan_task
 from condgen.nn import adversarial
-from condgen.nn.ranking import set_log_likelihood
+from condgen.nn.ranking import candidate_scores, set_log_likelihood
+from condgen.pretrained import PRETRAINED
 from condgen.train.config import dump_config, load_config
 
 TINY = [
@@ -393,3 +402,114 @@ def test_config_rejects_candidates_without_a_ranking_head(candidates, conditioni
     config.model.conditioning = conditioning
     with pytest.raises(CondgenError, match="candidates"):
         config.validate()
+
+
+def test_a_run_started_from_another_takes_its_settings_and_best_weights(dataset, evaluator_file, tmp_path, capsys):
+    trained = tmp_path / "trained"
+    assert (
+        train(dataset, trained, evaluator_file, "loop.steps=2", "model.g_channels=12", "model.conditioning=both") == 0
+    )
+    tuned = tmp_path / "tuned"
+    # the model settings are the trained run's (TINY asks for 8 channels); the optimiser settings are the new run's
+    assert train(dataset, tuned, evaluator_file, "loop.steps=1", "optim.lr_g=1e-5", "--init", str(trained)) == 0
+    config = load_config(GANRunConfig, tuned / "config.yaml")
+    assert config.model.g_channels == 12 and config.init == str(trained)
+
+    data = load_dataset(dataset, progress=False)
+    config = load_config(GANRunConfig, None, [*TINY, f"init={trained}", "optim.lr_g=1e-5", "device=cpu"])
+    task = make_gan_task(config, data, dataset, None)
+    for name in ("generator", "critic", "ema"):
+        saved = load_file(trained / "best" / f"{name}.safetensors")
+        assert all(torch.equal(saved[key], value) for key, value in task.modules[name].state_dict().items())
+    assert task.opt_g.state and task.opt_g.param_groups[0]["lr"] == 1e-5  # Adam's moments, the new rate
+
+    model = tmp_path / "model"  # a model folder keeps the EMA generator alone, which starts both generators (and
+    # its critic, which ranks by its auxiliary head)
+    assert main(["export", "--run", str(trained), "--out", str(model)]) == 0
+    task = make_gan_task(load_config(GANRunConfig, None, [*TINY, f"init={model}", "device=cpu"]), data, dataset, None)
+    ema = task.modules["ema"].state_dict()
+    assert all(torch.equal(ema[key], value) for key, value in task.modules["generator"].state_dict().items())
+    assert not task.opt_g.state
+
+    capsys.readouterr()
+    assert train(dataset, tuned, evaluator_file, "loop.steps=2", "--init", str(trained), resume=True) == 2
+    assert "--init: a resumed run keeps the init it started with" in capsys.readouterr().err
+    assert train(dataset, tmp_path / "x", evaluator_file, "--init", str(dataset)) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x").exists()
+
+
+def reward_settings(tmp_path, weight):
+    ranker, counter = tiny_ranker(tmp_path / "ranker.safetensors"), tiny_counter(tmp_path / "counter.safetensors")
+    return [f"reward.ranker={ranker}", f"reward.counter={counter}", f"reward.weight={weight}"]
+
+
+def test_a_ranker_reward_moves_the_generator_toward_what_best_of_k_keeps(dataset, evaluator_file, tmp_path):
+    """The reward is the score best-of-K ranks candidates by; the generator trained with it makes images that
+    score higher, by the same ranker and counter, than the one trained without; the run resumes exactly."""
+    fast = ["optim.ema_decay=0", "optim.lr_g=1e-3"]  # the EMA is the generator, which moves fast
+    for name, weight in (("plain", 0), ("rewarded", 5)):
+        settings = ["loop.steps=12", *fast, *reward_settings(tmp_path, weight)]
+        assert train(dataset, tmp_path / name, evaluator_file, *settings) == 0
+    assert len(records_of(tmp_path / "rewarded", "reward")) == 12 and not records_of(tmp_path / "plain", "reward")
+
+    config = RewardConfig(
+        weight=1, ranker=str(tmp_path / "ranker.safetensors"), counter=str(tmp_path / "counter.safetensors")
+    )
+    reward = RankerReward(config, list(LabelCodec.iclevr().names), torch.device("cpu"))
+    labels = load_label_file(dataset / "test.json", LabelCodec.iclevr())
+    scores = {}
+    for name in ("plain", "rewarded"):
+        images = load_gan(tmp_path / name, "latest").sample(labels, seed=0, candidates=1)
+        with torch.no_grad():
+            scores[name] = candidate_scores(read_images(reward.ranker, images, reward.counter), labels).mean().item()
+    assert scores["rewarded"] > scores["plain"] + 0.5, scores
+
+    split, keys = tmp_path / "split", ("d_loss", "g_loss", "reward")
+    assert train(dataset, split, evaluator_file, "loop.steps=6", *fast, *reward_settings(tmp_path, 5)) == 0
+    assert train(dataset, split, evaluator_file, "loop.steps=12", resume=True) == 0
+    assert records_of(split, *keys) == records_of(tmp_path / "rewarded", *keys)
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def records_of(run, *keys):
+    return [tuple(r[key] for key in keys) for r in records(run) if keys[0] in r]
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (["reward.weight=1"], "reward.ranker: reward.weight > 0 needs an image ranker"),
+        (["reward.weight=-1"], "reward.weight: a weight >= 0"),
+        (["reward.counter=c.safetensors"], "reward.counter: the counter adds to an image ranker's score"),
+        (
+            ["reward.weight=1", "reward.ranker=SHIPPED"],
+            "this is the shipped evaluator, which scores images and never ranks",
+        ),
+    ],
+)
+def test_a_reward_needs_a_ranker_of_condgens_own(dataset, evaluator_file, tmp_path, capsys, setting, message):
+    with resources.as_file(resources.files("condgen.evaluate") / "weights" / SHIPPED_WEIGHTS) as shipped:
+        setting = [value.replace("SHIPPED", str(shipped)) for value in setting]
+        assert train(dataset, tmp_path / "run", evaluator_file, *setting) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_reward_names_the_files_it_reads_a_model_folders_own_included(dataset, evaluator_file, tmp_path):
+    ranker, counter = tiny_ranker(tmp_path / "ranker.safetensors"), tiny_counter(tmp_path / "counter.safetensors")
+    assert train(dataset, tmp_path / "run", evaluator_file, "loop.steps=1") == 0
+    folder = tmp_path / "model"
+    argv = ["export", "--run", str(tmp_path / "run"), "--out", str(folder), "--ranker", str(ranker)]
+    assert main([*argv, "--ranker-counter", str(counter)]) == 0
+    named = RewardConfig(weight=1, ranker=str(folder))
+    named.name_files()
+    assert (named.ranker, named.counter) == (str(folder / RANKER_FILE), str(folder / RANKER_COUNTER_FILE))
+    named = RewardConfig(weight=1, ranker=str(folder), counter=str(counter))  # a counter named wins
+    named.name_files()
+    assert named.counter == str(counter)
+    named = RewardConfig(weight=1, ranker="iclevr-ldm")  # a shipped model's name
+    named.name_files()
+    assert named.ranker == str(PRETRAINED / "iclevr-ldm" / RANKER_FILE)

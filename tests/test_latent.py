@@ -4,6 +4,7 @@ from importlib import resources
 import pytest
 import torch
 import yaml
+from conftest import tiny_counter, tiny_ranker
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -324,3 +325,23 @@ def test_latent_gan_end_to_end(dataset, evaluator_file, tmp_path, capsys):
     assert main(["interpolate", "--run", str(run), "--objects", "red cube", "--out", str(strip), "--frames", "3"]) == 0
     assert Image.open(strip).size == (3 * (64 + 2) + 2, 64 + 4)
     assert main(["denoise", "--run", str(run), "--objects", "red cube", "--out", str(tmp_path / "d.png")]) == 2
+
+
+def test_a_latent_gan_started_from_another_keeps_its_autoencoder_and_decodes_for_the_reward(
+    dataset, evaluator_file, tmp_path, capsys
+):
+    autoencoder, run, tuned = tmp_path / "vae", tmp_path / "lgan", tmp_path / "tuned"
+    assert train("vae", dataset, autoencoder, evaluator_file, "loop.steps=2") == 0
+    assert train("latent-gan", dataset, run, evaluator_file, "loop.steps=2", autoencoder=autoencoder) == 0
+    ranker, counter = tiny_ranker(tmp_path / "ranker.safetensors"), tiny_counter(tmp_path / "counter.safetensors")
+    reward = [f"reward.ranker={ranker}", f"reward.counter={counter}", "reward.weight=1"]
+    assert train("latent-gan", dataset, tuned, evaluator_file, "loop.steps=2", *reward, "--init", str(run)) == 0
+    started, trained = (yaml.safe_load((folder / "config.yaml").read_text()) for folder in (tuned, run))
+    assert started["autoencoder"] == str(autoencoder.resolve()) and started["scale_factor"] == trained["scale_factor"]
+    assert [r["reward"] for r in records(tuned) if "reward" in r]  # the decoded images were read
+
+    capsys.readouterr()
+    other = tmp_path / "other_vae"
+    assert train("latent-gan", dataset, tmp_path / "x", evaluator_file, "--init", str(run), autoencoder=other) == 2
+    err = capsys.readouterr().err
+    assert "--autoencoder: a run started from --init" in err and err.count("\n") == 1

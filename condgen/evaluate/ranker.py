@@ -14,9 +14,10 @@ import torch
 
 from condgen.data.jsonio import read_json
 from condgen.errors import CondgenError
-from condgen.evaluate.counter import SHIPPED_COUNTER, ObjectCounter, load_counter
+from condgen.evaluate.counter import SHIPPED_COUNTER, ObjectCounter, instance_counts, load_counter
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS, evaluator_logits, load_evaluator
-from condgen.nn.ranking import Reading
+from condgen.evaluate.training import flip_and_shift
+from condgen.nn.ranking import Reading, candidate_scores
 
 RANKER_FILE = "ranker.safetensors"  # a model folder's own ranker (`condgen export --ranker RUN`)
 RANKER_COUNTER_FILE = "ranker_counter.safetensors"  # its object counter (`condgen export --ranker-counter RUN`)
@@ -129,9 +130,37 @@ def image_ranking(
         for part in samples.split(batch_size):
             images = decode(part).clamp(-1, 1).to(device)
             views = (images, images.flip(-1)) if mirror else (images,)
-            logits.append(sum(evaluator_logits(ranker, view).float() for view in views) / len(views))
+            readings = [read_images(ranker, view, counter) for view in views]
+            logits.append(sum(reading.logits for reading in readings) / len(readings))
             if counter is not None:
-                objects.append(sum(counter.instances(view).sum(dim=1) for view in views) / len(views))
+                objects.append(sum(reading.objects for reading in readings) / len(readings))
         return Reading(torch.cat(logits).to(samples.device), torch.cat(objects).to(samples.device) if counter else None)
 
     return read
+
+
+def reward_loss(
+    ranker: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    random: torch.Generator,
+    counter: ObjectCounter | None = None,
+    max_shift: int = 4,
+) -> torch.Tensor:
+    """The score best-of-K keeps candidates by, as a loss for a generator of ``images`` (N, 3, 64, 64) in [-1, 1]:
+    the mean of -:func:`candidate_scores`, that is -log p(exactly the requested objects) under the ranker's
+    per-object sigmoids plus ``COUNT_WEIGHT`` per object the counter finds off the requested number. Each image is
+    read mirrored at even odds and shifted by up to ``max_shift`` pixels: the readers judge a scene, not one exact
+    placement of its pixels, which a generator could learn to exploit. The gradient flows to ``images`` through
+    both frozen readers."""
+    reading = read_images(ranker, flip_and_shift(images, max_shift, random), counter)
+    return -candidate_scores(reading, labels).mean()
+
+
+def read_images(ranker: torch.nn.Module, images: torch.Tensor, counter: ObjectCounter | None = None) -> Reading:
+    """The ranker's per-object logits of ``images`` (N, 3, 64, 64) in [-1, 1] and, with its ``counter``, how many
+    objects each holds, in float32. Differentiable in ``images``: a generator can learn from it
+    (:mod:`condgen.gan.reward`)."""
+    logits = evaluator_logits(ranker, images).float()
+    objects = instance_counts(counter.model(images)).sum(dim=1) if counter is not None else None
+    return Reading(logits, objects)

@@ -14,6 +14,7 @@ from condgen.evaluate.counter import real_image_ceiling
 from condgen.evaluate.metrics import COUNT_KEYS
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE
 from condgen.export.record import LABEL_FILES, BenchmarkRecord
+from condgen.gan.sampling import network_passes
 from condgen.kinds import Generation, kind_of
 from condgen.pretrained import ICLEVR_LABELS
 from condgen.tensorfile import CHANNEL_CODES, read_metadata, read_tensors
@@ -42,7 +43,7 @@ def model_card(
     lines += [(default_sampling if diffusion else gan_sampling)(config, ranked_by_image, counted), ""]
     lines += ["## How it was trained", "", "```bash", *(record.commands if record else ()), *commands, "```", ""]
     lines += training(record, source, meta) + ["", "## Scores", ""]
-    lines += score_table(record, ranked_by_image) if record else run_scores(source, meta["step"])
+    lines += score_table(record, ranked_by_image, counted) if record else run_scores(source, meta["step"])
     ranker = ranker_storage(folder / RANKER_FILE, ranker_half)
     lines += ["", precision(check, stored, ranker, ranked_by_image, counted)]
     return "\n".join(lines) + "\n"
@@ -154,10 +155,11 @@ def training(record: BenchmarkRecord | None, source: Path, meta: dict) -> list[s
     ]
 
 
-def score_table(record: BenchmarkRecord, ranked_by_image: bool = False) -> list[str]:
+def score_table(record: BenchmarkRecord, ranked_by_image: bool = False, counted: bool = False) -> list[str]:
     """The benchmark's top-k accuracy / exact-set rate per label file and row, with seconds per image; where the
     record holds the object counter's figures, top-k accuracy / exact-set rate / exact-scene rate, with the shipped
-    judges' figures on real images as the last row. ``ranked_by_image``: the folder ranks with an image ranker."""
+    judges' figures on real images as the last row. ``ranked_by_image``: the folder ranks with an image ranker (and
+    its object counter if ``counted``)."""
     rows = record.rows(ranked_by_image)
     files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
     counted = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)
@@ -174,7 +176,9 @@ def score_table(record: BenchmarkRecord, ranked_by_image: bool = False) -> list[
     ]
     for name, scored in rows:
         cells = [" / ".join(f"{scored[f'{key}_{f}']:.3f}" for key in keys) for f in files]
-        evaluations = scored.get("network_evaluations_per_image", scored.get("candidates", 1))
+        evaluations = scored.get("network_evaluations_per_image")
+        if evaluations is None:  # a GAN's record: its generator and ranking passes
+            evaluations = network_passes(scored.get("candidates", 1), 1 + counted if ranked_by_image else 1)
         lines.append(
             f"| {name} | {evaluations} | " + " | ".join(cells) + f" | {scored['seconds_per_image_test']:.3g} |"
         )

@@ -55,8 +55,10 @@ class BenchmarkRecord:
         if entry not in models:
             raise CondgenError(f"--entry: {path} holds several models; name one of: {', '.join(models)}")
         scored = models[entry]
-        trained_by = models.get(entry.split("_best_of_")[0], scored)["command"]  # a rescored run's training
-        return cls(path, scored, tuple(dict.fromkeys([trained_by, scored["command"]])))
+        trained = models.get(entry.split("_best_of_")[0], scored)  # a rescored run's training
+        started = trained.get("started", {}).get("from")  # a fine-tune's: the run it started from, trained first
+        first = [models[started]["command"]] if started in models else []
+        return cls(path, scored, tuple(dict.fromkeys([*first, trained["command"], scored["command"]])))
 
     @property
     def is_diffusion(self) -> bool:
@@ -135,10 +137,17 @@ class BenchmarkRecord:
                 f"{d['train_seconds'] / 60:.1f} minutes ({d['train_images_per_second']:.1f} images/s)"
             )
         else:
+            if "started" in r:  # a fine-tune: the run it started from, then encoding the training set again
+                started = r["started"]
+                lines.append(f"the {started['from']} run it started from: {started['from_minutes']:.1f} minutes")
+                lines.append(f"encoding the training set: {started['encode_minutes']:.1f} minutes")
+            best_by = "exact-set rate" if r["config"]["loop"].get("best_by") == "exact_set" else "accuracy"
+            reward = r["config"].get("reward", {}).get("weight", 0)
+            tuned = f", tuned by the image ranker's reward (weight {reward:g})" if reward else ""
             lines.append(
-                f"the GAN: {r['train_steps']} generator steps of {r['config']['optim']['batch_size']} in "
+                f"the GAN{tuned}: {r['train_steps']} generator steps of {r['config']['optim']['batch_size']} in "
                 f"{r['train_minutes']:.1f} minutes; the EMA generator of its checkpoint with the best periodic "
-                f"accuracy on label sets of training images, step {r['best_step']}"
+                f"{best_by} on label sets of training images, step {r['best_step']}"
             )
         return lines
 

@@ -37,13 +37,11 @@ from condgen.diffusion.sampling import SampleConfig
 from condgen.diffusion.trainer import DiffusionConfig, OptimConfig
 from condgen.diffusion.unet import UNetConfig
 from condgen.errors import CondgenError
-from condgen.evaluate.counter import instance_counts
-from condgen.evaluate.evaluator import Evaluator, evaluator_logits
-from condgen.evaluate.training import flip_and_shift
+from condgen.evaluate.evaluator import Evaluator
+from condgen.evaluate.ranker import reward_loss
 from condgen.fewstep.jumps import grid_steps, jump, landing_x0, velocity
 from condgen.latent.ldm import LatentDiffusionTask, LDMRunConfig, latent_unet, load_latent_unet
 from condgen.latent.run import frozen_autoencoder
-from condgen.nn.ranking import set_log_likelihood
 from condgen.train.acceleration import autocast
 from condgen.train.loop import LoopConfig, optimise
 from condgen.train.runs import read_run
@@ -60,8 +58,8 @@ class JumpConfig:
     guidance: float = 3.0
     guidance_min_t: int = 100
     # distill: > 0 adds this weight times a reward loss on reward_rows samples of reward_jumps jumps from pure noise:
-    # -log p(exactly the requested objects) by the teacher folder's image ranker, plus the squared error of each
-    # object's count by the ranker's counter (each requested object once); never the shipped evaluator or counter
+    # the score best-of-K ranks by, from the teacher folder's image ranker and its counter (-log p(exactly the
+    # requested objects), plus 4 per object counted off the requested number); never the shipped evaluator or counter
     reward_weight: float = 0.0
     reward_rows: int = 8
     reward_jumps: int = 4
@@ -226,11 +224,8 @@ class FewStepTask(LatentDiffusionTask):
 
     def _reward_loss(self, labels: torch.Tensor) -> torch.Tensor:
         """Samples for ``labels`` in ``jumps.reward_jumps`` jumps from pure noise, decoded, read by the teacher
-        folder's image ranker and its counter: the mean of -log p(exactly these objects) (the set log-likelihood
-        best-of-K ranks by) and of the squared error of every object's instance count against one per requested
-        object, each image read mirrored and shifted by up to 4 pixels at random (:func:`flip_and_shift`: the readers
-        judge a scene, not one exact placement of its pixels, which a generator could learn to exploit). The gradient
-        runs through the jumps, the decoder and both readers (frozen)."""
+        folder's image ranker and its counter: :func:`condgen.evaluate.ranker.reward_loss`, the score best-of-K
+        keeps candidates by. The gradient runs through the jumps, the decoder and both readers (frozen)."""
         j, o, teacher = self.config.jumps, self.config.optim, self.teacher
         latent = (
             len(labels),
@@ -247,12 +242,7 @@ class FewStepTask(LatentDiffusionTask):
             x0 = self.diffusion.predict_x0(x, t, out.float())
             x = jump(self.diffusion, x, t, t_next, x0, self.config.sample.clip_x0)
         decoded = self.autoencoder.decode(x / self.config.scale_factor).clamp(-1, 1)
-        images = flip_and_shift(decoded, 4, self.generator)
-        loss = -set_log_likelihood(evaluator_logits(teacher.ranker, images).float(), labels)
-        if teacher.ranker_counter is not None:
-            counts = instance_counts(teacher.ranker_counter.model(images))
-            loss = loss + (counts - labels).square().sum(dim=1)
-        return loss.mean()
+        return reward_loss(teacher.ranker, decoded, labels, self.generator, teacher.ranker_counter)
 
 
 def _take_from_teacher(config: FewStepRunConfig, teacher: DiffusionModel) -> None:

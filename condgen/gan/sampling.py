@@ -51,3 +51,10 @@ def sample_images(
                 out = keep_best(out, read, repeated, candidates)
             chunks.append(out.cpu())
     return torch.cat(chunks)
+
+
+def network_passes(candidates: int, readers: int) -> int:
+    """Network passes per image of the best of ``candidates``: each candidate's generator pass and, where K > 1
+    candidates are ranked, one pass per candidate of each of the ``readers`` networks that rank them (the critic, or
+    an image ranker and its counter)."""
+    return candidates * (1 + readers) if candidates > 1 else candidates

@@ -12,6 +12,7 @@ from condgen.data.iclevr import LabeledImages, load_label_files, random_batch, s
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
+from condgen.gan import warm_start
 from condgen.gan.augment import augment
 from condgen.gan.losses import (
     LOSSES,
@@ -23,6 +24,7 @@ from condgen.gan.losses import (
 )
 from condgen.gan.networks import GANModelConfig, build_discriminator, build_generator
 from condgen.gan.options import Augment, Loss, Optimizer, choose
+from condgen.gan.reward import RankerReward, RewardConfig
 from condgen.gan.sampling import sample_images
 from condgen.train import distributed
 from condgen.train.acceleration import Bf16, autocast, compile_in_place
@@ -75,12 +77,17 @@ class GANRunConfig:
     # noise vectors per request in evaluation and sampling; the image kept is the one whose critic's auxiliary head
     # finds closest to exactly the requested objects (condgen.gan.sampling); 1 = plain sampling
     candidates: int = 1
+    # a trained run or model folder of the same kind whose settings and best weights this run starts from
+    # (`train gan --init RUN|MODEL`; condgen.gan.warm_start)
+    init: str = ""
+    reward: RewardConfig = field(default_factory=RewardConfig)
     device: str = "auto"
 
     def validate(self) -> None:
         """Rejects unknown options and combinations that cannot work, naming the keys."""
         self.model.choose_options()
         self.optim.choose_options()
+        self.reward.validate()
         if self.model.g_blocks < 1 or self.model.d_blocks < 0:
             raise CondgenError("model.g_blocks / model.d_blocks: need g_blocks >= 1 and d_blocks >= 0")
         if not 0 <= self.optim.translate_fraction < 0.5:
@@ -120,6 +127,12 @@ class GANTask:
         self.random = torch.Generator().manual_seed(o.seed)
         self.modules = {"generator": self.generator_net, "critic": self.critic, "ema": self.ema.model}
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
+        if config.init:
+            warm_start.load_weights(Path(config.init), self.kind, self.modules, self.optimizers)
+        self.reward = None
+        if config.reward.weight:
+            config.reward.name_files()
+            self.reward = RankerReward(config.reward, list(data.codec.names), self.device)
         self.random_streams = {"data": self.random}
         self.objective = LOSSES[o.loss]  # the loss pair, weight clipping, the gradient penalty
         # Clipping spares the auxiliary head: it classifies the critic's features and is no part of the Wasserstein
@@ -193,17 +206,26 @@ class GANTask:
             if self.objective.clip:
                 clip_weights(self.critic, o.clip_value, keep=self.unclipped)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
+        losses = {}
         with autocast(self.device, o.bf16):
-            fake = self._augment(self.generator_net(self._noise(len(labels)), labels))
-            fake_score, fake_aux = self.critic(fake, labels)
+            fake = self.generator_net(self._noise(len(labels)), labels)
+            fake_score, fake_aux = self.critic(self._augment(fake), labels)
             g_loss = self.objective.adversarial.generator(fake_score)
             if fake_aux is not None:
                 g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
+            if self.reward is not None:
+                reward = self.reward.loss(self.images(fake), labels, self.random)
+                g_loss = g_loss + self.config.reward.weight * reward
+                losses["reward"] = reward.item()
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         self.ema.update(self.generator_net)
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **losses}
+
+    def images(self, fake: torch.Tensor) -> torch.Tensor:
+        """The generator's output as images in [-1, 1], differentiably (a latent GAN decodes it)."""
+        return fake
 
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         """Images from the EMA generator with the fixed evaluation noise (ranked by the current critic when
@@ -213,3 +235,10 @@ class GANTask:
 
     def evaluate(self, step: int, run: Path) -> dict[str, float]:
         return score_label_files(self.selection, self.label_files, self.sample, self.evaluator, step, run)
+
+
+def make_gan_task(config: GANRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None) -> GANTask:
+    """The ``gan`` task; a run started from another (``init``) takes its settings first."""
+    if config.init:
+        warm_start.take_settings(config, GANTask.kind)
+    return GANTask(config, data, data_root, evaluator)

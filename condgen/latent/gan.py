@@ -16,6 +16,7 @@ import torch
 from condgen.data.iclevr import LabeledImages
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
+from condgen.gan import warm_start
 from condgen.gan.options import Architecture
 from condgen.gan.run import GANModel, load_gan
 from condgen.gan.trainer import GANRunConfig, GANTask
@@ -72,11 +73,17 @@ class LatentGANTask(GANTask):
     def sample(self, labels: torch.Tensor) -> torch.Tensor:
         return decode_latents(self.autoencoder, super().sample(labels), self.config.scale_factor)
 
+    def images(self, fake: torch.Tensor) -> torch.Tensor:
+        return self.autoencoder.decode(fake / self.config.scale_factor).clamp(-1, 1)
+
 
 def make_latent_gan_task(
     config: LatentGANRunConfig, data: LabeledImages, data_root: Path, evaluator: Evaluator | None
 ) -> LatentGANTask:
-    """The ``latent_gan`` task on the autoencoder run that ``config.autoencoder`` names."""
+    """The ``latent_gan`` task on the autoencoder run that ``config.autoencoder`` names (or, for a run started from
+    another, ``init``, that run's)."""
+    if config.init:
+        warm_start.take_settings(config, LatentGANTask.kind)
     return LatentGANTask(config, data, data_root, evaluator, frozen_autoencoder(config))
 
 

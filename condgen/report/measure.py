@@ -21,6 +21,7 @@ from condgen.diffusion.sampling import SampleConfig, is_few_step, network_evalua
 from condgen.evaluate.evaluator import Evaluator
 from condgen.evaluate.metrics import frechet_distance
 from condgen.gan.run import GANModel
+from condgen.gan.sampling import network_passes
 from condgen.pipeline import Pipeline
 from condgen.train.runs import elapsed_by_step, read_metrics
 
@@ -71,15 +72,14 @@ class Model:
     def network_evaluations(self, sampler: str, steps: int | None = None, candidates: int | None = None) -> int:
         """Network passes per image under ``sampler`` (and ``steps`` and ``candidates``, where given): each
         candidate's generator passes (two at a guided diffusion step) and, where K > 1 candidates are ranked, one
-        pass per candidate of each network that reads them (a GAN's critic; a diffusion model's image ranker and its
-        counter, else its noisy classifier)."""
+        pass per candidate of each network that reads them (an image ranker and its counter, else a GAN's critic or
+        a diffusion model's noisy classifier)."""
         loaded = self.pipeline.loaded
+        readers = 1 + (loaded.ranker_counter is not None) if loaded.ranker is not None else 1
         if sampler == GAN_PASS:
-            k = candidates or loaded.config.candidates
-            return k * 2 if k > 1 else k
+            return network_passes(candidates or loaded.config.candidates, readers)
         sample = self.settings(sampler).changed(steps=steps, candidates=candidates)
         k = sample.candidates
-        readers = 1 + (loaded.ranker_counter is not None) if loaded.ranker is not None else 1
         return network_evaluations(sample, loaded.diffusion.num_steps) + (k * readers if k > 1 else 0)
 
     @property
