@@ -7,6 +7,7 @@ config: a reward (:mod:`condgen.gan.reward`), learning rates, the time budget.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,8 +16,11 @@ from condgen.train.checkpoint import load_module, load_tensors, optimizer_from_f
 from condgen.train.config import load_config
 from condgen.train.runs import checkpoint_folder
 
+if TYPE_CHECKING:
+    from condgen.gan.trainer import GANRunConfig
 
-def take_settings(config, kind: str) -> None:
+
+def take_settings(config: GANRunConfig, kind: str) -> None:
     """Sets ``config.model`` (and a latent GAN's ``autoencoder`` and ``scale_factor``) to those of the run
     ``config.init`` names, which must be of ``kind``."""
     init = Path(config.init)
