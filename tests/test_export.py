@@ -4,6 +4,7 @@ it gives the same images as sampling the run."""
 import json
 import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,8 +16,10 @@ from condgen.data.labels import LabelCodec
 from condgen.evaluate.counter import SHIPPED_COUNTER
 from condgen.evaluate.evaluator import build_resnet18_evaluator, save_evaluator
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, SHARED_RANKERS_FILE
+from condgen.export.card import score_table
 from condgen.export.half import pipeline_images, ranked_both_ways
 from condgen.export.policy import update_config
+from condgen.export.record import BenchmarkRecord
 from condgen.nn.ranking import Reading
 from condgen.pretrained import PRETRAINED
 from condgen.report.measure import GAN_PASS, Model
@@ -419,3 +422,16 @@ def test_ship_stores_a_ranker_and_counter_that_another_shipped_folder_holds_once
     assert json.loads((sharer / SHARED_RANKERS_FILE).read_text()) == {"folder": "../owner"}
     assert "are stored once in the package, in `owner`'s folder" in (sharer / "README.md").read_text()
     assert sample(sharer, tmp_path / "after") == images
+
+
+def test_a_gan_cards_network_evaluations_count_each_network_that_ranks():
+    """Each candidate costs its generator pass and one of each ranking network: the critic, or the image ranker and,
+    where the folder holds one, its counter (whether or not the record holds the shipped counter's figures)."""
+    scores = {f"{key}_test": 0.5 for key in ("accuracy", "exact_set", "exact_scene", "count_exact")}
+    record = BenchmarkRecord(Path("r.json"), {"candidates": 4, "seconds_per_image_test": 0.1,
+                                              "accuracy_test_by_seed": [0.5], **scores}, ("cmd",))  # fmt: skip
+
+    def evaluations(ranked_by_image, counted):
+        return score_table(record, ranked_by_image, counted)[4].split(" | ")[1]
+
+    assert [evaluations(False, False), evaluations(True, False), evaluations(True, True)] == ["8", "8", "12"]

@@ -162,11 +162,12 @@ def score_table(record: BenchmarkRecord, ranked_by_image: bool = False, counted:
     its object counter if ``counted``)."""
     rows = record.rows(ranked_by_image)
     files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
-    counted = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)
-    keys = ("accuracy", "exact_set", "exact_scene") if counted else ("accuracy", "exact_set")
-    ceiling = real_image_ceiling() if counted else None
+    # the record holds the shipped counter's figures (whether the folder ranks with a counter is ``counted``)
+    judged = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)
+    keys = ("accuracy", "exact_set", "exact_scene") if judged else ("accuracy", "exact_set")
+    ceiling = real_image_ceiling() if judged else None
     lines = [
-        score_words(counted) + f", mean over noise seeds 0 to {record.seeds() - 1}, from `{record.path}`. "
+        score_words(judged) + f", mean over noise seeds 0 to {record.seeds() - 1}, from `{record.path}`. "
         "unseen / seen: three-object requests that never / do occur in train.json (`benchmarks/labels/`); unseen "
         "(scoring half): the half of the unseen ones that no setting was chosen on."
         + (f" The last row, {REAL_IMAGES}: the same judges on held-out real i-CLEVR scenes." if ceiling else ""),
