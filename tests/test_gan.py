@@ -404,7 +404,9 @@ def test_config_rejects_candidates_without_a_ranking_head(candidates, conditioni
         config.validate()
 
 
-def test_a_run_started_from_another_takes_its_settings_and_best_weights(dataset, evaluator_file, tmp_path, capsys):
+def test_a_run_started_from_another_takes_its_settings_and_best_weights(
+    dataset, evaluator_file, tmp_path, capsys, monkeypatch
+):
     trained = tmp_path / "trained"
     assert (
         train(dataset, trained, evaluator_file, "loop.steps=2", "model.g_channels=12", "model.conditioning=both") == 0
@@ -414,6 +416,9 @@ def test_a_run_started_from_another_takes_its_settings_and_best_weights(dataset,
     assert train(dataset, tuned, evaluator_file, "loop.steps=1", "optim.lr_g=1e-5", "--init", str(trained)) == 0
     config = load_config(GANRunConfig, tuned / "config.yaml")
     assert config.model.g_channels == 12 and config.init == str(trained)
+    monkeypatch.chdir(tmp_path)  # a model folder records the run it started from relative to where it was exported
+    assert main(["export", "--run", str(tuned), "--out", str(tmp_path / "tuned_model")]) == 0
+    assert load_config(GANRunConfig, tmp_path / "tuned_model" / "config.yaml").init == "trained"
 
     data = load_dataset(dataset, progress=False)
     config = load_config(GANRunConfig, None, [*TINY, f"init={trained}", "optim.lr_g=1e-5", "device=cpu"])

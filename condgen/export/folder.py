@@ -97,6 +97,7 @@ def export_model(
         if config.get("autoencoder"):  # a latent model decodes through it
             _export_part(run / config["autoencoder"], staging / "autoencoder", half)
             config["autoencoder"] = "autoencoder"  # a run's is absolute, a model folder's relative to it
+        _record_sources(config)
         if classifier is not None:
             _export_part(classifier, staging / CLASSIFIER_FOLDER, half)
         ranker_half = (half if ranker_half is None else ranker_half) or ranker_bits is not None
@@ -156,6 +157,23 @@ def _checked_ranker_counter(
         raise CondgenError("--ranker-counter: the counter ranks beside an image ranker; give --ranker RUN too")
     # refuses the shipped counter and other vocabularies
     return load_ranker_counter(counter, meta["objects"]), ranker_counter_weights(counter)
+
+
+# settings naming what a run learnt from (a distill teacher, the run a GAN started from, its reward's readers): a
+# model folder keeps them as a record and never reads them
+SOURCE_SETTINGS = (("teacher",), ("init",), ("reward", "ranker"), ("reward", "counter"))
+
+
+def _record_sources(config: dict) -> None:
+    """Writes the :data:`SOURCE_SETTINGS` that training made absolute relative to the working directory where they
+    lie beneath it, as run.json's ``exported_from``: a model folder carries no machine's absolute paths."""
+    for *sections, key in SOURCE_SETTINGS:
+        settings = config
+        for section in sections:
+            settings = settings.get(section) or {}
+        value = settings.get(key)
+        if value and Path(value).is_absolute() and Path(value).is_relative_to(Path.cwd()):
+            settings[key] = str(Path(value).relative_to(Path.cwd()))
 
 
 def _exported_meta(source: Path, meta: dict, step: int) -> dict:
