@@ -92,9 +92,20 @@ MODELS = {
     "latent_wgan_clip_input_fast_g": ("latent_gan", "latent_gan_wgan_clip.yaml", ["optim.bf16=false"]),
 }
 # model -> the model whose run it starts from (`train latent-gan --init`), its config and overrides: a fine-tune,
-# whose training minutes (its encoding of the training set included) add to that model's
+# whose training minutes (its encoding of the training set included) add to the minutes that model's run took to
+# reach the best checkpoint the fine-tune starts from
 TUNED = {
-    "latent_hinge_s2d_bf16_third_reward": ("latent_hinge_s2d_bf16_third", "latent_gan_reward_cpu.yaml", []),
+    "latent_hinge_s2d_bf16_third_reward_40": ("latent_hinge_s2d_bf16_third", "latent_gan_reward_cpu.yaml", []),
+    "latent_hinge_s2d_bf16_third_reward": (
+        "latent_hinge_s2d_bf16_third",
+        "latent_gan_reward_cpu.yaml",
+        ["loop.max_minutes=15"],
+    ),
+    "latent_hinge_s2d_bf16_third_reward_hard": (
+        "latent_hinge_s2d_bf16_third",
+        "latent_gan_reward_cpu.yaml",
+        ["loop.max_minutes=15", "reward.hard_fraction=0.5"],
+    ),
 }
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {
@@ -117,6 +128,9 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=positive_int, default=3, help="noise seeds per label file (default 3)")
     parser.add_argument("--score-only", action="store_true", help="score the runs trained earlier, do not train")
+    parser.add_argument(
+        "--checkpoint", choices=("best", "latest"), default="best", help="which weights of a run to score (best)"
+    )
     parser.add_argument(
         "--candidates", type=positive_int, help="score with the best of K per request (default: the run's own)"
     )
@@ -168,7 +182,8 @@ def main() -> None:
                 parser.error(f"--models {name}: {results} holds no trained {base} to start from")
             kind, before = MODELS[base][0], dict(record["models"].get(name, {}).get("started", {}))
             if not args.score_only:
-                before = tune(base, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args, record)
+                before = tune(base, kind, ROOT / "configs" / config, [*overrides, *args.set], run, args)
+            before["from_minutes"] = minutes_until_best(record["models"][base])
             shutil.rmtree(out_dir, ignore_errors=True)
             record["models"][entry] = score_run(kind, run, out_dir, args, None, before)
         else:
@@ -209,20 +224,23 @@ def train(name: str, kind: str, config: Path, overrides: list[str], run: Path, a
     return autoencoder
 
 
-def tune(
-    base: str, kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace, record: dict
-) -> dict:
-    """Trains a fine-tune of the run of ``base`` as ``config`` bounds it; returns what came before its loop: the
-    minutes of ``base``'s training and of encoding the training set again (the wall time before the loop's)."""
+def tune(base: str, kind: str, config: Path, overrides: list[str], run: Path, args: argparse.Namespace) -> dict:
+    """Trains a fine-tune of the run of ``base`` as ``config`` bounds it; returns what came before its loop: the run
+    it started from and the minutes of encoding the training set again (the wall time before the loop's)."""
     shutil.rmtree(run, ignore_errors=True)
     started = time.perf_counter()
     start_training(kind, args.data, run, config, [*overrides, f"init={args.runs / f'bench_gan_{base}'}"], False)
     loop_seconds = [r for r in read_metrics(run) if "seconds" in r][-1]["seconds"]
     return {
         "from": base,
-        "from_minutes": record["models"][base]["minutes_until_sampling"],
         "encode_minutes": round((time.perf_counter() - started - loop_seconds) / 60, 2),
     }
+
+
+def minutes_until_best(trained: dict) -> float:
+    """The minutes a run took until its best checkpoint, the one a fine-tune starts from: its training beyond that
+    checkpoint is no part of the fine-tune's recipe."""
+    return next(point["minutes"] for point in trained["curve"] if point["step"] == trained["best_step"])
 
 
 def score_run(
@@ -236,8 +254,8 @@ def score_run(
     """The run's training figures and periodic curve (in minutes of the whole budget: a latent GAN's start after
     its autoencoder's training and the encoding; a fine-tune's, ``started``, after the training of the run it
     started from and its own encoding), and every label file's scores over ``args.seeds`` noise seeds (mean and
-    each seed) from its best checkpoint; seed 0's images are saved."""
-    loaded = KINDS[kind].load_model(run, "best")
+    each seed) from its ``args.checkpoint`` weights; seed 0's images are saved."""
+    loaded = KINDS[kind].load_model(run, args.checkpoint)
     evaluator = load_evaluator(device=next(loaded.generator.parameters()).device)
     records = read_metrics(run)
     trained = [r for r in records if "seconds" in r]
@@ -255,6 +273,7 @@ def score_run(
         "minutes_until_sampling": round(before + trained[-1]["seconds"] / 60, 2),
         "seconds_per_step": round(trained[-1]["seconds"] / trained[-1]["step"], 3),
         "best_step": json.loads((run / "best" / "state.json").read_text())["step"],
+        "checkpoint": args.checkpoint,
         "curve": time_to_quality(records, before),
         "seeds": args.seeds,
         "candidates": loaded.config.candidates if args.candidates is None else args.candidates,

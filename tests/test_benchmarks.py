@@ -260,12 +260,15 @@ def test_gan_tunes_a_trained_latent_gan_and_counts_the_minutes_it_started_from(t
         run("gan", "--models", "latent_hinge_s2d_bf16_third_reward", *common)
     run("gan", "--models", "latent_hinge_s2d_bf16_third", "--budget-minutes", "5", "--autoencoder-config",
         autoencoder, *common)  # fmt: skip
-    run("gan", "--models", "latent_hinge_s2d_bf16_third_reward", *common)
+    run("gan", "--models", "latent_hinge_s2d_bf16_third_reward", "--checkpoint", "latest", *common)
     models = result(tmp_path, "g")["models"]
     base, tuned = models["latent_hinge_s2d_bf16_third"], models["latent_hinge_s2d_bf16_third_reward"]
     started = tuned["started"]
     assert started["from"] == "latent_hinge_s2d_bf16_third" and started["encode_minutes"] > 0
-    assert started["from_minutes"] == base["minutes_until_sampling"]
+    # the base run's minutes until the best checkpoint the fine-tune starts from
+    until_best = next(point["minutes"] for point in base["curve"] if point["step"] == base["best_step"])
+    assert started["from_minutes"] == until_best <= base["minutes_until_sampling"]
+    assert tuned["checkpoint"] == "latest" and base["checkpoint"] == "best"
     total = started["from_minutes"] + started["encode_minutes"] + tuned["train_minutes"]
     assert tuned["minutes_until_sampling"] == pytest.approx(total, abs=0.02)
     assert tuned["config"]["init"] == str(tmp_path / "runs" / "bench_gan_latent_hinge_s2d_bf16_third")

@@ -18,12 +18,13 @@ from condgen.gan import losses, sampling
 from condgen.gan.augment import augment, cutout, translate
 from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build_discriminator, build_generator
 from condgen.gan.options import Architecture, Augment, Conditioning, Loss, Optimizer
-from condgen.gan.reward import RankerReward, RewardConfig
+from condgen.gan.reward import HardRequests, RankerReward, RewardConfig
 from condgen.gan.run import load_gan
 from condgen.gan.trainer import GANOptimConfig, GANRunConfig, make_gan_task
 from condgen.nn import adversarial
 from condgen.nn.ranking import candidate_scores, set_log_likelihood
 from condgen.pretrained import PRETRAINED
+from condgen.train.checkpoint import latest_checkpoint
 from condgen.train.config import dump_config, load_config
 
 TINY = [
@@ -473,6 +474,34 @@ def test_a_ranker_reward_moves_the_generator_toward_what_best_of_k_keeps(dataset
     assert train(dataset, split, evaluator_file, "loop.steps=6", *fast, *reward_settings(tmp_path, 5)) == 0
     assert train(dataset, split, evaluator_file, "loop.steps=12", resume=True) == 0
     assert records_of(split, *keys) == records_of(tmp_path / "rewarded", *keys)
+
+
+def test_hard_requests_come_back_in_proportion_to_their_loss():
+    pool = HardRequests(size=4, classes=3)
+    labels = torch.eye(3)[[0, 1, 2, 0]]
+    pool.add(labels[:2], torch.tensor([0.0, 1.0]))
+    assert not pool.ready(1)  # half full
+    pool.add(labels[2:], torch.tensor([3.0, 0.0]))
+    assert pool.ready(1) and not pool.ready(4)
+    drawn = pool.draw(4000, torch.Generator().manual_seed(0))
+    shares = torch.bincount(drawn, minlength=4) / len(drawn)
+    assert torch.allclose(shares, torch.tensor([0.0, 0.25, 0.75, 0.0]), atol=0.03), shares
+    pool.update(torch.tensor([2]), torch.tensor([0.0]))  # drawn again, it no longer fails
+    pool.add(torch.eye(3)[[1]], torch.tensor([2.0]))  # the oldest request makes way
+    assert torch.equal(pool.losses, torch.tensor([2.0, 1.0, 0.0, 0.0]))
+    assert torch.equal(pool.labels[0], torch.eye(3)[1]) and int(pool.added) == 5
+
+
+def test_a_reward_with_hard_requests_redraws_them_and_resumes_exactly(dataset, evaluator_file, tmp_path):
+    hard = ["reward.hard_fraction=0.5", "reward.hard_pool=8", *reward_settings(tmp_path, 1)]
+    keys = ("d_loss", "g_loss", "reward")
+    assert train(dataset, tmp_path / "whole", evaluator_file, "loop.steps=6", *hard) == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=3", *hard) == 0
+    assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=6", resume=True) == 0
+    assert records_of(tmp_path / "split", *keys) == records_of(tmp_path / "whole", *keys)
+    pool = load_file(latest_checkpoint(tmp_path / "whole") / "hard_requests.safetensors")
+    assert int(pool["added"]) == 6 * 4 - 4 * 2  # 2 of each batch of 4 redrawn once the 8 places are full
+    assert torch.equal(pool["labels"].sum(dim=1) > 0, torch.ones(8, dtype=torch.bool)) and (pool["losses"] > 0).all()
 
 
 def records(run):

@@ -147,14 +147,14 @@ def reward_loss(
     counter: ObjectCounter | None = None,
     max_shift: int = 4,
 ) -> torch.Tensor:
-    """The score best-of-K keeps candidates by, as a loss for a generator of ``images`` (N, 3, 64, 64) in [-1, 1]:
-    the mean of -:func:`candidate_scores`, that is -log p(exactly the requested objects) under the ranker's
+    """The score best-of-K keeps candidates by, as a loss for a generator of ``images`` (N, 3, 64, 64) in [-1, 1],
+    one per image (N,): -:func:`candidate_scores`, that is -log p(exactly the requested objects) under the ranker's
     per-object sigmoids plus ``COUNT_WEIGHT`` per object the counter finds off the requested number. Each image is
     read mirrored at even odds and shifted by up to ``max_shift`` pixels: the readers judge a scene, not one exact
     placement of its pixels, which a generator could learn to exploit. The gradient flows to ``images`` through
     both frozen readers."""
     reading = read_images(ranker, flip_and_shift(images, max_shift, random), counter)
-    return -candidate_scores(reading, labels).mean()
+    return -candidate_scores(reading, labels)
 
 
 def read_images(ranker: torch.nn.Module, images: torch.Tensor, counter: ObjectCounter | None = None) -> Reading:

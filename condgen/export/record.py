@@ -139,15 +139,23 @@ class BenchmarkRecord:
         else:
             if "started" in r:  # a fine-tune: the run it started from, then encoding the training set again
                 started = r["started"]
-                lines.append(f"the {started['from']} run it started from: {started['from_minutes']:.1f} minutes")
+                lines.append(
+                    f"the {started['from']} run, until the checkpoint it started from: {started['from_minutes']:.1f} "
+                    "minutes"
+                )
                 lines.append(f"encoding the training set: {started['encode_minutes']:.1f} minutes")
             best_by = "exact-set rate" if r["config"]["loop"].get("best_by") == "exact_set" else "accuracy"
             reward = r["config"].get("reward", {}).get("weight", 0)
             tuned = f", tuned by the image ranker's reward (weight {reward:g})" if reward else ""
+            kept = (
+                f"the EMA generator it ended with, step {r['train_steps']}"
+                if r.get("checkpoint") == "latest"
+                else f"the EMA generator of its checkpoint with the best periodic {best_by} on label sets of training "
+                f"images, step {r['best_step']}"
+            )
             lines.append(
                 f"the GAN{tuned}: {r['train_steps']} generator steps of {r['config']['optim']['batch_size']} in "
-                f"{r['train_minutes']:.1f} minutes; the EMA generator of its checkpoint with the best periodic "
-                f"{best_by} on label sets of training images, step {r['best_step']}"
+                f"{r['train_minutes']:.1f} minutes; {kept}"
             )
         return lines
 

@@ -242,7 +242,7 @@ class FewStepTask(LatentDiffusionTask):
             x0 = self.diffusion.predict_x0(x, t, out.float())
             x = jump(self.diffusion, x, t, t_next, x0, self.config.sample.clip_x0)
         decoded = self.autoencoder.decode(x / self.config.scale_factor).clamp(-1, 1)
-        return reward_loss(teacher.ranker, decoded, labels, self.generator, teacher.ranker_counter)
+        return reward_loss(teacher.ranker, decoded, labels, self.generator, teacher.ranker_counter).mean()
 
 
 def _take_from_teacher(config: FewStepRunConfig, teacher: DiffusionModel) -> None:

@@ -29,6 +29,10 @@ class RewardConfig:
     ranker: str = ""
     counter: str = ""  # its object counter (a `train counter` run or file); "" = the ranker's set score alone
     max_shift: int = 4  # each image is read mirrored at even odds and moved by up to this many pixels
+    # the share of each generator batch whose requests are redrawn from the latest ``hard_pool`` ones, at odds in
+    # proportion to the reward loss each last had (HardRequests); 0 = every request drawn from the data
+    hard_fraction: float = 0.0
+    hard_pool: int = 1024
 
     def validate(self) -> None:
         if not self.weight >= 0:
@@ -39,6 +43,10 @@ class RewardConfig:
             raise CondgenError("reward.counter: the counter adds to an image ranker's score; set reward.ranker too")
         if self.max_shift < 0:
             raise CondgenError(f"reward.max_shift: {self.max_shift} is negative")
+        if not 0 <= self.hard_fraction < 1:
+            raise CondgenError(f"reward.hard_fraction: {self.hard_fraction} is not in [0, 1)")
+        if self.hard_pool < 1:
+            raise CondgenError(f"reward.hard_pool: {self.hard_pool}; the pool needs at least one request")
 
     def name_files(self) -> None:
         """Sets ``ranker`` and ``counter`` to the absolute paths of the files they name, so that the run's
@@ -67,5 +75,41 @@ class RankerReward:
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor, random: torch.Generator) -> torch.Tensor:
         """:func:`condgen.evaluate.ranker.reward_loss` of ``images`` (N, 3, 64, 64) in [-1, 1] made for
-        ``labels``."""
+        ``labels``, one per image (N,)."""
         return reward_loss(self.ranker, images, labels, random, self.counter, self.max_shift)
+
+
+class HardRequests(torch.nn.Module):
+    """The latest requests (label lists) the generator drew for, each with the reward loss its image last had, from
+    which a share of every batch is drawn again at odds in proportion to that loss: the requests the ranker finds
+    the generator failing on come back until it stops failing on them. This is prioritised replay (Schaul et al.
+    2016, P(i) = p_i / sum_k p_k with p_i the loss, alpha = 1) of requests rather than transitions; a request's loss
+    is updated each time it is drawn again. Buffers, so that a checkpoint keeps the pool and a run resumes exactly
+    (under torchrun each process keeps a pool of its own, and a resumed run gives every process the first one's)."""
+
+    def __init__(self, size: int, classes: int):
+        super().__init__()
+        self.register_buffer("labels", torch.zeros(size, classes))
+        self.register_buffer("losses", torch.zeros(size))
+        self.register_buffer("added", torch.zeros((), dtype=torch.long))  # requests added since the start
+
+    def ready(self, count: int) -> bool:
+        """Whether the pool is full, and so holds more requests than ``count`` to draw from."""
+        return int(self.added) >= len(self.losses) > count
+
+    def draw(self, count: int, random: torch.Generator) -> torch.Tensor:
+        """Indices of ``count`` pooled requests, drawn with replacement at odds in proportion to their losses."""
+        odds = self.losses.clamp(min=0).cpu() + 1e-6  # no request's odds fall to zero
+        return torch.multinomial(odds, count, replacement=True, generator=random).to(self.losses.device)
+
+    @torch.no_grad()
+    def add(self, labels: torch.Tensor, losses: torch.Tensor) -> None:
+        """Puts new requests and their losses in the place of the oldest."""
+        at = (int(self.added) + torch.arange(len(labels))) % len(self.losses)
+        self.labels[at.to(self.labels.device)] = labels.float()
+        self.losses[at.to(self.losses.device)] = losses.float()
+        self.added += len(labels)
+
+    @torch.no_grad()
+    def update(self, index: torch.Tensor, losses: torch.Tensor) -> None:
+        self.losses[index] = losses.float()

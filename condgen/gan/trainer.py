@@ -24,7 +24,7 @@ from condgen.gan.losses import (
 )
 from condgen.gan.networks import GANModelConfig, build_discriminator, build_generator
 from condgen.gan.options import Augment, Loss, Optimizer, choose
-from condgen.gan.reward import RankerReward, RewardConfig
+from condgen.gan.reward import HardRequests, RankerReward, RewardConfig
 from condgen.gan.sampling import sample_images
 from condgen.train import distributed
 from condgen.train.acceleration import Bf16, autocast, compile_in_place
@@ -129,10 +129,13 @@ class GANTask:
         self.optimizers = {"opt_g": self.opt_g, "opt_d": self.opt_d}
         if config.init:
             warm_start.load_weights(Path(config.init), self.kind, self.modules, self.optimizers)
-        self.reward = None
+        self.reward, self.hard = None, None
         if config.reward.weight:
             config.reward.name_files()
             self.reward = RankerReward(config.reward, list(data.codec.names), self.device)
+            if config.reward.hard_fraction:  # after the warm start: the run started from keeps no pool
+                self.hard = HardRequests(config.reward.hard_pool, len(data.codec)).to(self.device)
+                self.modules["hard_requests"] = self.hard
         self.random_streams = {"data": self.random}
         self.objective = LOSSES[o.loss]  # the loss pair, weight clipping, the gradient penalty
         # Clipping spares the auxiliary head: it classifies the critic's features and is no part of the Wasserstein
@@ -206,6 +209,7 @@ class GANTask:
             if self.objective.clip:
                 clip_weights(self.critic, o.clip_value, keep=self.unclipped)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
+        labels, replayed = self._redraw_hard(labels)
         losses = {}
         with autocast(self.device, o.bf16):
             fake = self.generator_net(self._noise(len(labels)), labels)
@@ -214,14 +218,27 @@ class GANTask:
             if fake_aux is not None:
                 g_loss = g_loss + o.aux_weight * auxiliary_classification(fake_aux, labels)
             if self.reward is not None:
-                reward = self.reward.loss(self.images(fake), labels, self.random)
+                each = self.reward.loss(self.images(fake), labels, self.random)
+                reward = each.mean()
                 g_loss = g_loss + self.config.reward.weight * reward
                 losses["reward"] = reward.item()
+        if self.hard is not None:
+            self.hard.update(replayed, each[: len(replayed)].detach())
+            self.hard.add(labels[len(replayed) :], each[len(replayed) :].detach())
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         self.ema.update(self.generator_net)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **losses}
+
+    def _redraw_hard(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``labels`` with their first ``reward.hard_fraction`` redrawn from the pool of hard requests once it is
+        full, and the pool indices of those redrawn."""
+        count = round(self.config.reward.hard_fraction * len(labels))
+        if self.hard is None or not self.hard.ready(count):
+            return labels, torch.zeros(0, dtype=torch.long, device=labels.device)
+        replayed = self.hard.draw(count, self.random)
+        return torch.cat([self.hard.labels[replayed].to(labels.dtype), labels[count:]]), replayed
 
     def images(self, fake: torch.Tensor) -> torch.Tensor:
         """The generator's output as images in [-1, 1], differentiably (a latent GAN decodes it)."""
