@@ -105,11 +105,12 @@ class HardRequests(torch.nn.Module):
     @torch.no_grad()
     def add(self, labels: torch.Tensor, losses: torch.Tensor) -> None:
         """Puts new requests and their losses in the place of the oldest."""
-        at = (int(self.added) + torch.arange(len(labels))) % len(self.losses)
-        self.labels[at.to(self.labels.device)] = labels.float()
-        self.losses[at.to(self.losses.device)] = losses.float()
+        at = (int(self.added) + torch.arange(len(labels), device=self.losses.device)) % len(self.losses)
+        self.labels[at] = labels.float()
+        self.losses[at] = losses.float()
         self.added += len(labels)
 
     @torch.no_grad()
     def update(self, index: torch.Tensor, losses: torch.Tensor) -> None:
+        """Sets the losses of the pooled requests ``index``, drawn again, to those their new images had."""
         self.losses[index] = losses.float()
