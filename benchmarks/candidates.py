@@ -2,7 +2,8 @@
 request (``candidates``, condgen.gan.sampling) that its critic's auxiliary head ranks, or an image ranker
 (--ranker, a `condgen train evaluator` run) with its own object counter (--ranker-counter, a `condgen train counter`
 run), measured on label lists drawn from train.json (256, permutation seed 0, unless --lists, --list-seed and
---objects say otherwise), never the test files.
+--objects say otherwise; --look-alike keeps the lists that ask for two objects of one colour, or those that do not),
+never the test files.
 
 Run by hand:
     python benchmarks/candidates.py --run runs/bench_gan_latent_hinge_s2d_bf16_third [--candidates 1,4,16] [--seeds 3]
@@ -39,6 +40,11 @@ def main() -> None:
     parser.add_argument("--lists", type=positive_int, default=256, help="train.json label lists (256)")
     parser.add_argument("--list-seed", type=non_negative_int, default=0, help="which lists: a permutation seed (0)")
     parser.add_argument("--objects", type=positive_int, help="only train.json lists of this many objects")
+    parser.add_argument(
+        "--look-alike",
+        choices=["only", "none"],
+        help="only lists that ask for two objects of one colour (only), or only those that do not (none)",
+    )
     parser.add_argument("--ranker", type=Path, help="an image ranker run that ranks in place of the critic")
     parser.add_argument("--ranker-counter", type=Path, help="with --ranker: the counter it ranks with")
     parser.add_argument("--name", help="result name (default: candidates_<run folder name>)")
@@ -54,7 +60,8 @@ def main() -> None:
             parser.error("--ranker-counter: the counter ranks with an image ranker; give --ranker too")
         loaded.ranker_counter = load_ranker_counter(args.ranker_counter, loaded.meta["objects"], device)
     evaluator = load_evaluator(device=device)
-    labels = train_label_lists(args.data, evaluator.codec, args.lists, args.list_seed, args.objects)
+    look_alike = None if args.look_alike is None else args.look_alike == "only"
+    labels = train_label_lists(args.data, evaluator.codec, args.lists, args.list_seed, args.objects, look_alike)
     rows = []
     for k in args.candidates:
         scored = score_seeds(lambda y, seed, k=k: loaded.sample(y, seed, k), labels, evaluator, args.seeds)
@@ -68,7 +75,8 @@ def main() -> None:
         "ranker": str(args.ranker) if args.ranker else "the critic's auxiliary head",
         "ranker_counter": str(args.ranker_counter) if args.ranker_counter else None,
         "label_lists": f"{len(labels)} drawn from train.json (seed {args.list_seed})"
-        + (f", {args.objects} objects each" if args.objects else ""),
+        + (f", {args.objects} objects each" if args.objects else "")
+        + {None: "", "only": ", two of one colour", "none": ", no two of one colour"}[args.look_alike],
         "by_candidates": rows,
     }
     write_result(args.name or f"candidates_{args.run.name}", record, args.results)

@@ -106,6 +106,16 @@ TUNED = {
         "latent_gan_reward_cpu.yaml",
         ["loop.max_minutes=15", "reward.hard_fraction=0.5"],
     ),
+    "latent_hinge_s2d_bf16_third_reward_40_look_alike": (
+        "latent_hinge_s2d_bf16_third",
+        "latent_gan_reward_cpu.yaml",
+        ["reward.look_alike_fraction=0.5"],
+    ),
+    "latent_hinge_s2d_bf16_third_reward_look_alike": (
+        "latent_hinge_s2d_bf16_third",
+        "latent_gan_reward_cpu.yaml",
+        ["loop.max_minutes=15", "reward.look_alike_fraction=0.5"],
+    ),
 }
 # The diffusion benchmarks' 60-minute end points (mean over noise seeds), drawn beside the GAN curves.
 DIFFUSION_RESULTS = {

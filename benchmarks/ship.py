@@ -10,8 +10,9 @@ Run by hand from the repository root, after the benchmark that trained the run:
         --result benchmarks/results/gan_train_lists_cpu.json \\
         --entry latent_hinge_s2d_bf16_third_best_of_128_ranked --half auto
 A shipped folder given as --run is stored again under the current layout and card, keeping its origin.
---share-rankers-with NAME stores the exported ranker and counter once: where they are byte for byte the shipped
-model NAME's, the folder keeps a rankers.json that points to NAME's instead of a second copy in the wheel.
+--share-rankers-with NAME stores the exported ranker (and counter, where it has one) once: where they are byte for
+byte the shipped model NAME's, the folder keeps a rankers.json that points to NAME's instead of a second copy in the
+wheel.
 """
 
 from __future__ import annotations
@@ -60,21 +61,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def share_rankers(folder: Path, name: str, shelf: Path = PRETRAINED) -> None:
-    """Replaces ``folder``'s ranker and counter by a rankers.json that points to those of ``name``, the model folder
-    beside it on ``shelf`` (the shipped models), which must hold the same bytes; the card says so."""
+    """Replaces ``folder``'s ranker, and its counter where it has one, by a rankers.json that points to those of
+    ``name``, the model folder beside it on ``shelf`` (the shipped models), which must hold the same bytes; the card
+    says so. A folder without a counter ranks with the ranker alone, and its pointer says so."""
     source = shelf / name
-    for file in (RANKER_FILE, RANKER_COUNTER_FILE):
+    shared = [RANKER_FILE] + ([RANKER_COUNTER_FILE] if (folder / RANKER_COUNTER_FILE).is_file() else [])
+    for file in shared:
         mine, theirs = folder / file, source / file
         if not (mine.is_file() and theirs.is_file() and mine.read_bytes() == theirs.read_bytes()):
             raise SystemExit(f"--share-rankers-with {name}: the exported {file} is not byte for byte {source / file}")
-    for file in (RANKER_FILE, RANKER_COUNTER_FILE):
+    for file in shared:
         (folder / file).unlink()
-    (folder / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": f"../{name}"}) + "\n")
+    pointer = {"folder": f"../{name}"} | ({} if RANKER_COUNTER_FILE in shared else {"counter": False})
+    (folder / SHARED_RANKERS_FILE).write_text(json.dumps(pointer) + "\n")
+    files = " and ".join(f"`{file}`" for file in shared)
+    are, they, the_files = ("are", "they were", "the files") if len(shared) > 1 else ("is", "it was", "the file")
     with (folder / "README.md").open("a") as card:
         card.write(
-            f"\nIts `{RANKER_FILE}` and `{RANKER_COUNTER_FILE}` are stored once in the package, in `{name}`'s folder, "
-            f"which `{SHARED_RANKERS_FILE}` names and whose card says how they were trained: byte for byte the files "
-            "this card describes.\n"
+            f"\nIts {files} {are} stored once in the package, in `{name}`'s folder, which `{SHARED_RANKERS_FILE}` "
+            f"names and whose card says how {they} trained: byte for byte {the_files} this card describes.\n"
         )
 
 

@@ -211,7 +211,7 @@ def denoise(args: argparse.Namespace) -> int:
     """``condgen denoise``: one row of the sampler's states, from noise to the image."""
     from condgen.generate import denoise_command
 
-    args.run = _model_folder(args.run)
+    args.run = _model_folder(args.run, "diffusion")
     print(f"wrote {denoise_command(args)}")
     return 0
 
@@ -283,12 +283,14 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(model: Path | None) -> Path:
-    """The folder ``--run``/``--model`` names (a shipped model's name too); without one, the best shipped model,
-    which it says."""
+def _model_folder(model: Path | None, generation: str | None = None) -> Path:
+    """The folder ``--run``/``--model`` names (a shipped model's name too); without one, the default shipped model
+    (the first that generates the ``generation`` way, where given), which it says."""
+    from condgen.kinds import KINDS
     from condgen.pretrained import model_path
 
-    folder = model_path(model)
+    kinds = None if generation is None else {kind.name for kind in KINDS.values() if kind.generation == generation}
+    folder = model_path(model, kinds)
     if model is None:
         print(f"no --model given: using the shipped model {folder.name} ({folder})")
     return folder

@@ -18,7 +18,7 @@ from condgen.evaluate.scoring import evaluate_images
 from condgen.generate import write_denoising, write_interpolation, write_samples
 from condgen.kinds import Generation, kind_of
 from condgen.launch import start_training
-from condgen.pretrained import ICLEVR_LABELS, shipped_folders
+from condgen.pretrained import ICLEVR_LABELS, PRETRAINED, shipped_folders, shipped_models
 from condgen.train.runs import read_run
 
 # configs/ldm_cpu.yaml with a faster start (learning rate, warm-up, EMA) for a run of minutes. In the latent space of
@@ -62,7 +62,8 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
         f"and new_test.json into {out / 'pretrained'}"
     )
     shown = {folder.name: show_shipped_model(folder, out / "pretrained" / folder.name) for folder in shipped}
-    best = shipped[0]  # its autoencoder hosts the training path's model
+    # the shipped latent diffusion model's autoencoder hosts the training path's latent diffusion model
+    host = next((PRETRAINED / name for name in shipped_models({"ldm"})), shipped[0])
 
     say(f"[2/6] rendering {n} training images into {out / 'data'}")
     synthesize_dataset(out / "data", n=n, seed=0, progress=progress)
@@ -81,9 +82,9 @@ def run_demo(out: Path, n: int, epochs: int, train_minutes: float, progress: boo
 
     say(
         f"[5/6] training a conditional latent diffusion model for {train_minutes:g} minutes into {out / 'ldm'}, in "
-        f"the latent space of the shipped model's autoencoder ({best / 'autoencoder'})"
+        f"the latent space of the shipped model's autoencoder ({host / 'autoencoder'})"
     )
-    overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={best / 'autoencoder'}"]
+    overrides = [*DEMO_LDM, f"loop.max_minutes={train_minutes}", f"autoencoder={host / 'autoencoder'}"]
     start_training("ldm", out / "data", out / "ldm", None, overrides, False, evaluator, progress=progress)
 
     say("[6/6] generating the rendered set's test.json conditions and the denoising picture")

@@ -173,12 +173,15 @@ def add_evaluator_option(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--evaluator", type=Path, help=help_text)
 
 
-def add_generation_options(p: argparse.ArgumentParser) -> None:
-    """The model and sampler options of every command that generates from a run: sample, denoise."""
+def add_generation_options(
+    p: argparse.ArgumentParser, default: str = f"the default shipped model ({SHIPPED[0]})"
+) -> None:
+    """The model and sampler options of every command that generates from a run: sample, denoise (``default``: the
+    model it takes without --model, in words)."""
     add_run_option(
         p,
         "a training run folder, a model folder written by `condgen export` or a shipped model's name "
-        f"({', '.join(SHIPPED)}); default: the best shipped model ({SHIPPED[0]})",
+        f"({', '.join(SHIPPED)}); default: {default}",
     )
     add_checkpoint_option(
         p,
@@ -466,7 +469,7 @@ def add_denoise_command(commands: Commands) -> None:
         help="picture the denoising process: pure noise to the final image",
         description="Write one row of snapshots of the sampler's state, from pure noise to the final image.",
     )
-    add_generation_options(p)
+    add_generation_options(p, "the first shipped diffusion model, as a GAN draws in one pass")
     add_objects_option(p)
     add_out_option(p, "PNG file to write", file=True)
     p.add_argument("--snapshots", type=positive_int, default=10, help="images in the row (default 10)")

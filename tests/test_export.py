@@ -392,6 +392,11 @@ def test_a_gan_folder_can_rank_with_the_ranker_and_counter_another_folder_holds(
     assert (copy / RANKER_FILE).is_file() and (copy / RANKER_COUNTER_FILE).is_file()
     assert not (copy / SHARED_RANKERS_FILE).exists()
 
+    (sharer / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": "../owner", "counter": False}))
+    alone = condgen.load(sharer)  # the owner's ranker without its counter: a generator and a ranker pass each
+    assert alone.loaded.ranker is not None and alone.loaded.ranker_counter is None
+    assert Model(str(sharer), sharer, alone).network_evaluations(GAN_PASS) == 3 * 2
+
     (sharer / SHARED_RANKERS_FILE).write_text(json.dumps({"folder": "../nowhere"}))
     capsys.readouterr()
     assert main(["sample", "--model", str(sharer), "--objects", "red cube", "--out", str(tmp_path / "o")]) == 2
@@ -422,6 +427,15 @@ def test_ship_stores_a_ranker_and_counter_that_another_shipped_folder_holds_once
     assert json.loads((sharer / SHARED_RANKERS_FILE).read_text()) == {"folder": "../owner"}
     assert "are stored once in the package, in `owner`'s folder" in (sharer / "README.md").read_text()
     assert sample(sharer, tmp_path / "after") == images
+
+    alone = shelf / "alone"  # ranked by the ranker without its counter: only the ranker is shared
+    assert main(["export", "--run", str(run), "--out", str(alone), "--ranker", str(owner / RANKER_FILE),
+                 "--ranker-bits", "6"]) == 0  # fmt: skip
+    images = sample(alone, tmp_path / "alone_before")
+    share_rankers(alone, "owner", shelf)
+    assert json.loads((alone / SHARED_RANKERS_FILE).read_text()) == {"folder": "../owner", "counter": False}
+    assert "`ranker.safetensors` is stored once in the package" in (alone / "README.md").read_text()
+    assert not (alone / RANKER_FILE).exists() and sample(alone, tmp_path / "alone_after") == images
 
 
 def test_a_gan_cards_network_evaluations_count_each_network_that_ranks():

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from condgen.cli import main
 from condgen.data.iclevr import load_dataset, load_label_file
-from condgen.data.labels import LabelCodec
+from condgen.data.labels import LabelCodec, share_a_first_word
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import SHIPPED_WEIGHTS
 from condgen.evaluate.ranker import RANKER_COUNTER_FILE, RANKER_FILE, read_images
@@ -20,7 +20,7 @@ from condgen.gan.networks import Discriminator, GANModelConfig, Generator, build
 from condgen.gan.options import Architecture, Augment, Conditioning, Loss, Optimizer
 from condgen.gan.reward import HardRequests, RankerReward, RewardConfig
 from condgen.gan.run import load_gan
-from condgen.gan.trainer import GANOptimConfig, GANRunConfig, make_gan_task
+from condgen.gan.trainer import GANOptimConfig, GANRunConfig, GANTask, make_gan_task
 from condgen.nn import adversarial
 from condgen.nn.ranking import candidate_scores, set_log_likelihood
 from condgen.pretrained import PRETRAINED
@@ -492,8 +492,18 @@ def test_hard_requests_come_back_in_proportion_to_their_loss():
     assert torch.equal(pool.labels[0], torch.eye(3)[1]) and int(pool.added) == 5
 
 
-def test_a_reward_with_hard_requests_redraws_them_and_resumes_exactly(dataset, evaluator_file, tmp_path):
-    hard = ["reward.hard_fraction=0.5", "reward.hard_pool=8", *reward_settings(tmp_path, 1)]
+def test_a_reward_with_hard_and_look_alike_requests_redraws_them_and_resumes_exactly(
+    dataset, evaluator_file, tmp_path, monkeypatch
+):
+    requests, redraw_hard = [], GANTask._redraw_hard
+
+    def seen(task, labels):  # each generator batch's requests, as the hard ones are redrawn from them
+        requests.append(labels)
+        return redraw_hard(task, labels)
+
+    monkeypatch.setattr(GANTask, "_redraw_hard", seen)
+    hard = ["reward.hard_fraction=0.5", "reward.hard_pool=8", "reward.look_alike_fraction=0.25"]
+    hard += reward_settings(tmp_path, 1)
     keys = ("d_loss", "g_loss", "reward")
     assert train(dataset, tmp_path / "whole", evaluator_file, "loop.steps=6", *hard) == 0
     assert train(dataset, tmp_path / "split", evaluator_file, "loop.steps=3", *hard) == 0
@@ -502,6 +512,11 @@ def test_a_reward_with_hard_requests_redraws_them_and_resumes_exactly(dataset, e
     pool = load_file(latest_checkpoint(tmp_path / "whole") / "hard_requests.safetensors")
     assert int(pool["added"]) == 6 * 4 - 4 * 2  # 2 of each batch of 4 redrawn once the 8 places are full
     assert torch.equal(pool["labels"].sum(dim=1) > 0, torch.ones(8, dtype=torch.bool)) and (pool["losses"] > 0).all()
+    # the last request of each batch of 4 is a training label set asking for two objects of one colour
+    training = {tuple(row.tolist()) for row in load_dataset(dataset).labels}
+    last = torch.stack([batch[-1] for batch in requests])
+    assert share_a_first_word(last, load_dataset(dataset).codec.names).all()
+    assert all(tuple(row.tolist()) in training for row in last)
 
 
 def records(run):
@@ -518,6 +533,7 @@ def records_of(run, *keys):
         (["reward.weight=1"], "reward.ranker: reward.weight > 0 needs an image ranker"),
         (["reward.weight=-1"], "reward.weight: a weight >= 0"),
         (["reward.counter=c.safetensors"], "reward.counter: the counter adds to an image ranker's score"),
+        (["reward.look_alike_fraction=1"], "reward.look_alike_fraction: 1.0 is not in [0, 1)"),
         (
             ["reward.weight=1", "reward.ranker=SHIPPED"],
             "this is the shipped evaluator, which scores images and never ranks",

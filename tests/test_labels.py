@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from condgen.data.labels import ICLEVR_OBJECTS, LabelCodec
+from condgen.data.labels import ICLEVR_OBJECTS, LabelCodec, share_a_first_word
 from condgen.errors import CondgenError
 
 
@@ -54,3 +54,11 @@ def test_objects_json_errors_name_the_index():
         LabelCodec.from_mapping({"a": 0, "b": 0}, "objects.json")
     with pytest.raises(CondgenError, match='"b" has 2 and 1 is missing'):
         LabelCodec.from_mapping({"a": 0, "b": 2}, "objects.json")
+
+
+def test_look_alike_requests_are_two_objects_of_one_colour():
+    codec = LabelCodec.iclevr()
+    rows = codec.encode_many(
+        [["red cube", "red sphere"], ["red cube", "blue cube"], ["gray cube"], ["cyan cube", "cyan sphere", "red cube"]]
+    )
+    assert share_a_first_word(rows, codec.names).tolist() == [True, False, False, True]

@@ -10,6 +10,7 @@ import torch
 from conftest import REAL_DATA
 
 from condgen.data.iclevr import load_codec, read_train_index
+from condgen.data.labels import share_a_first_word
 from condgen.data.splits import compositional_split, train_label_lists
 from condgen.errors import CondgenError
 
@@ -42,6 +43,13 @@ def test_train_label_lists_of_a_number_of_objects(dataset):
     assert len(triples) == 10 and set(triples.sum(dim=1).tolist()) == {3.0}  # one per rendered scene
     with pytest.raises(CondgenError, match=r"train\.json: no label list of 4 objects"):
         train_label_lists(dataset, codec, 8, objects=4)
+
+
+def test_train_label_lists_with_or_without_two_objects_of_one_colour(dataset):
+    codec = load_codec(dataset)
+    alike, distinct = (train_label_lists(dataset, codec, 1000, look_alike=which) for which in (True, False))
+    assert len(alike) + len(distinct) == len(train_label_lists(dataset, codec, 1000)) and len(alike) > 0
+    assert share_a_first_word(alike, codec.names).all() and not share_a_first_word(distinct, codec.names).any()
 
 
 def test_the_split_sets_every_unseen_triple_beside_as_many_seen_ones(tmp_path):

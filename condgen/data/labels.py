@@ -109,3 +109,12 @@ class LabelCodec:
 def _short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def share_a_first_word(labels: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
+    """Whether each multi-hot row of ``labels`` (N, C) asks for two objects whose ``names`` share their first word:
+    in i-CLEVR ("red cube", "red sphere") two objects of one colour, which only their shapes tell apart."""
+    words = sorted({name.split()[0] for name in names})
+    word_of = torch.tensor([words.index(name.split()[0]) for name in names])
+    per_word = labels.float() @ torch.nn.functional.one_hot(word_of, len(words)).float()  # objects asked per word
+    return (per_word >= 2).any(dim=1)

@@ -12,21 +12,31 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import load_codec, read_train_index
-from condgen.data.labels import LabelCodec
+from condgen.data.labels import LabelCodec, share_a_first_word
 from condgen.errors import CondgenError
 
 
 def train_label_lists(
-    data: str | Path, codec: LabelCodec, lists: int, list_seed: int = 0, objects: int | None = None
+    data: str | Path,
+    codec: LabelCodec,
+    lists: int,
+    list_seed: int = 0,
+    objects: int | None = None,
+    look_alike: bool | None = None,
 ) -> torch.Tensor:
     """``lists`` label lists (multi-hot rows, at most as many as train.json holds) drawn from ``data``'s train.json by
-    a permutation seeded with ``list_seed``; only those of ``objects`` objects when given. The same arguments give the
-    same lists, so settings chosen on them can be chosen again."""
+    a permutation seeded with ``list_seed``; only those of ``objects`` objects when given, and only those that do
+    (``look_alike`` True) or do not (False) ask for two objects of one colour (:func:`share_a_first_word`). The same
+    arguments give the same lists, so settings chosen on them can be chosen again."""
     _, labels = read_train_index(data, codec)
     if objects is not None:
         labels = labels[labels.sum(dim=1) == objects]
-        if len(labels) == 0:
-            raise CondgenError(f"{Path(data) / 'train.json'}: no label list of {objects} objects to draw from")
+    if look_alike is not None:
+        labels = labels[share_a_first_word(labels, codec.names) == look_alike]
+    if len(labels) == 0:
+        kind = "" if look_alike is None else (" with" if look_alike else " without") + " two objects of one colour"
+        size = f" of {objects} objects" if objects is not None else ""
+        raise CondgenError(f"{Path(data) / 'train.json'}: no label list{size}{kind} to draw from")
     return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(list_seed))[:lists]]
 
 

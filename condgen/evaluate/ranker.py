@@ -21,7 +21,8 @@ from condgen.nn.ranking import Reading, candidate_scores
 
 RANKER_FILE = "ranker.safetensors"  # a model folder's own ranker (`condgen export --ranker RUN`)
 RANKER_COUNTER_FILE = "ranker_counter.safetensors"  # its object counter (`condgen export --ranker-counter RUN`)
-# {"folder": "../iclevr-ldm"}: a model folder that ranks with another's ranker and counter, which are stored once
+# {"folder": "../iclevr-ldm"}: a model folder that ranks with another's ranker and counter, which are stored once;
+# with "counter": false, with that folder's ranker alone
 SHARED_RANKERS_FILE = "rankers.json"
 
 
@@ -68,17 +69,24 @@ def load_ranker_counter(path: Path, objects: list[str], device: torch.device | s
 def own_ranker_files(folder: Path) -> tuple[Path | None, Path | None]:
     """A model folder's image ranker and object counter files, each None where it has none: its own, or those of
     the model folder that its ``rankers.json`` names by a path relative to it (the shipped models share one ranker,
-    stored once in the package)."""
-    pointer = folder / SHARED_RANKERS_FILE
+    stored once in the package), the counter only unless it says ``"counter": false``."""
+    pointer, with_counter = folder / SHARED_RANKERS_FILE, True
     if pointer.is_file():
         shared = read_json(pointer)
-        if not isinstance(shared, dict) or not isinstance(shared.get("folder"), str):
-            raise CondgenError(f'{pointer}: expected {{"folder": "PATH"}}, the model folder whose rankers it uses')
-        folder = folder / shared["folder"]
+        if (
+            not isinstance(shared, dict)
+            or not isinstance(shared.get("folder"), str)
+            or not isinstance(shared.get("counter", True), bool)
+        ):
+            raise CondgenError(
+                f'{pointer}: expected {{"folder": "PATH"}}, the model folder whose rankers it uses, and optionally '
+                '"counter": false (its ranker alone)'
+            )
+        folder, with_counter = folder / shared["folder"], shared.get("counter", True)
         if not (folder / RANKER_FILE).is_file():
             raise CondgenError(f"{pointer}: {folder} holds no {RANKER_FILE}")
     ranker, counter = folder / RANKER_FILE, folder / RANKER_COUNTER_FILE
-    return (ranker if ranker.is_file() else None), (counter if counter.is_file() else None)
+    return (ranker if ranker.is_file() else None), (counter if with_counter and counter.is_file() else None)
 
 
 def load_own_rankers(

@@ -160,7 +160,7 @@ def score_table(record: BenchmarkRecord, ranked_by_image: bool = False, counted:
     record holds the object counter's figures, top-k accuracy / exact-set rate / exact-scene rate, with the shipped
     judges' figures on real images as the last row. ``ranked_by_image``: the folder ranks with an image ranker (and
     its object counter if ``counted``)."""
-    rows = record.rows(ranked_by_image)
+    rows = record.rows(ranked_by_image, counted)
     files = [key for key in LABEL_FILES if f"accuracy_{key}" in rows[0][1]]
     # the record holds the shipped counter's figures (whether the folder ranks with a counter is ``counted``)
     judged = all(f"exact_scene_{f}" in scored and f"count_exact_{f}" in scored for _, scored in rows for f in files)

@@ -94,12 +94,14 @@ class BenchmarkRecord:
         sample = self.result["diffusion"]["config"]["sample"]
         return {key: sample[key] for key in RANKING_KEYS}
 
-    def rows(self, ranked_by_image: bool = False) -> list[tuple[str, dict]]:
+    def rows(self, ranked_by_image: bool = False, counted: bool = False) -> list[tuple[str, dict]]:
         """(row name, scores) per sampler of a diffusion record; the one row of a GAN's, whose candidates its critic
-        ranks, or an image ranker and its counter if ``ranked_by_image``."""
+        ranks, or an image ranker (and its counter if ``counted``) if ``ranked_by_image``."""
         if not self.is_diffusion:
             k = self.result.get("candidates", 1)
-            by = "the image ranker and its counter" if ranked_by_image else "its critic"
+            by = "its critic"
+            if ranked_by_image:
+                by = "the image ranker and its counter" if counted else "the image ranker"
             return [("generator (one forward pass)" if k == 1 else f"generator, best of {k} by {by}", self.result)]
         interval = f" at t >= {self.result['guidance_min_t']}" if self.result.get("guidance_min_t") else ""
         ranked = self.ranking_settings().get("candidates", 1)

@@ -33,6 +33,10 @@ class RewardConfig:
     # proportion to the reward loss each last had (HardRequests); 0 = every request drawn from the data
     hard_fraction: float = 0.0
     hard_pool: int = 1024
+    # the share of each generator batch whose requests are redrawn from the training label sets that ask for two
+    # objects of one colour (condgen.data.labels.share_a_first_word), which one pass most often gets wrong; the
+    # critic's batches keep the data's own label sets; 0 = every request drawn from the data
+    look_alike_fraction: float = 0.0
 
     def validate(self) -> None:
         if not self.weight >= 0:
@@ -45,6 +49,11 @@ class RewardConfig:
             raise CondgenError(f"reward.max_shift: {self.max_shift} is negative")
         if not 0 <= self.hard_fraction < 1:
             raise CondgenError(f"reward.hard_fraction: {self.hard_fraction} is not in [0, 1)")
+        if not 0 <= self.look_alike_fraction < 1 or self.hard_fraction + self.look_alike_fraction > 1:
+            raise CondgenError(
+                f"reward.look_alike_fraction: {self.look_alike_fraction} is not in [0, 1), or with "
+                f"reward.hard_fraction ({self.hard_fraction}) redraws more than the whole batch"
+            )
         if self.hard_pool < 1:
             raise CondgenError(f"reward.hard_pool: {self.hard_pool}; the pool needs at least one request")
 

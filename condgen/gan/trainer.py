@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from condgen.data.iclevr import LabeledImages, load_label_files, random_batch, selection_labels
+from condgen.data.labels import share_a_first_word
 from condgen.device import resolve_device
 from condgen.errors import CondgenError
 from condgen.evaluate.evaluator import Evaluator
@@ -144,6 +145,12 @@ class GANTask:
         auxiliary = self.critic.auxiliary
         self.unclipped = list(auxiliary.parameters()) if auxiliary is not None else []
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
+        self.look_alike_index = self.all_index[share_a_first_word(data.labels[self.all_index], data.codec.names)]
+        if config.reward.look_alike_fraction and not len(self.look_alike_index):
+            raise CondgenError(
+                "reward.look_alike_fraction: no training label set asks for two objects whose names share a first "
+                "word (colour); set it to 0"
+            )
         eager_critic = self.objective.penalty or o.r1_gamma > 0 or config.model.spectral_norm
         compile_in_place([self.generator_net] + ([] if eager_critic else [self.critic]), o.compile)
         # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
@@ -209,6 +216,7 @@ class GANTask:
             if self.objective.clip:
                 clip_weights(self.critic, o.clip_value, keep=self.unclipped)
         _, labels = self._real_batch()  # conditions drawn from the data's own label distribution
+        labels = self._redraw_look_alike(labels)
         labels, replayed = self._redraw_hard(labels)
         losses = {}
         with autocast(self.device, o.bf16):
@@ -230,6 +238,16 @@ class GANTask:
         self.opt_g.step()
         self.ema.update(self.generator_net)
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **losses}
+
+    def _redraw_look_alike(self, labels: torch.Tensor) -> torch.Tensor:
+        """``labels`` with their last ``reward.look_alike_fraction`` redrawn from the training label sets that ask
+        for two objects of one colour (the first rows are the ones ``_redraw_hard`` may redraw)."""
+        count = round(self.config.reward.look_alike_fraction * len(labels))
+        if not count:
+            return labels
+        pick = torch.randint(len(self.look_alike_index), (count,), generator=self.random)
+        drawn = self.data.labels[self.look_alike_index[pick]].to(labels.device, labels.dtype)
+        return torch.cat([labels[: len(labels) - count], drawn])
 
     def _redraw_hard(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``labels`` with their first ``reward.hard_fraction`` redrawn from the pool of hard requests once it is

@@ -8,36 +8,48 @@ scored); its name stands wherever a model folder does: ``--model iclevr-ldm``, `
 from __future__ import annotations
 
 import sys
+from collections.abc import Collection
 from pathlib import Path
 
 from condgen.errors import CondgenError
 
 PRETRAINED = Path(__file__).resolve().parent
-# best first: the first one present is what `sample`, `denoise`, `serve` and the demo use when no model is named
-SHIPPED = ("iclevr-ldm", "iclevr-gan")
+# the default first: the first one present is what `sample`, `serve` and the demo use when no model is named, and
+# `denoise` (`interpolate`) the first one of a kind it pictures. iclevr-gan reaches the few-step goal of
+# benchmarks/README.md ("Few-step generators") at 4 network evaluations, where iclevr-ldm spends 760
+SHIPPED = ("iclevr-gan", "iclevr-ldm")
 # i-CLEVR's test.json and new_test.json (32 requests each), to generate without the dataset at hand
 ICLEVR_LABELS = {name: PRETRAINED / "iclevr" / f"{name}.json" for name in ("test", "new_test")}
 
 
-def shipped_models() -> list[str]:
-    """The names of the shipped models present in this installation, best first."""
-    return [name for name in SHIPPED if (PRETRAINED / name / "run.json").is_file()]
+def shipped_models(kinds: Collection[str] | None = None) -> list[str]:
+    """The names of the shipped models present in this installation, the default first; only those whose run.json
+    names one of ``kinds`` when given."""
+    present = [name for name in SHIPPED if (PRETRAINED / name / "run.json").is_file()]
+    if kinds is None:
+        return present
+    from condgen.data.jsonio import read_json  # here, as the command line's parser imports this module for the names
+
+    return [name for name in present if read_json(PRETRAINED / name / "run.json").get("kind") in kinds]
 
 
 def shipped_folders() -> list[Path]:
-    """The folders of every shipped model present, best first; none present is an error, as for ``model_path(None)``."""
+    """The folders of every shipped model present, the default first; none present is an error, as for
+    ``model_path(None)``."""
     return [PRETRAINED / name for name in shipped_models()] or [model_path(None)]
 
 
-def model_path(model: str | Path | None) -> Path:
+def model_path(model: str | Path | None, kinds: Collection[str] | None = None) -> Path:
     """The folder a ``--model`` value names: an existing folder as it is, else the shipped model of that name; with
-    None, the best shipped model. A shipped model's name that is also a folder here (``sample --out iclevr-gan/x``
-    makes one) names that folder where it is a run or model folder, and one line on stderr says where the shipped
-    one is; else the shipped model, and one line says that the folder is passed over."""
+    None, the default shipped model (the first of ``kinds``, run.json kinds, where given). A shipped model's name
+    that is also a folder here (``sample --out iclevr-gan/x`` makes one) names that folder where it is a run or model
+    folder, and one line on stderr says where the shipped one is; else the shipped model, and one line says that the
+    folder is passed over."""
     if model is None:
-        available = shipped_models()
+        available = shipped_models(kinds)
         if not available:
-            raise CondgenError("no shipped model in this installation; pass --model with a run or model folder")
+            of = f" of a kind this takes ({', '.join(sorted(kinds))})" if kinds is not None else ""
+            raise CondgenError(f"no shipped model{of} in this installation; pass --model with a run or model folder")
         return PRETRAINED / available[0]
     path, is_shipped = Path(model), str(model) in shipped_models()
     if path.exists() and is_shipped:
