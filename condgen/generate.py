@@ -310,6 +310,12 @@ def write_denoising(
     """One row of ``snapshots`` of a diffusion run's sampler states for the request ``objects``, from pure noise to
     the final image, decoded to images and written to the new file ``out``; ``overrides`` change the run's sampling
     settings."""
+    kind = kind_of(read_run(run), run)
+    if kind.generation == Generation.GAN:
+        raise CondgenError(
+            f"{run}: a {kind.name} model draws in one pass, so it has no denoising process to picture; "
+            f"`condgen interpolate --model {run}` pictures its noise space"
+        )
     loaded = load_generator(run, checkpoint, Generation.DIFFUSION)
     labels = request_labels(loaded.meta, None, objects)
     # one process pictured: the model's own settings, without ranking several samples

@@ -109,6 +109,10 @@ def test_sample_and_denoise_without_a_model_use_the_default_shipped_one(tmp_path
         == 0
     )
     assert "using the shipped model" not in capsys.readouterr().out  # named, so nothing to say
+    gan = next(name for name in SHIPPED if name != diffusion)  # a GAN has no denoising process: say what pictures it
+    assert main(["denoise", "--model", gan, "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "has no denoising process" in err and "condgen interpolate" in err and not (tmp_path / "g.png").exists()
 
 
 def test_a_name_that_is_neither_a_folder_nor_a_shipped_model_is_one_line(tmp_path, capsys):
