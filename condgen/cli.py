@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from condgen.errors import CondgenError, InterruptedTrainingError, SharedError
+from condgen.kinds import KINDS, Generation
 from condgen.parser import build_parser
 
 EXIT_USER_ERROR = 2
@@ -211,7 +212,7 @@ def denoise(args: argparse.Namespace) -> int:
     """``condgen denoise``: one row of the sampler's states, from noise to the image."""
     from condgen.generate import denoise_command
 
-    args.run = _model_folder(args.run, "diffusion")
+    args.run = _model_folder(args.run, Generation.DIFFUSION)
     print(f"wrote {denoise_command(args)}")
     return 0
 
@@ -283,10 +284,9 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_folder(model: Path | None, generation: str | None = None) -> Path:
+def _model_folder(model: Path | None, generation: Generation | None = None) -> Path:
     """The folder ``--run``/``--model`` names (a shipped model's name too); without one, the default shipped model
     (the first that generates the ``generation`` way, where given), which it says."""
-    from condgen.kinds import KINDS
     from condgen.pretrained import model_path
 
     kinds = None if generation is None else {kind.name for kind in KINDS.values() if kind.generation == generation}

@@ -145,12 +145,14 @@ class GANTask:
         auxiliary = self.critic.auxiliary
         self.unclipped = list(auxiliary.parameters()) if auxiliary is not None else []
         self.all_index = distributed.shard(torch.arange(len(data)))  # this rank's training images
-        self.look_alike_index = self.all_index[share_a_first_word(data.labels[self.all_index], data.codec.names)]
-        if config.reward.look_alike_fraction and not len(self.look_alike_index):
-            raise CondgenError(
-                "reward.look_alike_fraction: no training label set asks for two objects whose names share a first "
-                "word (colour); set it to 0"
-            )
+        if config.reward.look_alike_fraction:  # this rank's training images that ask for two objects of one colour
+            alike = share_a_first_word(data.labels[self.all_index], data.codec.names)
+            self.look_alike_index = self.all_index[alike]
+            if not len(self.look_alike_index):
+                raise CondgenError(
+                    "reward.look_alike_fraction: no training label set asks for two objects whose names share a "
+                    "first word (colour); set it to 0"
+                )
         eager_critic = self.objective.penalty or o.r1_gamma > 0 or config.model.spectral_norm
         compile_in_place([self.generator_net] + ([] if eager_critic else [self.critic]), o.compile)
         # From here on the steps call DDP wrappers under torchrun; modules, the optimisers and the EMA keep the plain
